@@ -1,0 +1,11 @@
+"""The analyses nanostrain runs live on every session, and on replay."""
+
+from __future__ import annotations
+
+from .derived import AnalysisCallback
+from .frame_stats import FrameStatisticsCallback
+
+
+def default_analyses() -> list[AnalysisCallback]:
+    """Fresh instances of every live analysis; each picks the runs it applies to."""
+    return [FrameStatisticsCallback(image_key=None)]

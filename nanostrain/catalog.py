@@ -1,0 +1,278 @@
+"""The nanostrain catalog: a Tiled server holding bluesky runs and derived results.
+
+One configuration (`catalog_config`) serves three ways of running the catalog:
+
+* `nanostrain serve` — a uvicorn server process (`serve`), the beamline deployment;
+* `EmbeddedCatalog` — the same app on a background thread of the current process, what
+  `make_session(data_dir=...)` uses so that a laptop needs no second terminal;
+* `build_catalog_app` + `tiled.client.from_app` — in-process, for unit tests.
+
+Storage: the catalog database is SQLite (``<data_dir>/catalog.db``) by default or
+PostgreSQL (``database="postgresql://..."``); event tables go to a SQL tabular store
+(SQLite file beside the catalog, or the same PostgreSQL database); arrays to files under
+``<data_dir>/data``. Detector HDF5 files are registered by reference (StreamResource),
+so their folders are the server's ``readable_storage``.
+
+Writes need the API key; reads are anonymous unless ``public=False``. The bluesky
+json-seq exporter is registered so that ``run.documents()`` works over HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+DEFAULT_DATA_DIR = Path("nanostrain-data")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+API_KEY_ENV = "NANOSTRAIN_API_KEY"
+JSON_SEQ_EXPORTER = "bluesky_tiled_plugins.exporters:json_seq_exporter"
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    """Where the catalog keeps its data and who may write to it.
+
+    data_dir: root folder: ``catalog.db`` (SQLite), ``tables.sqlite`` (event tables),
+        ``data/`` (arrays written through Tiled), ``detectors/`` (HDF5 written by
+        detectors, registered by reference), ``backup/`` (runs the catalog failed to take).
+    database: ``None`` for embedded SQLite, or a ``postgresql://user@host:port/db`` URI
+        used both for the catalog (through asyncpg) and for the event tables.
+    api_key: the single-user key required for writes (alphanumeric).
+    readable_storage: extra folders whose files (detector HDF5) the server may serve.
+    public: allow anonymous reads.
+    """
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database: str | None = None
+    api_key: str = field(default_factory=lambda: os.environ.get(API_KEY_ENV) or "")
+    readable_storage: tuple[Path, ...] = ()
+    public: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())
+        if not self.api_key:
+            object.__setattr__(self, "api_key", load_or_create_api_key(self.data_dir))
+        if not self.api_key.isalnum():
+            raise ValueError("The API key must be alphanumeric (letters and digits only).")
+        if self.database is not None and urlsplit(self.database).scheme not in (
+            "postgresql",
+            "postgres",
+            "postgresql+asyncpg",
+        ):
+            raise ValueError(
+                f"--database must be a postgresql://... URI, got {self.database!r}; "
+                "leave it out for the embedded SQLite catalog."
+            )
+
+    @property
+    def detector_dir(self) -> Path:
+        """Folder where (simulated) detectors write their HDF5 files."""
+        return self.data_dir / "detectors"
+
+    @property
+    def backup_dir(self) -> Path:
+        """Folder where TiledWriter saves any run the catalog could not take (JSONL)."""
+        return self.data_dir / "backup"
+
+
+def load_or_create_api_key(data_dir: Path) -> str:
+    """Return the key stored in ``<data_dir>/api_key``, creating a random one if absent.
+
+    Keeping the key in the data folder lets `nanostrain serve` and a later
+    `nanostrain shell` on the same folder agree without the user copying secrets.
+    """
+    path = Path(data_dir) / "api_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(16)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def _postgres_uris(database: str) -> tuple[str, str]:
+    """(catalog URI for SQLAlchemy+asyncpg, tabular-storage URI for ADBC) from one URI."""
+    parts = urlsplit(database)
+    plain = urlunsplit(("postgresql",) + tuple(parts[1:]))
+    async_ = urlunsplit(("postgresql+asyncpg",) + tuple(parts[1:]))
+    return async_, plain
+
+
+def catalog_config(settings: CatalogSettings) -> dict[str, Any]:
+    """The Tiled server configuration (the same dict `tiled serve config` reads as YAML)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    for folder in ("data", "detectors", "backup"):
+        (settings.data_dir / folder).mkdir(exist_ok=True)
+    if settings.database is None:
+        catalog_uri = f"sqlite:///{settings.data_dir / 'catalog.db'}"
+        tables_uri = f"sqlite:///{settings.data_dir / 'tables.sqlite'}"
+    else:
+        catalog_uri, tables_uri = _postgres_uris(settings.database)
+    readable = [str(settings.detector_dir)] + [str(Path(p).resolve()) for p in settings.readable_storage]
+    return {
+        "authentication": {
+            "single_user_api_key": settings.api_key,
+            "allow_anonymous_access": settings.public,
+        },
+        "catalog": {
+            "uri": catalog_uri,
+            "writable_storage": [str(settings.data_dir / "data"), tables_uri],
+            "readable_storage": readable,
+            "init_if_not_exists": True,
+        },
+        "media_types": {"BlueskyRun": {"application/json-seq": JSON_SEQ_EXPORTER}},
+        "uvicorn": {"host": DEFAULT_HOST, "port": DEFAULT_PORT},
+    }
+
+
+def build_catalog_app(settings: CatalogSettings):
+    """The ASGI app of the catalog (for `tiled.client.from_app` or uvicorn)."""
+    from tiled.server.app import build_app_from_config
+
+    return build_app_from_config(catalog_config(settings))
+
+
+def serve(settings: CatalogSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Run the catalog server in the foreground until interrupted (`nanostrain serve`)."""
+    import uvicorn
+
+    app = build_catalog_app(settings)
+    print(f"nanostrain catalog: data in {settings.data_dir}")
+    print(f"  API:    http://{host}:{port}/api/v1")
+    print(f"  web UI: http://{host}:{port}/ui/")
+    print(f"  writes need the API key in {settings.data_dir / 'api_key'} (or ${API_KEY_ENV})")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+class _ThreadedServer:
+    """uvicorn on a daemon thread of this process (signal handlers left alone)."""
+
+    def __init__(self, app, host: str, port: int):
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            def install_signal_handlers(self) -> None:  # the main thread keeps its own
+                pass
+
+        self.server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="nanostrain-catalog", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("The embedded catalog server did not start.")
+            time.sleep(0.05)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class EmbeddedCatalog:
+    """The catalog server on a background thread, for a session that owns its data folder.
+
+    >>> with EmbeddedCatalog(CatalogSettings(data_dir="nanostrain-data")) as cat:
+    ...     client = cat.client()
+    """
+
+    def __init__(self, settings: CatalogSettings, host: str = DEFAULT_HOST, port: int = 0):
+        self.settings = settings
+        self._server = _ThreadedServer(build_catalog_app(settings), host, port)
+        self.url = self._server.start()
+
+    @property
+    def uri(self) -> str:
+        return f"{self.url}/api/v1"
+
+    def client(self, api_key: str | None = None):
+        return connect(self.uri, api_key=api_key or self.settings.api_key)
+
+    def close(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> EmbeddedCatalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def connect(uri: str, api_key: str | None = None):
+    """A Tiled client of the catalog at ``uri`` (``http://host:port[/api/v1]``)."""
+    from tiled.client import from_uri
+
+    return from_uri(uri, api_key=api_key or os.environ.get(API_KEY_ENV) or None)
+
+
+def wait_until_up(url: str, timeout: float = 30.0) -> None:
+    """Block until a catalog server answers at ``url``; raise TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url.rstrip('/')}/healthz", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"No catalog server answered at {url} within {timeout} s.")
+        time.sleep(0.1)
+
+
+def iter_backup_runs(backup_dir: Path) -> Iterator[Path]:
+    """JSONL files (one run each) that TiledWriter left in a backup folder."""
+    yield from sorted(Path(backup_dir).glob("*.jsonl"))
+
+
+def recover(backup_dir: Path | str, client, remove: bool = False) -> list[str]:
+    """Re-ingest runs that TiledWriter backed up while the catalog was unreachable.
+
+    A run the server took only in part (its start document arrived before the outage)
+    is replaced by the complete copy from the backup. Returns the uids recovered.
+    Files are kept unless ``remove`` (they are then renamed ``*.jsonl.recovered``).
+    """
+    import json
+
+    from bluesky_tiled_plugins import TiledWriter
+
+    recovered = []
+    for path in iter_backup_runs(Path(backup_dir)):
+        docs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not docs or docs[0]["name"] != "start":
+            raise ValueError(f"{path} does not begin with a start document; not a run backup.")
+        uid = docs[0]["doc"]["uid"]
+        if uid in client:
+            if client[uid].metadata.get("stop"):
+                recovered.append(uid)  # already complete in the catalog
+                _mark_recovered(path, remove)
+                continue
+            client.delete_contents(uid, recursive=True, external_only=False)
+        writer = TiledWriter(client, batch_size=100)
+        for entry in docs:
+            writer(entry["name"], entry["doc"])
+        recovered.append(uid)
+        _mark_recovered(path, remove)
+    return recovered
+
+
+def _mark_recovered(path: Path, remove: bool) -> None:
+    if remove:
+        path.rename(path.with_suffix(".jsonl.recovered"))
+
+
+def missing_runs(client, uids: Sequence[str]) -> list[str]:
+    """The uids among ``uids`` that the catalog does not hold (for health checks)."""
+    return [uid for uid in uids if uid not in client]

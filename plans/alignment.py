@@ -1,0 +1,47 @@
+"""Alignment: scan a stage while a camera images the beam (or a particle)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.plans as bp
+import numpy as np
+
+from .validation import require_count, require_positive, require_within_limits
+
+
+def alignment_scan(
+    cam,
+    stage,
+    start_mm: float,
+    stop_mm: float,
+    num: int,
+    *,
+    monitor=None,
+    exposure_s: float = 0.1,
+    limits_mm: tuple[float, float] = (-10.0, 10.0),
+    md: dict[str, Any] | None = None,
+):
+    """Step ``stage`` from ``start_mm`` to ``stop_mm`` in ``num`` points, one ``cam``
+    frame (``exposure_s`` seconds) and one ``monitor`` reading per point.
+
+    The run's start document records ``technique="alignment"`` and ``image_key`` (the
+    camera's frame data key), which the live frame-statistics analysis uses.
+    Raises PlanArgumentError before anything moves if a position is outside
+    ``limits_mm`` or the counts/exposure are not sensible.
+    """
+    require_count("num", num, minimum=2, maximum=100_000)
+    require_positive("exposure_s", exposure_s)
+    require_within_limits("stage", list(np.linspace(start_mm, stop_mm, num)), limits_mm, "mm")
+    detectors = [cam] + ([monitor] if monitor is not None else [])
+    metadata = {
+        "technique": "alignment",
+        "image_key": cam.name,
+        "exposure_s": exposure_s,
+        **(md or {}),
+    }
+    from ophyd_async.core import TriggerInfo
+
+    yield from bps.prepare(cam, TriggerInfo(livetime=exposure_s), wait=True)
+    return (yield from bp.scan(detectors, stage, start_mm, stop_mm, num, md=metadata))
