@@ -19,19 +19,21 @@ class FrameStatistics:
 
 
 def frame_statistics(frame: np.ndarray, background: float | None = None) -> FrameStatistics:
-    """Total, maximum and centroid of ``frame - background`` (negative values clipped).
+    """Total, maximum and centroid of ``frame - background``.
 
     centroid_row = sum_i sum_j i * I_ij / sum I, centroid_col likewise with j.
-    background: counts per pixel to subtract; None takes the frame's median, a robust
-    estimate when the feature (beam spot, peak) covers under half of the frame.
+    background: counts per pixel to subtract; None estimates it as the 3-sigma-clipped
+    mean of the frame (`clipped_mean`), robust when the feature (beam spot, peak) covers
+    a small part of the frame.
     """
     raw = np.asarray(frame, dtype=np.float64)
     if raw.ndim != 2:
         raise ValueError(f"frame must be 2D, got shape {raw.shape}")
-    level = float(np.median(raw)) if background is None else background
-    image = np.clip(raw - level, 0.0, None)
+    level = clipped_mean(raw) if background is None else background
+    # Negative residuals are kept: clipping them would bias the centroid to the frame centre.
+    image = raw - level
     total = float(image.sum())
-    if total == 0.0:
+    if total <= 0.0:
         return FrameStatistics(0.0, 0.0, float("nan"), float("nan"))
     rows = image.sum(axis=1)
     cols = image.sum(axis=0)
@@ -41,3 +43,17 @@ def frame_statistics(frame: np.ndarray, background: float | None = None) -> Fram
         centroid_row=float(np.dot(np.arange(rows.size), rows) / total),
         centroid_col=float(np.dot(np.arange(cols.size), cols) / total),
     )
+
+
+def clipped_mean(values: np.ndarray, n_sigma: float = 3.0, iterations: int = 5) -> float:
+    """Mean of ``values`` after iteratively discarding points above mean + n_sigma * std
+    (the background level of an image with a bright compact feature)."""
+    data = np.asarray(values, dtype=np.float64).ravel()
+    keep = np.ones(data.size, dtype=bool)
+    for _ in range(iterations):
+        mean, std = data[keep].mean(), data[keep].std()
+        new_keep = data <= mean + n_sigma * std
+        if np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    return float(data[keep].mean())

@@ -192,6 +192,9 @@ class EmbeddedCatalog:
     """
 
     def __init__(self, settings: CatalogSettings, host: str = DEFAULT_HOST, port: int = 0):
+        import logging
+
+        logging.getLogger("tiled.server.app").setLevel(logging.WARNING)
         self.settings = settings
         self._server = _ThreadedServer(build_catalog_app(settings), host, port)
         self.url = self._server.start()

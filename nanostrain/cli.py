@@ -1,0 +1,187 @@
+"""The ``nanostrain`` command line.
+
+    nanostrain demo                       simulated campaign into ./nanostrain-data
+    nanostrain serve [--data-dir D]       the catalog server (Tiled) on 127.0.0.1:8000
+    nanostrain shell [--real CONFIG]      IPython with the beamline session loaded
+    nanostrain replay UID [--write]       re-run the live analyses on a stored run
+    nanostrain catalog ls | recover DIR   list runs / re-ingest backed-up runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .catalog import API_KEY_ENV, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, CatalogSettings
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "profile"
+
+
+def _settings(args: argparse.Namespace) -> CatalogSettings:
+    kwargs = {"data_dir": Path(args.data_dir)}
+    if getattr(args, "api_key", None):
+        kwargs["api_key"] = args.api_key
+    if getattr(args, "database", None):
+        kwargs["database"] = args.database
+    if getattr(args, "readable_storage", None):
+        kwargs["readable_storage"] = tuple(Path(p) for p in args.readable_storage)
+    if getattr(args, "private", False):
+        kwargs["public"] = False
+    return CatalogSettings(**kwargs)
+
+
+def _client(args: argparse.Namespace):
+    """A catalog client: the server at --catalog, or an embedded one on --data-dir."""
+    from .catalog import EmbeddedCatalog, connect
+
+    if args.catalog:
+        return connect(args.catalog, api_key=args.api_key), None
+    server = EmbeddedCatalog(_settings(args))
+    return server.client(), server
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .catalog import serve
+
+    serve(_settings(args), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    env["NANOSTRAIN_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    if args.catalog:
+        env["NANOSTRAIN_CATALOG"] = args.catalog
+    if args.real:
+        env["NANOSTRAIN_BEAMLINE_CONFIG"] = str(Path(args.real).resolve())
+    command = [sys.executable, "-m", "IPython", f"--profile-dir={PROFILE_DIR}"]
+    os.execvpe(sys.executable, command, env)
+    return 0  # not reached
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay
+
+    client, server = _client(args)
+    try:
+        if args.uid not in client:
+            print(f"No run {args.uid!r} in the catalog.", file=sys.stderr)
+            return 2
+        published = replay(client[args.uid])
+        starts = [doc for name, doc in published if name == "start"]
+        events = sum(1 for name, _ in published if name == "event")
+        for doc in starts:
+            print(f"derived run {doc['uid']} ({doc['analysis']}) from {doc['derived_from']}")
+        print(f"{len(starts)} derived run(s), {events} event(s)")
+        if args.write:
+            from bluesky_tiled_plugins import TiledWriter
+
+            writer = TiledWriter(client)
+            for name, doc in published:
+                writer(name, doc)
+            print("written to the catalog")
+        return 0
+    finally:
+        if server is not None:
+            server.close()
+
+
+def cmd_catalog_ls(args: argparse.Namespace) -> int:
+    client, server = _client(args)
+    try:
+        for uid in list(client)[-args.last :]:
+            start = client[uid].metadata["start"]
+            kind = start.get("analysis") and f"derived:{start['analysis']}" or start.get("technique", start.get("plan_name", "?"))
+            print(f"{uid}  {kind:<28} {start.get('sample', {}).get('name', '') if isinstance(start.get('sample'), dict) else start.get('sample', '')}")
+        return 0
+    finally:
+        if server is not None:
+            server.close()
+
+
+def cmd_catalog_recover(args: argparse.Namespace) -> int:
+    from .catalog import recover
+
+    client, server = _client(args)
+    try:
+        uids = recover(Path(args.backup_dir), client, remove=args.remove)
+        for uid in uids:
+            print(f"recovered {uid}")
+        print(f"{len(uids)} run(s) recovered from {args.backup_dir}")
+        return 0
+    finally:
+        if server is not None:
+            server.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.data_dir), quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nanostrain",
+        description="Run, watch and analyse strain experiments on battery cathode particles "
+        "(in situ XRD, SXDM, TXM-XANES) with Bluesky, storing everything in a Tiled catalog.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, catalog: bool = True) -> None:
+        p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="data folder (default: %(default)s)")
+        p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV), help=f"catalog API key (default: ${API_KEY_ENV} or <data-dir>/api_key)")
+        if catalog:
+            p.add_argument("--catalog", default=os.environ.get("NANOSTRAIN_CATALOG"), metavar="URL",
+                           help="catalog server URL (default: an embedded server on --data-dir)")
+
+    p = sub.add_parser("serve", help="run the catalog server (Tiled)")
+    common(p, catalog=False)
+    p.add_argument("--host", default=DEFAULT_HOST, help="listen address (default: %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
+    p.add_argument("--database", metavar="URI", help="postgresql://user@host:port/db instead of embedded SQLite")
+    p.add_argument("--readable-storage", nargs="*", metavar="DIR", help="extra folders of detector files the server may read")
+    p.add_argument("--private", action="store_true", help="require the API key for reads too")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("shell", help="IPython with the beamline session (sim devices by default)")
+    common(p)
+    p.add_argument("--real", metavar="CONFIG", help="beamline TOML config: real EPICS devices instead of simulated")
+    p.set_defaults(func=cmd_shell)
+
+    p = sub.add_parser("replay", help="re-run the live analyses on a stored run")
+    common(p)
+    p.add_argument("uid", help="uid of the raw run")
+    p.add_argument("--write", action="store_true", help="store the replayed derived runs in the catalog")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("demo", help="run the simulated experiment campaign into the catalog")
+    common(p, catalog=False)
+    p.add_argument("--quick", action="store_true", help="a shorter campaign (for tests)")
+    p.set_defaults(func=cmd_demo)
+
+    cat = sub.add_parser("catalog", help="catalog maintenance").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = cat.add_parser("ls", help="list runs")
+    common(p)
+    p.add_argument("--last", type=int, default=20, help="how many of the newest runs (default: %(default)s)")
+    p.set_defaults(func=cmd_catalog_ls)
+    p = cat.add_parser("recover", help="re-ingest runs saved in a backup folder while the catalog was down")
+    common(p)
+    p.add_argument("backup_dir", help="folder of *.jsonl run backups (e.g. nanostrain-data/backup)")
+    p.add_argument("--remove", action="store_true", help="rename recovered files to *.jsonl.recovered")
+    p.set_defaults(func=cmd_catalog_recover)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,19 @@
+# nanostrain beamline profile: build the session (RunEngine, catalog, live analyses).
+# Configure with environment variables (set by `nanostrain shell`):
+#   NANOSTRAIN_DATA_DIR          data folder (default ./nanostrain-data)
+#   NANOSTRAIN_CATALOG           URL of a running `nanostrain serve` (default: embedded)
+#   NANOSTRAIN_BEAMLINE_CONFIG   TOML of real EPICS devices (default: simulated beamline)
+import os
+
+from nanostrain.session import make_session
+
+_config = os.environ.get("NANOSTRAIN_BEAMLINE_CONFIG")
+session = make_session(
+    catalog_uri=os.environ.get("NANOSTRAIN_CATALOG") or None,
+    data_dir=os.environ.get("NANOSTRAIN_DATA_DIR") or "nanostrain-data",
+    sim=_config is None,
+    beamline_config=_config,
+    best_effort=os.environ.get("NANOSTRAIN_BEC", "1") == "1",
+)
+RE = session.RE
+catalog = db = session.catalog

@@ -1,0 +1,2 @@
+# Devices of the beamline (simulated twins unless a beamline config was given).
+globals().update(session.devices)

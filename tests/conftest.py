@@ -1,0 +1,189 @@
+"""Shared fixtures: catalogs (in-process app, real server process, SQLite or PostgreSQL),
+a RunEngine with simulated devices."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nanostrain.catalog import CatalogSettings, build_catalog_app, wait_until_up
+
+API_KEY = "nanostraintestkey"
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database on the machine's server, dropped afterwards."""
+    if not postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 (CI must start it).")
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import psycopg
+
+    name = f"nanostrain_test_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def catalog_settings(request, tmp_path) -> CatalogSettings:
+    """Catalog settings on a fresh data folder: embedded SQLite, or PostgreSQL."""
+    database = request.getfixturevalue("postgres_database") if request.param == "postgresql" else None
+    return CatalogSettings(data_dir=tmp_path / "data", api_key=API_KEY, database=database)
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path) -> CatalogSettings:
+    return CatalogSettings(data_dir=tmp_path / "data", api_key=API_KEY)
+
+
+def in_process_client(settings_or_app, api_key: str | None = API_KEY):
+    """A Tiled client of the catalog app running in this process (no network).
+
+    Pass an app (from `build_catalog_app`) to open several clients on one app: two apps
+    on one PostgreSQL database in one process are not a supported deployment.
+    """
+    from tiled.client import from_context
+    from tiled.client.context import Context
+
+    app = build_catalog_app(settings_or_app) if isinstance(settings_or_app, CatalogSettings) else settings_or_app
+    return from_context(Context.from_app(app, api_key=api_key))
+
+
+@pytest.fixture
+def catalog_client(catalog_settings):
+    """In-process client of a fresh catalog (parametrised: SQLite and PostgreSQL)."""
+    client = in_process_client(catalog_settings)
+    yield client
+    client.context.close()
+
+
+class ServerProcess:
+    """`nanostrain serve` as a real process on a free port of 127.0.0.1."""
+
+    def __init__(self, settings: CatalogSettings, port: int | None = None):
+        self.settings = settings
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ServerProcess:
+        command = [
+            sys.executable, "-m", "nanostrain", "serve",
+            "--data-dir", str(self.settings.data_dir), "--port", str(self.port),
+            "--api-key", self.settings.api_key,
+        ]
+        if self.settings.database:
+            command += ["--database", self.settings.database]
+        log = open(self.settings.data_dir.parent / f"server-{self.port}.log", "ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_up(self.url, timeout=60)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def kill(self) -> None:
+        """Stop the server abruptly (SIGKILL), as a crash or power cut would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            self.process = None
+
+    def client(self):
+        from nanostrain.catalog import connect
+
+        return connect(self.url, api_key=self.settings.api_key)
+
+
+@pytest.fixture
+def server_process(sqlite_settings) -> Iterator[ServerProcess]:
+    server = ServerProcess(sqlite_settings).start()
+    yield server
+    server.stop()
+
+
+def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python process (a second beamline process); fail loudly."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"subprocess failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}")
+    return result
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError("condition not met in time")
+
+
+@pytest.fixture
+def RE():
+    from bluesky import RunEngine
+
+    engine = RunEngine({})
+    yield engine
+    if engine.state != "idle":
+        engine.halt()
+
+
+@pytest.fixture
+def bench(RE, tmp_path):
+    """The simulated alignment bench (ophyd-async stage + camera, ophyd v1 monitor)."""
+    from nanostrain.beamline import connect_devices, detector_path_provider
+    from nanostrain.devices.alignment import make_alignment_bench
+
+    devices = make_alignment_bench(detector_path_provider(tmp_path / "detectors"))
+    connect_devices(devices)
+    return devices
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
