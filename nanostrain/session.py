@@ -90,6 +90,10 @@ class Session:
         return published
 
     def close(self) -> None:
+        """Write persisted metadata now and stop the embedded catalog (if any)."""
+        finalizer = getattr(self.RE.md, "_finalizer", None)  # bluesky PersistentDict
+        if finalizer is not None:
+            finalizer()  # a weakref.finalize: writes to disk once, then never again
         if self.server is not None:
             self.server.close()
             self.server = None

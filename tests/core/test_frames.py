@@ -1,0 +1,62 @@
+"""Frame sources: the HDF5 file a detector is still writing, and the catalog."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+from nanostrain.analysis.frames import clipped_mean, frame_statistics
+from nanostrain.callbacks.frames import HDF5FrameSource, resource_path
+
+
+def test_hdf5_source_reads_frames_of_a_file_still_being_written(tmp_path):
+    path = tmp_path / "det.h5"
+    writer = h5py.File(path, "w", libver="latest")
+    data = writer.create_dataset("/entry/data/data", shape=(0, 3, 3), maxshape=(None, 3, 3), dtype="u4")
+    writer.swmr_mode = True
+    resource = {"uid": "r1", "uri": f"file://localhost{path}", "parameters": {"dataset": "/entry/data/data"}}
+    source = HDF5FrameSource(chunk=2)
+    got = []
+    for i in range(5):
+        data.resize(i + 1, axis=0)
+        data[i] = i
+        data.flush()
+        datum = {"seq_nums": {"start": i + 1, "stop": i + 2}, "indices": {"start": i, "stop": i + 1}}
+        got += [(seq, int(frame[0, 0])) for seq, frame in source.iter_frames("primary", resource, datum)]
+    source.close()
+    writer.close()
+    assert got == [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4)]
+
+
+def test_hdf5_source_reads_a_range_in_chunks(tmp_path):
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f["d"] = np.arange(7)[:, None, None] * np.ones((7, 2, 2))
+    resource = {"uid": "r", "uri": f"file://localhost{path}", "parameters": {"dataset": "d"}}
+    datum = {"seq_nums": {"start": 3, "stop": 8}, "indices": {"start": 2, "stop": 7}}
+    pairs = [(s, f[0, 0]) for s, f in HDF5FrameSource(chunk=2).iter_frames("primary", resource, datum)]
+    assert pairs == [(3, 2.0), (4, 3.0), (5, 4.0), (6, 5.0), (7, 6.0)]
+
+
+def test_resource_path_decodes_file_uris():
+    assert str(resource_path({"uri": "file://localhost/data/a%20b.h5"})) == "/data/a b.h5"
+
+
+def test_frame_statistics_finds_a_gaussian_spot_at_its_centre():
+    rng = np.random.default_rng(0)
+    rows, cols = np.indices((64, 96))
+    frame = rng.poisson(2.5 + 1000 * np.exp(-((rows - 20.0) ** 2 + (cols - 70.0) ** 2) / 18))
+    stats = frame_statistics(frame)
+    assert abs(stats.centroid_row - 20.0) < 0.1 and abs(stats.centroid_col - 70.0) < 0.1
+    assert abs(stats.total - 1000 * np.pi * 18) / (1000 * np.pi * 18) < 0.02
+
+
+def test_clipped_mean_ignores_a_bright_feature():
+    values = np.full(1000, 10.0)
+    values[:20] = 1e6
+    assert clipped_mean(values) == 10.0
+
+
+def test_empty_frame_has_no_centroid():
+    stats = frame_statistics(np.zeros((4, 4)), background=0.0)
+    assert stats.total == 0.0 and np.isnan(stats.centroid_col)
