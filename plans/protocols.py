@@ -1,0 +1,111 @@
+"""Electrochemical cycling protocols, as data: what the cycler should do, step by step.
+
+A protocol is a tuple of `ProtocolStep` in *specific* units (mA/g, V vs Li/Li+, s); the
+plans turn each into the cycler's absolute current with the electrode's active mass.
+Builders cover the usual experiments: galvanostatic cycling, formation then long
+cycling, rate tests, GITT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .validation import PlanArgumentError, require_count, require_positive, require_range
+
+Mode = Literal["CC_CHARGE", "CC_DISCHARGE", "REST"]
+
+#: The cycler's safe window and the highest specific current plans accept (~5C).
+VOLTAGE_LIMITS_V = (2.0, 4.8)
+MAX_RATE_MA_G = 1400.0
+
+
+@dataclass(frozen=True)
+class ProtocolStep:
+    """One cycler step: ``mode``, specific current ``rate_mA_g`` (>= 0; 0 for REST),
+    voltage window ``v_min``..``v_max`` (V) that ends a CC step, ``duration_s`` (0 = until
+    the voltage limit; required for REST), ``label`` for the record (e.g. "formation 1")."""
+
+    mode: Mode
+    rate_mA_g: float = 0.0
+    v_min: float = 2.7
+    v_max: float = 4.5
+    duration_s: float = 0.0
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("CC_CHARGE", "CC_DISCHARGE", "REST"):
+            raise PlanArgumentError(f"mode must be CC_CHARGE, CC_DISCHARGE or REST, got {self.mode!r}.")
+        require_range("v_min", self.v_min, *VOLTAGE_LIMITS_V, unit="V")
+        require_range("v_max", self.v_max, *VOLTAGE_LIMITS_V, unit="V")
+        if self.v_min >= self.v_max:
+            raise PlanArgumentError(f"v_min ({self.v_min} V) must be below v_max ({self.v_max} V).")
+        if self.mode == "REST":
+            if self.rate_mA_g != 0:
+                raise PlanArgumentError("A REST step carries no current (rate_mA_g = 0).")
+            require_positive("duration_s of a REST step", self.duration_s)
+        else:
+            require_range("rate_mA_g", self.rate_mA_g, 1e-3, MAX_RATE_MA_G, unit="mA/g")
+            if self.duration_s < 0:
+                raise PlanArgumentError(f"duration_s must be >= 0, got {self.duration_s}.")
+
+
+Protocol = tuple[ProtocolStep, ...]
+
+
+def galvanostatic(rate_mA_g: float, cycles: int = 1, v_min: float = 2.7, v_max: float = 4.5, label: str = "") -> Protocol:
+    """``cycles`` x (constant-current charge to ``v_max``, discharge to ``v_min``)."""
+    require_count("cycles", cycles, 1, 10_000)
+    steps = []
+    for n in range(1, cycles + 1):
+        tag = f"{label or f'{rate_mA_g:g} mA/g'} cycle {n}"
+        steps.append(ProtocolStep("CC_CHARGE", rate_mA_g, v_min, v_max, label=f"{tag} charge"))
+        steps.append(ProtocolStep("CC_DISCHARGE", rate_mA_g, v_min, v_max, label=f"{tag} discharge"))
+    return tuple(steps)
+
+
+def formation_and_cycling(
+    formation_rate_mA_g: float = 20.0,
+    formation_cycles: int = 3,
+    rate_mA_g: float = 100.0,
+    cycles: int = 100,
+    v_min: float = 2.7,
+    v_max: float = 4.5,
+) -> Protocol:
+    """Formation cycles at a low rate (SCIENCE.md: 3 at 20 mA/g), then long cycling."""
+    return galvanostatic(formation_rate_mA_g, formation_cycles, v_min, v_max, "formation") + galvanostatic(
+        rate_mA_g, cycles, v_min, v_max, "cycling"
+    )
+
+
+def rate_test(rates_mA_g: tuple[float, ...] = (20, 50, 100, 200, 20), cycles_per_rate: int = 1, v_min: float = 2.7, v_max: float = 4.5) -> Protocol:
+    """Galvanostatic cycles at each rate in turn (the last back at a low rate: recovery)."""
+    if not rates_mA_g:
+        raise PlanArgumentError("rates_mA_g must list at least one rate.")
+    return tuple(step for rate in rates_mA_g for step in galvanostatic(rate, cycles_per_rate, v_min, v_max))
+
+
+def gitt(
+    pulse_rate_mA_g: float = 20.0,
+    pulse_s: float = 1200.0,
+    rest_s: float = 8400.0,
+    v_min: float = 2.8,
+    v_max: float = 4.5,
+    max_titrations: int = 200,
+    charge: bool = True,
+) -> Protocol:
+    """GITT (SCIENCE.md eq. 2): pulses of ``pulse_s`` at ``pulse_rate_mA_g`` each followed
+    by ``rest_s`` of open circuit (defaults 20 min / 140 min at 20 mA/g, 2.8-4.5 V).
+
+    The cycler ends a pulse early at the voltage limit; the plan stops titrating then,
+    so ``max_titrations`` is only an upper bound.
+    """
+    require_positive("pulse_s", pulse_s)
+    require_positive("rest_s", rest_s)
+    require_count("max_titrations", max_titrations, 1, 10_000)
+    mode: Mode = "CC_CHARGE" if charge else "CC_DISCHARGE"
+    steps = []
+    for n in range(1, max_titrations + 1):
+        steps.append(ProtocolStep(mode, pulse_rate_mA_g, v_min, v_max, pulse_s, label=f"GITT pulse {n}"))
+        steps.append(ProtocolStep("REST", 0.0, v_min, v_max, rest_s, label=f"GITT rest {n}"))
+    return tuple(steps)

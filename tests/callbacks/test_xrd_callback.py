@@ -1,0 +1,135 @@
+"""The operando XRD live reduction on frames with known lattice, phases and widths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from event_model import DocumentNames, compose_run, schema_validators
+
+from nanostrain.analysis.xrd import al_reflections, perkinelmer_geometry, pixel_q, pseudo_voigt, r3m_reflections
+from nanostrain.callbacks.xrd import XrdCallback
+
+WAVELENGTH_A = 0.1665
+
+
+def small_geometry():
+    """The PerkinElmer 2048 x 2048 panel at 1.5 m, 0.1665 A (11-ID-C): Q up to ~5 1/A
+    at the panel edge, ~0.005 1/A per pixel."""
+    return perkinelmer_geometry(1.5, WAVELENGTH_A)
+
+
+def pattern(q, phases, fwhm=0.012, al=True, eta=0.5, strain_eps=0.0):
+    """I(Q): R-3m lines of each (a, c, weight) phase, Al lines, flat background.
+
+    Line width: fwhm + 2 strain_eps Q (1/A), the Williamson-Hall form in Q
+    (dQ = 2 pi K / D + 2 eps Q)."""
+    out = np.full_like(q, 20.0)
+    for a, c, weight in phases:
+        for line in r3m_reflections(a, c, (0.5, 5.5)):
+            strength = 4000.0 if line.hkl == (0, 0, 3) else 800.0
+            width = fwhm + 2 * strain_eps * line.q
+            out += weight * pseudo_voigt(q, line.q, width, eta, strength * width)
+    if al:
+        for line in al_reflections((0.5, 5.5)):
+            out += pseudo_voigt(q, line.q, fwhm, 0.5, 300 * fwhm)
+    return out
+
+
+def frame(ai, phases, rng, **kwargs):
+    q_pix = pixel_q(ai)
+    grid = np.linspace(0.3, 6.0, 20000)
+    return rng.poisson(np.interp(q_pix, grid, pattern(grid, phases, **kwargs))).astype(np.uint32)
+
+
+def run_frames(frames, reference=None):
+    ai = small_geometry()
+    md = {"technique": "xrd", "image_key": "xrd", "xrd_geometry": ai.get_config(),
+          "echem_keys": {"potential_V": "cycler-potential"}}
+    if reference:
+        md["xrd_reference"] = reference
+    bundle = compose_run(metadata=md)
+    desc = bundle.compose_descriptor(name="primary", data_keys={"cycler-potential": {"dtype": "number", "shape": [], "source": "x"}})
+
+    class Frames:
+        def iter_frames(self, stream, resource, datum):
+            yield datum["seq_nums"]["start"], frames[datum["seq_nums"]["start"] - 1]
+
+    callback = XrdCallback(frame_source=Frames())
+    out = []
+    callback.subscribe(lambda name, doc: out.append((name, doc)))
+    callback("start", bundle.start_doc)
+    callback("descriptor", desc.descriptor_doc)
+    callback("stream_resource", {"uid": "r", "data_key": "xrd"})
+    for i in range(1, len(frames) + 1):
+        callback("stream_datum", {"stream_resource": "r", "descriptor": desc.descriptor_doc["uid"],
+                                  "seq_nums": {"start": i, "stop": i + 1}, "indices": {"start": i - 1, "stop": i}})
+        callback("event", desc.compose_event(data={"cycler-potential": 3.5 + 0.1 * i}, timestamps={"cycler-potential": 0}))
+    callback("stop", bundle.compose_stop())
+    rows = [doc["data"] for name, doc in out if name == "event" and "c_A" in doc["data"]]
+    return callback, out, rows
+
+
+@pytest.fixture(scope="module")
+def rng():
+    return np.random.default_rng(3)
+
+
+def test_lattice_parameters_are_recovered_from_a_single_phase_frame(rng):
+    ai = small_geometry()
+    _, _, rows = run_frames([frame(ai, [(2.870, 14.20, 1.0)], rng)])
+    (row,) = rows
+    assert row["n_phases"] == 1
+    assert row["c_A"] == pytest.approx(14.20, abs=0.01)
+    assert row["a_A"] == pytest.approx(2.870, abs=0.003)
+    assert row["n_reflections"] >= 3
+    assert row["potential_V"] == pytest.approx(3.6)
+
+
+def test_coexisting_h2_and_h3_are_resolved_with_their_separation(rng):
+    ai = small_geometry()
+    _, _, rows = run_frames([frame(ai, [(2.82, 14.40, 0.6), (2.82, 13.90, 0.4)], rng)])
+    (row,) = rows
+    assert row["n_phases"] == 2
+    assert row["c_phase1"] == pytest.approx(14.40, abs=0.02)
+    assert row["c_phase2"] == pytest.approx(13.90, abs=0.02)
+    assert row["phase_separation_A"] == pytest.approx(0.50, abs=0.03)
+    assert row["fraction_phase2"] == pytest.approx(0.4, abs=0.05)
+
+
+def test_strain_is_relative_to_the_first_frame_and_live_values_follow(rng):
+    ai = small_geometry()
+    frames = [frame(ai, [(2.870, 14.20, 1.0)], rng), frame(ai, [(2.850, 14.40, 1.0)], rng)]
+    callback, out, rows = run_frames(frames)
+    assert rows[0]["strain_c"] == 0.0
+    assert rows[1]["strain_c"] == pytest.approx(14.40 / 14.20 - 1, abs=8e-4)
+    assert rows[1]["strain_a"] == pytest.approx(2.850 / 2.870 - 1, abs=1.2e-3)
+    assert callback.signals["c_A"]._connector.backend.reading["value"] == pytest.approx(14.40, abs=0.01)
+
+
+def test_derived_documents_validate_and_carry_the_reduced_patterns(rng):
+    ai = small_geometry()
+    _, out, _ = run_frames([frame(ai, [(2.87, 14.2, 1.0)], rng)] * 2)
+    for name, doc in out:
+        schema_validators[DocumentNames(name)].validate(doc)
+    streams = {doc["uid"]: doc["name"] for name, doc in out if name == "descriptor"}
+    counts = {}
+    for name, doc in out:
+        if name == "event":
+            counts[streams[doc["descriptor"]]] = counts.get(streams[doc["descriptor"]], 0) + 1
+    assert counts == {"reduction": 1, "xrd": 2, "patterns": 2}
+
+
+def test_williamson_hall_recovers_size_and_microstrain(rng):
+    """Lorentzian lines of width 2 pi K / D + 2 eps Q with D = 942 A, eps = 1.5e-3."""
+    ai = small_geometry()
+    size_A, eps = 942.0, 1.5e-3
+    fwhm0 = 2 * np.pi * 0.9 / size_A
+    _, _, rows = run_frames([frame(ai, [(2.87, 14.2, 1.0)], rng, fwhm=fwhm0, eta=1.0, strain_eps=eps)])
+    assert rows[0]["microstrain"] == pytest.approx(eps, rel=0.05)
+    assert rows[0]["size_A"] == pytest.approx(size_A, rel=0.1)
+
+
+def test_a_run_without_geometry_is_refused():
+    bundle = compose_run(metadata={"technique": "xrd", "image_key": "xrd"})
+    with pytest.raises(ValueError, match="xrd_geometry"):
+        XrdCallback()("start", bundle.start_doc)

@@ -1,0 +1,47 @@
+"""Cycling protocols: builders and the checks that run before anything moves."""
+
+from __future__ import annotations
+
+import pytest
+
+from nanostrain.plans.protocols import ProtocolStep, formation_and_cycling, galvanostatic, gitt, rate_test
+from nanostrain.plans.validation import PlanArgumentError
+
+
+def test_galvanostatic_alternates_charge_and_discharge():
+    steps = galvanostatic(100, cycles=2)
+    assert [s.mode for s in steps] == ["CC_CHARGE", "CC_DISCHARGE"] * 2
+    assert all(s.rate_mA_g == 100 and (s.v_min, s.v_max) == (2.7, 4.5) for s in steps)
+
+
+def test_formation_runs_first_at_its_own_rate():
+    steps = formation_and_cycling(formation_rate_mA_g=20, formation_cycles=3, rate_mA_g=100, cycles=2)
+    assert [s.rate_mA_g for s in steps] == [20] * 6 + [100] * 4
+    assert steps[0].label.startswith("formation") and steps[-1].label.startswith("cycling")
+
+
+def test_gitt_defaults_follow_the_reference_protocol():
+    steps = gitt(max_titrations=3)
+    assert [(s.mode, s.duration_s) for s in steps[:2]] == [("CC_CHARGE", 1200.0), ("REST", 8400.0)]
+    assert (steps[0].v_min, steps[0].v_max, steps[0].rate_mA_g) == (2.8, 4.5, 20.0)
+    assert len(steps) == 6
+
+
+def test_rate_test_visits_each_rate():
+    assert [s.rate_mA_g for s in rate_test((20, 200))] == [20, 20, 200, 200]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"mode": "CC_CHARGE", "rate_mA_g": 100, "v_min": 4.5, "v_max": 2.7}, "must be below"),
+        ({"mode": "CC_CHARGE", "rate_mA_g": 100, "v_max": 5.5}, "v_max = 5.5"),
+        ({"mode": "CC_CHARGE", "rate_mA_g": -20}, "rate_mA_g"),
+        ({"mode": "CC_CHARGE", "rate_mA_g": 5000}, "rate_mA_g"),
+        ({"mode": "REST", "rate_mA_g": 0}, "duration_s of a REST step"),
+        ({"mode": "CV", "rate_mA_g": 10}, "mode must be"),
+    ],
+)
+def test_bad_steps_are_refused_with_a_clear_message(kwargs, message):
+    with pytest.raises(PlanArgumentError, match=message):
+        ProtocolStep(**kwargs)
