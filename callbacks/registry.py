@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from .derived import AnalysisCallback
+from .electrochem import ElectrochemistryCallback
 from .frame_stats import FrameStatisticsCallback
 from .xrd import XrdCallback
 
 
 def default_analyses() -> list[AnalysisCallback]:
     """Fresh instances of every live analysis; each picks the runs it applies to."""
-    return [FrameStatisticsCallback(image_key=None), XrdCallback()]
+    return [FrameStatisticsCallback(image_key=None), XrdCallback(), ElectrochemistryCallback()]

@@ -133,3 +133,22 @@ def test_a_run_without_geometry_is_refused():
     bundle = compose_run(metadata={"technique": "xrd", "image_key": "xrd"})
     with pytest.raises(ValueError, match="xrd_geometry"):
         XrdCallback()("start", bundle.start_doc)
+
+
+def test_live_plot_draws_the_operando_figure_from_the_derived_documents(rng):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from nanostrain.callbacks.xrd_plots import XrdLivePlot
+
+    ai = small_geometry()
+    frames = [frame(ai, [(2.87 - 0.01 * i, 14.2 + 0.05 * i, 1.0)], rng) for i in range(3)]
+    _, out, rows = run_frames(frames)
+    plot = XrdLivePlot(redraw_every=2)
+    for name, doc in out:
+        plot(name, doc)
+    axes = plot.figure.axes
+    assert len(axes) == 4
+    assert axes[0].collections, "the (003) contour map is drawn"
+    c_line = axes[2].lines[0]
+    assert np.allclose(c_line.get_ydata(), [r["c_A"] / rows[0]["c_A"] for r in rows])
