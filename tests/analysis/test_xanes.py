@@ -1,0 +1,197 @@
+"""Known-answer tests of the per-voxel Ni K-edge XANES analysis."""
+
+import numpy as np
+import pytest
+from scipy.special import erf
+
+from nanostrain.analysis.txm import (
+    ni_k_edge_xanes,
+    normalize_xanes,
+    pca_denoise,
+    whiteline_energy,
+    whiteline_statistics,
+)
+
+ENERGIES = np.arange(8340.0, 8361.0)  # the 18-ID FXI scan: 21 energies, 1 eV steps
+NOISE = 0.01  # 1 % of the edge step
+
+
+@pytest.fixture(scope="module")
+def population():
+    """20000 voxels, WL energies 8350 +- 0.5 eV, model spectra with 1 % noise."""
+    rng = np.random.default_rng(7)
+    truth = rng.normal(8350.0, 0.5, 20000)
+    noise = NOISE * rng.standard_normal((truth.size, ENERGIES.size))
+    return truth, ni_k_edge_xanes(ENERGIES, truth) + noise
+
+
+def rms(error):
+    return float(np.sqrt(np.mean(error**2)))
+
+
+@pytest.mark.parametrize("lorentz_fraction", [0.0, 0.5, 1.0])
+def test_model_maximum_is_at_the_given_whiteline_energy(lorentz_fraction):
+    fine = np.linspace(8340.0, 8360.0, 200001)
+    mu = ni_k_edge_xanes(fine, [8348.3, 8351.7], lorentz_fraction=lorentz_fraction)
+    assert fine[np.argmax(mu, axis=-1)] == pytest.approx([8348.3, 8351.7], abs=2e-4)
+
+
+def test_model_shifts_rigidly_with_the_white_line():
+    shifted = ni_k_edge_xanes(ENERGIES, 8351.3)
+    np.testing.assert_allclose(shifted, ni_k_edge_xanes(ENERGIES - 1.3, 8350.0), atol=1e-12)
+
+
+def test_model_rejects_a_white_line_too_weak_for_a_maximum():
+    with pytest.raises(ValueError, match="no maximum"):
+        ni_k_edge_xanes(ENERGIES, 8350.0, wl_amplitude=0.01)
+
+
+def test_whiteline_is_exact_to_quadratic_spectra():
+    truth = np.array([8345.37, 8350.0, 8353.91])
+    mu = 2.0 - 0.03 * (ENERGIES - truth[:, None]) ** 2
+    wl, quality = whiteline_energy(mu, ENERGIES)
+    np.testing.assert_allclose(wl, truth, atol=1e-9)
+    np.testing.assert_allclose(quality, -0.06, rtol=1e-9)
+
+
+def test_whiteline_noise_free_model_bias_is_small():
+    truth = np.linspace(8347.0, 8353.0, 61)
+    wl, _ = whiteline_energy(ni_k_edge_xanes(ENERGIES, truth), ENERGIES)
+    assert np.max(np.abs(wl - truth)) < 0.06  # 5-point quadratic: +0.013 ... +0.050 eV
+
+
+def test_whiteline_precision_at_1_percent_noise_per_voxel(population):
+    truth, noisy = population
+    wl, _ = whiteline_energy(noisy, ENERGIES)
+    assert rms(wl - truth) < 0.09  # measured 0.071 (bias +0.033)
+
+
+def test_whiteline_within_0_05_eV_rms_at_1_percent_noise_after_pca(population):
+    truth, noisy = population
+    denoised, n_components = pca_denoise(noisy)
+    wl, _ = whiteline_energy(denoised, ENERGIES, half_width=1)
+    assert n_components >= 1
+    assert rms(wl - truth) < 0.05  # measured 0.023
+    assert abs(np.mean(wl - truth)) < 0.02
+
+
+def test_whiteline_is_vectorised_over_a_volume(population):
+    truth, noisy = population
+    volume = noisy[:4 * 5 * 6].reshape(4, 5, 6, ENERGIES.size)
+    wl, quality = whiteline_energy(volume, ENERGIES)
+    flat_wl, flat_quality = whiteline_energy(noisy[:120], ENERGIES)
+    assert wl.shape == quality.shape == (4, 5, 6)
+    np.testing.assert_array_equal(wl.ravel(), flat_wl)
+    np.testing.assert_array_equal(quality.ravel(), flat_quality)
+
+
+def test_whiteline_float32_matches_float64(population):
+    _, noisy = population
+    wl64, _ = whiteline_energy(noisy, ENERGIES)
+    wl32, _ = whiteline_energy(noisy.astype(np.float32), ENERGIES)
+    np.testing.assert_allclose(wl32, wl64, atol=1e-3)
+
+
+def test_whiteline_on_a_non_uniform_energy_grid():
+    energies = np.concatenate([np.arange(8330.0, 8346.0, 2.0), np.arange(8346.0, 8355.0, 0.5),
+                               np.arange(8356.0, 8371.0, 2.0)])
+    truth = np.linspace(8348.0, 8352.0, 41)
+    wl, _ = whiteline_energy(ni_k_edge_xanes(energies, truth), energies)
+    assert np.max(np.abs(wl - truth)) < 0.02
+
+
+def test_whiteline_window_excludes_a_stronger_peak_outside():
+    mu = ni_k_edge_xanes(ENERGIES, 8350.0) + 5.0 * np.exp(-0.5 * ((ENERGIES - 8358.0) / 1.0) ** 2)
+    wl, _ = whiteline_energy(mu, ENERGIES, window=(8344.0, 8355.0))
+    assert wl == pytest.approx(8350.0, abs=0.1)
+
+
+def test_whiteline_nan_where_no_maximum_inside_the_window():
+    rising = np.stack([ENERGIES - 8340.0, -((ENERGIES - 8350.0) ** 2)])
+    wl, quality = whiteline_energy(rising, ENERGIES)
+    assert np.isnan(wl[0]) and np.isnan(quality[0])
+    assert wl[1] == pytest.approx(8350.0)
+
+
+def test_whiteline_rejects_a_window_too_small():
+    with pytest.raises(ValueError, match="window"):
+        whiteline_energy(np.zeros((2, ENERGIES.size)), ENERGIES, window=(8349.0, 8353.0))
+
+
+def test_pca_denoise_finds_the_rank_and_removes_noise():
+    rng = np.random.default_rng(3)
+    basis = np.stack([np.sin(ENERGIES / 3.0), np.cos(ENERGIES / 5.0)])
+    clean = 1.0 + rng.normal(size=(5000, 2)) @ basis * 0.1
+    noisy = clean + NOISE * rng.standard_normal(clean.shape)
+    denoised, n_components = pca_denoise(noisy)
+    assert n_components == 2
+    assert rms(denoised - clean) < 0.4 * rms(noisy - clean)
+
+
+def test_pca_denoise_needs_more_spectra_than_energies():
+    with pytest.raises(ValueError, match="more spectra"):
+        pca_denoise(np.zeros((ENERGIES.size, ENERGIES.size)))
+
+
+def edge(energies, e0, step, pre_offset, pre_slope, post_slope=0.0):
+    """Pre-edge line + step x (erf edge of width 1 eV) + post-edge slope above E0."""
+    x = energies - e0
+    rise = 0.5 * (1.0 + erf(x / 1.0))
+    return pre_offset + pre_slope * x + step * rise + post_slope * np.maximum(x, 0.0) * rise
+
+
+def test_normalize_xanes_recovers_edge_step_and_unit_post_edge():
+    energies = np.arange(8330.0, 8371.0)
+    e0 = np.array([[8343.0], [8345.0]])
+    step = np.array([[0.8], [2.5]])
+    mu = edge(energies, e0, step, pre_offset=0.3, pre_slope=-0.004)
+    result = normalize_xanes(mu, energies)
+    np.testing.assert_allclose(result.edge_step, step[:, 0], rtol=1e-3)
+    np.testing.assert_allclose(result.e0_eV, e0[:, 0], atol=0.5)
+    post = energies >= 8365.0
+    pre = energies <= 8335.0
+    np.testing.assert_allclose(result.normalized[:, post], 1.0, atol=1e-3)
+    np.testing.assert_allclose(result.normalized[:, pre], 0.0, atol=1e-3)
+
+
+def test_normalize_xanes_flattens_a_sloped_post_edge():
+    energies = np.arange(8330.0, 8371.0)
+    mu = edge(energies, 8344.0, 1.5, pre_offset=0.1, pre_slope=0.002, post_slope=0.01)
+    result = normalize_xanes(mu, energies, e0=8344.0)
+    post = energies >= 8364.0
+    assert result.edge_step == pytest.approx(1.5, rel=2e-3)
+    assert np.ptp(result.normalized[post]) > 0.02
+    np.testing.assert_allclose(result.flattened[post], 1.0, atol=2e-3)
+
+
+def test_normalize_xanes_is_vectorised_over_a_volume():
+    energies = np.arange(8330.0, 8371.0)
+    step = np.linspace(0.5, 2.0, 24).reshape(2, 3, 4, 1)
+    result = normalize_xanes(edge(energies, 8344.0, step, 0.2, 0.0), energies)
+    assert result.normalized.shape == (2, 3, 4, energies.size)
+    np.testing.assert_allclose(result.edge_step, step[..., 0], rtol=1e-3)
+
+
+def test_normalize_xanes_needs_pre_and_post_edge_points():
+    with pytest.raises(ValueError, match="pre_edge"):
+        normalize_xanes(ni_k_edge_xanes(ENERGIES, 8350.0), ENERGIES)
+
+
+def test_whiteline_statistics_of_a_known_distribution():
+    rng = np.random.default_rng(11)
+    wl = rng.normal(8350.2, 0.3, (40, 50, 50))
+    mask = np.zeros(wl.shape, dtype=bool)
+    mask[5:35] = True
+    wl[10, 0, :7] = np.nan
+    stats = whiteline_statistics(wl, mask, bins=np.arange(8348.0, 8352.01, 0.05))
+    assert stats.n_voxels == 30 * 2500 - 7
+    assert stats.n_failed == 7
+    assert stats.counts.sum() == stats.n_voxels
+    assert stats.mean_eV == pytest.approx(8350.2, abs=0.005)
+    assert stats.median_eV == pytest.approx(8350.2, abs=0.01)
+    assert stats.sigma_eV == pytest.approx(0.3, rel=0.02)
+
+
+def test_whiteline_statistics_rejects_a_mask_of_another_shape():
+    with pytest.raises(ValueError, match="mask shape"):
+        whiteline_statistics(np.zeros((3, 3)), np.ones((3, 4), dtype=bool))
