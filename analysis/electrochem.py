@@ -1,0 +1,282 @@
+"""Electrochemistry: GITT diffusion, four-point-probe conductivity, capacities, dQ/dV.
+
+Conventions: time in s, potential in V vs Li/Li+, current in A with charge (oxidation of
+the cathode, delithiation) positive, mass of active material in g, capacity in mAh/g,
+lengths in cm (as the diffusion coefficient in cm^2/s and conductivity in S/cm are
+quoted). A cycler logs the current it holds until the next sample, so the charge passed
+between samples k and k+1 is I_k (t_{k+1} - t_k).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from scipy.ndimage import gaussian_filter1d
+
+ArrayLike = npt.ArrayLike
+
+_AS_PER_MAH = 3.6  # 1 mAh = 3.6 A s
+
+#: Columns of the table ``gitt_diffusion`` returns (a numpy structured array).
+GITT_DTYPE = np.dtype(
+    [
+        ("pulse", np.int64),  # index of the titration
+        ("start_s", float),  # time the current was switched on
+        ("tau_s", float),  # pulse duration
+        ("current_A", float),  # mean current during the pulse
+        ("charge_mAh", float),  # cumulative charge passed by the end of the pulse
+        ("soc", float),  # fraction of the titration's total |charge| passed by then
+        ("E_before_V", float),  # relaxed potential at the end of the rest before
+        ("E_after_V", float),  # relaxed potential at the end of the rest after
+        ("dEs_V", float),  # E_after - E_before
+        ("dE_dsqrt_t", float),  # V / s^0.5, slope in the sqrt(t) window
+        ("D", float),  # chemical diffusion coefficient, cm^2/s
+    ]
+)
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) index pairs (stop exclusive) of the runs of True in flags."""
+    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
+    change = np.flatnonzero(np.diff(padded))
+    return list(zip(change[::2].tolist(), change[1::2].tolist()))
+
+
+def _interval_charge(time_s: np.ndarray, current_A: np.ndarray) -> np.ndarray:
+    """Charge (A s) passed in each sample interval, I_k (t_{k+1} - t_k), one per sample
+    (zero for the last)."""
+    return current_A * np.append(np.diff(time_s), 0.0)
+
+
+def _check_record(time_s: ArrayLike, *columns: ArrayLike) -> list[np.ndarray]:
+    arrays = [np.asarray(time_s, dtype=float)] + [np.asarray(c, dtype=float) for c in columns]
+    if arrays[0].ndim != 1 or any(a.shape != arrays[0].shape for a in arrays):
+        raise ValueError(f"record columns must be 1D of one length, got {[a.shape for a in arrays]}")
+    if np.any(np.diff(arrays[0]) <= 0):
+        raise ValueError("time_s must increase strictly")
+    return arrays
+
+
+def gitt_diffusion(
+    time_s: ArrayLike,
+    potential_V: ArrayLike,
+    current_A: ArrayLike,
+    radius_cm: float,
+    sqrt_t_window: tuple[float, float] = (10.0, 20.0),
+    current_threshold_A: float | None = None,
+    rest_average_s: float = 60.0,
+) -> np.ndarray:
+    """Chemical diffusion coefficient per titration of a GITT record (SCIENCE.md eq. 2).
+
+    D = 4 / (9 pi) * (r_p / tau * dEs / (dE / d sqrt(t)))^2        [cm^2/s]
+
+    Weppner-Huggins short-time solution for spherical particles of radius r_p (cm):
+    tau (s) is the pulse duration; dEs (V) the change of the relaxed potential over the
+    titration, the potential at the end of the rest after the pulse minus that at the
+    end of the rest before it (each the mean over the last ``rest_average_s`` seconds of
+    the rest, against noise); dE/d sqrt(t) (V/s^0.5) the slope of the potential against
+    sqrt(t - t_start) during the pulse, fitted by least squares where
+    sqrt_t_window[0] <= sqrt(t - t_start) <= sqrt_t_window[1] (s^0.5).
+
+    Pulses are the runs of samples with |current| > current_threshold_A (default 10 % of
+    the largest |current|); a pulse starts at its first sample and lasts until the first
+    rest sample after it (tau). Pulses without a rest sample on both sides are left out;
+    D is NaN when fewer than 3 samples fall in the sqrt(t) window.
+
+    Returns a structured array, one row per pulse, with the columns of ``GITT_DTYPE``
+    (``table["soc"]``, ``table["D"]``, ...). soc is the |charge| passed by the end of each
+    pulse over the total |charge| of the pulses (the state of charge of a charging
+    titration; 1 - soc is the depth of discharge of a discharging one).
+    """
+    t, potential, current = _check_record(time_s, potential_V, current_A)
+    if radius_cm <= 0:
+        raise ValueError(f"radius_cm must be positive, got {radius_cm}")
+    lo, hi = sqrt_t_window
+    if not 0 <= lo < hi:
+        raise ValueError(f"sqrt_t_window must satisfy 0 <= lo < hi, got {sqrt_t_window}")
+    threshold = 0.1 * np.max(np.abs(current)) if current_threshold_A is None else current_threshold_A
+    pulses = _runs(np.abs(current) > threshold)
+    dq = _interval_charge(t, current)
+
+    def relaxed(rest_start: int, rest_stop: int) -> float:
+        """Mean potential over the last rest_average_s of the rest [rest_start, rest_stop)."""
+        tail = t[rest_start:rest_stop] >= t[rest_stop - 1] - rest_average_s
+        return float(potential[rest_start:rest_stop][tail].mean())
+
+    rows = []
+    for i, (start, stop) in enumerate(pulses):
+        if start == 0 or stop == t.size:
+            continue
+        previous_stop = pulses[i - 1][1] if i > 0 else 0
+        next_start = pulses[i + 1][0] if i + 1 < len(pulses) else t.size
+        tau = t[stop] - t[start]
+        root = np.sqrt(t[start:stop] - t[start])
+        window = (root >= lo) & (root <= hi)
+        if window.sum() >= 3:
+            slope = np.polyfit(root[window], potential[start:stop][window], 1)[0]
+        else:
+            slope = math.nan
+        e_before, e_after = relaxed(previous_stop, start), relaxed(stop, next_start)
+        d_es = e_after - e_before
+        diffusion = 4.0 / (9.0 * math.pi) * (radius_cm / tau * d_es / slope) ** 2
+        charge = dq[:stop].sum() / _AS_PER_MAH
+        rows.append(
+            (i, t[start], tau, current[start:stop].mean(), charge, np.abs(dq[:stop]).sum(),
+             e_before, e_after, d_es, slope, diffusion)
+        )
+    table = np.array(rows, dtype=GITT_DTYPE)
+    if table.size:
+        table["soc"] /= table["soc"][-1]
+    return table
+
+
+class Conductivity(NamedTuple):
+    """Four-point-probe result: conductivity (S/cm) and resistivity (ohm cm)."""
+
+    sigma_S_per_cm: np.ndarray
+    resistivity_ohm_cm: np.ndarray
+
+
+def four_point_conductivity(
+    voltage_V: ArrayLike,
+    current_A: ArrayLike,
+    thickness_cm: float,
+    geometry: Literal["film", "pellet"] = "film",
+    width_cm: float | None = None,
+    length_cm: float | None = None,
+) -> Conductivity:
+    """Electronic conductivity from a four-point-probe measurement (SCIENCE.md eq. 3).
+
+    film (collinear probes on a film much thinner than the probe spacing):
+        rho = pi t / ln 2 * V / I
+    pellet (current through the thickness t of a w x L face):
+        rho = w L / t * V / I
+    sigma = 1 / rho. V in V, I in A, t, w, L in cm; rho in ohm cm, sigma in S/cm.
+    Broadcast over voltage_V and current_A.
+    """
+    ratio = np.asarray(voltage_V, dtype=float) / np.asarray(current_A, dtype=float)
+    if thickness_cm <= 0:
+        raise ValueError(f"thickness_cm must be positive, got {thickness_cm}")
+    if geometry == "film":
+        if width_cm is not None or length_cm is not None:
+            raise ValueError("width_cm and length_cm belong to the pellet geometry, not the film")
+        rho = math.pi * thickness_cm / math.log(2.0) * ratio
+    elif geometry == "pellet":
+        if width_cm is None or length_cm is None or width_cm <= 0 or length_cm <= 0:
+            raise ValueError("the pellet geometry needs positive width_cm and length_cm")
+        rho = width_cm * length_cm / thickness_cm * ratio
+    else:
+        raise ValueError(f"geometry must be 'film' or 'pellet', got {geometry!r}")
+    return Conductivity(1.0 / rho, rho)
+
+
+def specific_capacity(time_s: ArrayLike, current_A: ArrayLike, mass_g: float) -> np.ndarray:
+    """Cumulative specific charge passed, Q_k = sum_{j<k} I_j (t_{j+1} - t_j) / (3.6 m),
+    in mAh/g (I in A, t in s, m in g); 0 at the first sample, rising on charge, falling on
+    discharge."""
+    t, current = _check_record(time_s, current_A)
+    if mass_g <= 0:
+        raise ValueError(f"mass_g must be positive, got {mass_g}")
+    dq = _interval_charge(t, current)
+    return np.concatenate([[0.0], np.cumsum(dq[:-1])]) / (_AS_PER_MAH * mass_g)
+
+
+@dataclass(frozen=True)
+class CycleCapacities:
+    """Charge and discharge capacity (mAh/g) of each cycle, in cycle order."""
+
+    cycle: np.ndarray
+    charge: np.ndarray
+    discharge: np.ndarray
+
+
+def cycle_capacities(
+    time_s: ArrayLike,
+    current_A: ArrayLike,
+    mass_g: float,
+    cycle_index: ArrayLike | None = None,
+    rest_current_A: float | None = None,
+) -> CycleCapacities:
+    """Charge and discharge specific capacity (mAh/g) per cycle of a cycling record.
+
+    charge = sum of I_k (t_{k+1} - t_k) / (3.6 m) over the positive-current intervals of
+    the cycle; discharge the same for the negative ones, as a positive number.
+    cycle_index: the cycler's cycle number per sample; when None, cycles are detected
+    from the current: a cycle starts at the first charging sample after a discharge
+    (|I| <= rest_current_A, default 1 % of the largest |I|, is rest and belongs to the
+    cycle it falls in). A record that starts discharging has a cycle 0 without charge.
+    """
+    t, current = _check_record(time_s, current_A)
+    if mass_g <= 0:
+        raise ValueError(f"mass_g must be positive, got {mass_g}")
+    if cycle_index is None:
+        rest = 0.01 * np.max(np.abs(current)) if rest_current_A is None else rest_current_A
+        state = np.where(current > rest, 1, np.where(current < -rest, -1, 0))
+        active = state[state != 0]
+        starts = np.zeros(active.size, dtype=np.int64)
+        starts[1:] = (active[1:] == 1) & (active[:-1] == -1)
+        cycles_active = np.cumsum(starts)
+        # rest samples inherit the cycle of the last active sample before them
+        position = np.maximum(np.cumsum(state != 0) - 1, 0)
+        cycles = cycles_active[position] if active.size else np.zeros(t.size, dtype=np.int64)
+    else:
+        cycles = np.asarray(cycle_index)
+        if cycles.shape != t.shape:
+            raise ValueError(f"cycle_index shape {cycles.shape} differs from time_s {t.shape}")
+    dq = _interval_charge(t, current) / (_AS_PER_MAH * mass_g)
+    labels, which = np.unique(cycles, return_inverse=True)
+    charge = np.bincount(which, weights=np.clip(dq, 0, None), minlength=labels.size)
+    discharge = np.bincount(which, weights=np.clip(-dq, 0, None), minlength=labels.size)
+    return CycleCapacities(labels, charge, discharge)
+
+
+def coulombic_efficiency(charge: ArrayLike, discharge: ArrayLike) -> np.ndarray:
+    """Coulombic efficiency (%) of each cycle of a cathode half cell,
+    100 * Q_discharge / Q_charge."""
+    return 100.0 * np.asarray(discharge, dtype=float) / np.asarray(charge, dtype=float)
+
+
+def capacity_retention(capacity: ArrayLike, reference: int = 0) -> np.ndarray:
+    """Capacity retention (%) of each cycle, 100 * Q_n / Q_reference, where reference is
+    the index of the reference cycle (e.g. the first cycle after formation)."""
+    capacity = np.asarray(capacity, dtype=float)
+    return 100.0 * capacity / capacity[reference]
+
+
+def dqdv(
+    capacity: ArrayLike,
+    voltage_V: ArrayLike,
+    dv_V: float = 0.005,
+    smoothing_V: float = 0.01,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Differential capacity dQ/dV of one branch (a charge or a discharge) of a record.
+
+    Each increment Q_{k+1} - Q_k is counted at the voltage of its interval, the
+    increments are summed in voltage bins of dv_V and divided by dv_V, and the result is
+    smoothed with a Gaussian of standard deviation smoothing_V. Binning by voltage, not
+    differencing, keeps noisy, non-monotonic voltage from producing spikes: jitter only
+    moves charge between neighbouring bins, and the area (total Q) is conserved. The
+    sign follows the branch: increments are taken along the overall voltage direction,
+    so a charge with rising capacity is positive and a discharge with rising discharged
+    capacity negative.
+
+    Returns (voltage bin centres in V, dQ/dV in capacity units per V).
+    """
+    q = np.asarray(capacity, dtype=float)
+    v = np.asarray(voltage_V, dtype=float)
+    if q.shape != v.shape or q.ndim != 1 or q.size < 2:
+        raise ValueError(f"capacity and voltage_V must be 1D of one length >= 2, got {q.shape}, {v.shape}")
+    if dv_V <= 0 or smoothing_V < 0:
+        raise ValueError("dv_V must be positive and smoothing_V non-negative")
+    direction = np.sign(v[-1] - v[0]) or 1.0
+    v_mid = (v[1:] + v[:-1]) / 2
+    margin = 4.0 * smoothing_V + dv_V  # the smoothing kernel's reach: no charge leaks out
+    edges = np.arange(v_mid.min() - margin, v_mid.max() + margin + dv_V, dv_V)
+    density = np.histogram(v_mid, bins=edges, weights=np.diff(q))[0] / dv_V
+    if smoothing_V > 0:
+        density = gaussian_filter1d(density, smoothing_V / dv_V, mode="constant", truncate=4.0)
+    return (edges[:-1] + edges[1:]) / 2, direction * density
