@@ -1,0 +1,1 @@
+"""Soft EPICS IOCs (pythonSoftIOC) that the device tests start as subprocesses."""
