@@ -43,6 +43,8 @@ from .derived import AnalysisCallback
 Q003_WINDOW = (1.24, 1.46)
 #: half-width of the window fitted around other reflections, 1/A
 LINE_HALF_WINDOW = 0.035
+#: upper Q of the first line search (1/A), where a 1 % change of a moves lines < 0.035
+LOW_Q_PASS = 3.3
 #: reflections whose nearest neighbouring line (R-3m or Al) is closer than this are skipped
 MIN_LINE_SPACING = 0.05
 
@@ -70,13 +72,21 @@ def isolated_reflections(a: float, c: float, q_range: tuple[float, float]) -> li
     return chosen
 
 
+def default_npt(geometry, q_max: float, q_min: float = 0.5) -> int:
+    """Number of Q bins one pixel's Q step wide: dQ = (2 pi / lambda) p / D."""
+    pixel_dq = 2 * math.pi / (geometry.wavelength * 1e10) * max(geometry.pixel1, geometry.pixel2) / geometry.dist
+    return max(50, int((q_max - q_min) / pixel_dq))
+
+
 class XrdCallback(AnalysisCallback):
     """Operando XRD reduction; see the module docstring.
 
     Parameters
     ----------
-    npt: number of Q bins of I(Q) over 0.5..q_max (choose bins no narrower than a pixel's
-        Q step: ~0.005 1/A for a PerkinElmer panel at 1.5 m and 0.1665 A).
+    npt: number of Q bins of I(Q) over 0.5..q_max; None makes the bins one pixel's Q
+        step wide at small angles, dQ = (2 pi / lambda) p / D (pixel p, distance D):
+        ~0.005 1/A for a PerkinElmer panel at 1.5 m and 0.1665 A. Narrower bins than
+        that hold few pixels and give noisy, spiky profiles.
     q_max: upper end of the reduced Q range (1/A).
     instrument_fwhm_deg: instrumental Lorentzian FWHM (degrees 2theta) removed before
         Williamson-Hall.
@@ -85,7 +95,7 @@ class XrdCallback(AnalysisCallback):
     analysis = "xrd_reduction"
     techniques = ("xrd",)
 
-    def __init__(self, npt: int = 1000, q_max: float = 5.0, instrument_fwhm_deg: float = 0.0, **kwargs: Any):
+    def __init__(self, npt: int | None = None, q_max: float = 5.0, instrument_fwhm_deg: float = 0.0, **kwargs: Any):
         super().__init__(**kwargs)
         self.npt, self.q_max, self.instrument_fwhm_deg = npt, q_max, instrument_fwhm_deg
         self._integrators: dict[str, Integrator] = {}
@@ -109,7 +119,8 @@ class XrdCallback(AnalysisCallback):
         key = json.dumps(start["xrd_geometry"], sort_keys=True)
         if key not in self._integrators:
             geometry = geometry_from_metadata(start["xrd_geometry"])
-            self._integrators[key] = Integrator(geometry, npt=self.npt, q_range=(0.5, self.q_max))
+            npt = self.npt or default_npt(geometry, self.q_max)
+            self._integrators[key] = Integrator(geometry, npt=npt, q_range=(0.5, self.q_max))
             self._integrators[key].wavelength_A = geometry.wavelength * 1e10
         self.integrator = self._integrators[key]
         self.wavelength_A = self.integrator.wavelength_A
@@ -117,6 +128,7 @@ class XrdCallback(AnalysisCallback):
         self.a0, self.c0 = reference.get("a_A"), reference.get("c_A")
         self.keys = start.get("echem_keys", {})
         self.n_rows = 0
+        self._last_a: float | None = None
 
     def process_row(self, seq_num: int, data: dict[str, Any], frame: np.ndarray | None) -> None:
         q, intensity = self.integrator(frame)
@@ -137,16 +149,11 @@ class XrdCallback(AnalysisCallback):
         self.set_live("c_A", result["c_A"])
         self.set_live("n_phases", result["n_phases"])
 
-    def reduce(self, q: np.ndarray, intensity: np.ndarray) -> dict[str, Any]:
-        """The per-frame numbers from I(Q); see the module docstring."""
-        fit003 = fit_reflection(q, intensity, Q003_WINDOW, n_phases="auto")
-        c_phases = [3 * d for d in fit003.d]  # centres ascend in Q, so c descends: H2 first
-        major = int(np.argmax(fit003.fractions))
-        c_major = c_phases[major]
-        a_guess = self.a0 or 2.87
-        d_by_hkl = {(0, 0, 3): fit003.d[major]}
-        widths_q, centres_q = [fit003.fwhm_lorentzian[major]], [fit003.centers[major]]
-        for line in isolated_reflections(a_guess, c_major, (Q003_WINDOW[1], self.q_max - LINE_HALF_WINDOW)):
+    def _fit_lines(self, q, intensity, a: float, c: float, q_high: float):
+        """Single-phase fits of the isolated lines predicted by (a, c) up to q_high:
+        ({hkl: d}, Lorentzian FWHMs, centres)."""
+        d_by_hkl, widths, centres = {}, [], []
+        for line in isolated_reflections(a, c, (Q003_WINDOW[1], q_high)):
             window = (line.q - LINE_HALF_WINDOW, line.q + LINE_HALF_WINDOW)
             try:
                 fit = fit_reflection(q, intensity, window, n_phases=1)
@@ -155,12 +162,31 @@ class XrdCallback(AnalysisCallback):
             if fit.areas[0] <= 0 or not window[0] < fit.centers[0] < window[1]:
                 continue
             d_by_hkl[line.hkl] = fit.d[0]
-            widths_q.append(fit.fwhm_lorentzian[0])
-            centres_q.append(fit.centers[0])
-        if len(d_by_hkl) >= 2 and any(h or k for h, k, _ in d_by_hkl):
-            a, c = lattice_parameters(d_by_hkl)
-        else:
-            a, c = math.nan, c_major
+            widths.append(fit.fwhm_lorentzian[0])
+            centres.append(fit.centers[0])
+        return d_by_hkl, widths, centres
+
+    def reduce(self, q: np.ndarray, intensity: np.ndarray) -> dict[str, Any]:
+        """The per-frame numbers from I(Q); see the module docstring."""
+        fit003 = fit_reflection(q, intensity, Q003_WINDOW, n_phases="auto")
+        c_phases = [3 * d for d in fit003.d]  # centres ascend in Q, so c descends: H2 first
+        major = int(np.argmax(fit003.fractions))
+        c_major = c_phases[major]
+        # Lines are looked for where the current lattice puts them: first at low Q, where a
+        # change of a moves them least, then everywhere with the refined a.
+        a_guess = self._last_a or self.a0 or 2.87
+        for q_high in (LOW_Q_PASS, self.q_max - LINE_HALF_WINDOW):
+            d_by_hkl, widths_q, centres_q = self._fit_lines(q, intensity, a_guess, c_major, q_high)
+            d_by_hkl[(0, 0, 3)] = fit003.d[major]
+            if any(h or k for h, k, _ in d_by_hkl):
+                a, c = lattice_parameters(d_by_hkl)
+                a_guess = a
+            else:  # no in-plane line found: c from (003) alone, a unknown
+                a, c = math.nan, c_major
+        if math.isfinite(a):
+            self._last_a = a
+        widths_q.append(fit003.fwhm_lorentzian[major])
+        centres_q.append(fit003.centers[major])
         two_theta = q_to_two_theta(np.asarray(centres_q), self.wavelength_A)
         beta = fwhm_q_to_two_theta(np.asarray(widths_q), np.asarray(centres_q), self.wavelength_A)
         beta = np.clip(beta - self.instrument_fwhm_deg, 1e-6, None)
