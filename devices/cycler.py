@@ -1,0 +1,371 @@
+"""Battery cycler channel (galvanostat): the EPICS class and its simulated twin.
+
+Both are a `Cycler`: the same signals under the same names, the same ``set(step)`` /
+``stop()``, so a plan cannot tell them apart.
+
+* Readings (``read()``): ``potential`` (V vs Li/Li+, hinted), ``current`` (mA, + charge),
+  ``step_capacity`` and ``total_charge`` (mAh, + charge), ``step_time`` (s),
+  ``step_index``, ``cycle_index``, ``state`` (`CyclerState`).
+* Configuration: the setpoints of the last step, ``mode``, ``current_setpoint`` (mA,
+  magnitude), ``voltage_min`` and ``voltage_max`` (V), ``duration`` (s, 0 = until the
+  voltage limit), and the channel's safety maximum ``current_limit`` (mA).
+* ``message``: what the channel is doing, how its last step ended, or why it faulted.
+* ``set(step)`` (bluesky `Movable`): refuses a bad step before anything moves, writes
+  the setpoints, starts the step and completes when it ends (state LIMIT_REACHED or
+  TIME_REACHED); it fails on FAULT, or when the step is stopped (except by
+  ``stop(success=True)``). Watchers see the potential against the voltage limit, or the
+  step time against the duration.
+
+`EpicsCycler` talks to the Channel Access interface `CYCLER_PVS` (documented in
+docs/cycler-pvs.md; served for tests by tests/iocs/cycler_ioc.py). `SimCycler` drives a
+`nanostrain.sim.cycler_engine.CyclerEngine` from a background task, ``time_scale``
+simulated seconds per wall second (default 3600: one wall second is one simulated hour).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from abc import abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from bluesky.protocols import Checkable, Movable, Stoppable
+from ophyd_async.core import (
+    DEFAULT_TIMEOUT,
+    AsyncStatus,
+    DeviceMock,
+    SignalR,
+    SignalRW,
+    StandardReadable,
+    StandardReadableFormat,
+    WatchableAsyncStatus,
+    WatcherUpdate,
+    observe_value,
+    soft_signal_r_and_setter,
+    soft_signal_rw,
+    wait_for_value,
+)
+from ophyd_async.epics.core import epics_signal_r, epics_signal_rw, epics_triggerable_command
+
+from nanostrain.sim.cycler_engine import CyclerEngine, CyclerMode, CyclerState, CyclerStep, WallClock
+
+__all__ = [
+    "CYCLER_PVS",
+    "Cycler",
+    "CyclerFaultError",
+    "CyclerMode",
+    "CyclerPv",
+    "CyclerState",
+    "CyclerStep",
+    "EpicsCycler",
+    "SimCycler",
+    "engine_readbacks",
+]
+
+
+@dataclass(frozen=True)
+class CyclerPv:
+    """One record of the cycler's Channel Access interface, ``<prefix><suffix>``.
+
+    datatype: value type (float, int, bool, str or an enum of the record's choices);
+    initial: value at IOC start (and of the soft twin); units, precision: EGU and PREC
+    of numeric records; writable: an output record (setpoint or command).
+    """
+
+    suffix: str
+    datatype: type
+    initial: Any
+    units: str | None = None
+    precision: int | None = None
+    writable: bool = False
+    description: str = ""
+
+
+#: The PV interface, by device attribute name (docs/cycler-pvs.md is its table).
+CYCLER_PVS: Mapping[str, CyclerPv] = MappingProxyType({
+    # setpoints of the next step and the commands
+    "mode": CyclerPv("Mode", CyclerMode, CyclerMode.REST, writable=True, description="mode of the next step"),
+    "current_setpoint": CyclerPv(
+        "Current-SP", float, 0.0, "mA", 4, writable=True,
+        description="current magnitude of the next step (>= 0; the mode sets the sign)"),
+    "voltage_max": CyclerPv(
+        "VoltageMax-SP", float, 4.5, "V", 4, writable=True,
+        description="upper voltage limit (ends a charge), 2.0-4.8 V"),
+    "voltage_min": CyclerPv(
+        "VoltageMin-SP", float, 2.7, "V", 4, writable=True,
+        description="lower voltage limit (ends a discharge), 2.0-4.8 V"),
+    "duration": CyclerPv(
+        "Duration-SP", float, 0.0, "s", 1, writable=True,
+        description="step duration, 0 = until the voltage limit (required for REST/OCV)"),
+    "start_step": CyclerPv(
+        "Start", bool, False, writable=True,
+        description="busy: a put of 1 starts a step from the setpoints and, put with callback, "
+                    "completes when the step ends; reads 1 while it runs"),
+    "stop_step": CyclerPv("Stop", bool, False, writable=True, description="a put of 1 stops the running step"),
+    # readbacks
+    "potential": CyclerPv("Potential-RB", float, 0.0, "V", 4, description="cell potential vs Li/Li+"),
+    "current": CyclerPv("Current-RB", float, 0.0, "mA", 4, description="current, + charge, - discharge"),
+    "step_capacity": CyclerPv(
+        "StepCapacity-RB", float, 0.0, "mAh", 6,
+        description="charge passed in the running (or last) step, + charge"),
+    "total_charge": CyclerPv(
+        "TotalCharge-RB", float, 0.0, "mAh", 6,
+        description="net charge passed since the channel started, + charge"),
+    "step_time": CyclerPv(
+        "StepTime-RB", float, 0.0, "s", 1,
+        description="time since the running step started (the last step's duration once it ended)"),
+    "step_index": CyclerPv("Step-RB", int, 0, "", description="steps started so far"),
+    "cycle_index": CyclerPv(
+        "Cycle-RB", int, 0, "", description="cycle number, from 0; + 1 on each charge after a discharge"),
+    "state": CyclerPv("State-RB", CyclerState, CyclerState.IDLE, description="channel state"),
+    "current_limit": CyclerPv(
+        "CurrentMax-RB", float, 0.0, "mA", 4, description="safety maximum of the current"),
+    "message": CyclerPv(
+        "Message-RB", str, "", description="what the channel does, how the last step ended, or why it faulted"),
+})
+
+
+def engine_readbacks(engine: CyclerEngine) -> dict[str, Any]:
+    """The readback values of a channel run by ``engine``, by attribute name (`CYCLER_PVS`
+    keys); ``state`` comes last, so a publisher that follows this order updates the
+    values before the state that announces them."""
+    return {
+        "potential": engine.potential_V,
+        "current": engine.current_mA,
+        "step_capacity": engine.step_capacity_mAh,
+        "total_charge": engine.total_charge_mAh,
+        "step_time": engine.step_time_s,
+        "step_index": engine.step_index,
+        "cycle_index": engine.cycle_index,
+        "current_limit": engine.max_current_mA,
+        "message": engine.message,
+        "state": engine.state,
+    }
+
+
+class CyclerFaultError(RuntimeError):
+    """The channel refused a step or failed while running it."""
+
+
+class _SignalFactory(Protocol):
+    """Makes the signal of a `CYCLER_PVS` entry for one kind of `Cycler`."""
+
+    def r(self, attr: str) -> SignalR: ...
+
+    def rw(self, attr: str) -> SignalRW: ...
+
+
+class Cycler(StandardReadable, Movable[CyclerStep], Checkable[CyclerStep], Stoppable):
+    """What every cycler channel offers (see the module docstring); plans type against it.
+
+    Subclasses supply the signals (``signals``) and two actions: `_run_step` (start a
+    step from the setpoints, return when it has ended) and `_stop_channel`.
+    """
+
+    def __init__(self, signals: _SignalFactory, name: str = "") -> None:
+        with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):
+            self.potential = signals.r("potential")
+        with self.add_children_as_readables():
+            self.current = signals.r("current")
+            self.step_capacity = signals.r("step_capacity")
+            self.total_charge = signals.r("total_charge")
+            self.step_time = signals.r("step_time")
+            self.step_index = signals.r("step_index")
+            self.cycle_index = signals.r("cycle_index")
+            self.state = signals.r("state")
+        with self.add_children_as_readables(StandardReadableFormat.CONFIG_SIGNAL):
+            self.mode = signals.rw("mode")
+            self.current_setpoint = signals.rw("current_setpoint")
+            self.voltage_min = signals.rw("voltage_min")
+            self.voltage_max = signals.rw("voltage_max")
+            self.duration = signals.rw("duration")
+            self.current_limit = signals.r("current_limit")
+        self.message = signals.r("message")
+        self._stop_success = False
+        super().__init__(name=name)
+
+    @abstractmethod
+    async def _run_step(self) -> None:
+        """Start a step from the setpoints; return once the channel has ended it."""
+
+    @abstractmethod
+    async def _stop_channel(self) -> None:
+        """Stop the running step."""
+
+    async def check_value(self, step: CyclerStep) -> None:
+        """Raise (TypeError, ValueError, RuntimeError) if the channel cannot run ``step``
+        now: not a `CyclerStep`, current above ``current_limit``, a step running."""
+        if not isinstance(step, CyclerStep):
+            raise TypeError(f"{self.name}: set() takes a CyclerStep, got {type(step).__name__}")
+        limit, state = await asyncio.gather(self.current_limit.get_value(), self.state.get_value())
+        if step.current_mA > limit:
+            raise ValueError(
+                f"{self.name}: {step.current_mA:g} mA exceeds the channel's safety maximum {limit:g} mA"
+            )
+        if state == CyclerState.RUNNING:
+            raise RuntimeError(f"{self.name}: a step is running; stop() it before starting another")
+
+    @WatchableAsyncStatus.wrap
+    async def set(self, value: CyclerStep):
+        """Run one step: check it, write the setpoints, start, finish when it ends."""
+        await self.check_value(value)
+        self._stop_success = False
+        await asyncio.gather(
+            self.mode.set(value.mode),
+            self.current_setpoint.set(value.current_mA),
+            self.voltage_min.set(value.v_min),
+            self.voltage_max.set(value.v_max),
+            self.duration.set(value.duration_s),
+        )
+        if value.duration_s > 0.0:
+            progress, initial, target, unit = self.step_time, 0.0, value.duration_s, "s"
+        else:
+            charging = value.mode == CyclerMode.CC_CHARGE
+            progress, initial, target, unit = self.potential, None, value.v_max if charging else value.v_min, "V"
+        running = AsyncStatus(self._run_step())
+        async for current in observe_value(progress, done_status=running):
+            initial = current if initial is None else initial
+            yield WatcherUpdate(current=current, initial=initial, target=target, name=self.name, unit=unit)
+        await wait_for_value(self.state, lambda state: state != CyclerState.RUNNING, timeout=DEFAULT_TIMEOUT)
+        state = await self.state.get_value()
+        if state == CyclerState.FAULT:
+            raise CyclerFaultError(f"{self.name}: {await self.message.get_value()}")
+        if state == CyclerState.IDLE and not self._stop_success:
+            raise RuntimeError(f"{self.name}: the step was stopped ({await self.message.get_value()})")
+
+    async def stop(self, success: bool = False) -> None:
+        """Stop the running step (nothing happens when none runs); its ``set`` status
+        then completes if ``success``, else fails."""
+        self._stop_success = success
+        if await self.state.get_value() == CyclerState.RUNNING:
+            await self._stop_channel()
+
+
+# --------------------------------------------------------------------------------------
+# EPICS
+# --------------------------------------------------------------------------------------
+class _EpicsSignals:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def r(self, attr: str) -> SignalR:
+        pv = CYCLER_PVS[attr]
+        return epics_signal_r(pv.datatype, self.prefix + pv.suffix)
+
+    def rw(self, attr: str) -> SignalRW:
+        pv = CYCLER_PVS[attr]
+        return epics_signal_rw(pv.datatype, self.prefix + pv.suffix)
+
+
+class EpicsCycler(Cycler):
+    """A cycler channel over Channel Access: the records `CYCLER_PVS` under ``prefix``
+    (e.g. ``"XF:17BM-ES{Cycler:1}"``; see docs/cycler-pvs.md)."""
+
+    def __init__(self, prefix: str, name: str = "") -> None:
+        self.start_step = epics_signal_rw(bool, prefix + CYCLER_PVS["start_step"].suffix)
+        self.stop_step = epics_triggerable_command(prefix + CYCLER_PVS["stop_step"].suffix)
+        super().__init__(_EpicsSignals(prefix), name=name)
+
+    async def _run_step(self) -> None:
+        # Start is a busy record: the put callback comes when the step has ended.
+        await self.start_step.set(True, timeout=None)
+
+    async def _stop_channel(self) -> None:
+        await self.stop_step.trigger()
+
+
+# --------------------------------------------------------------------------------------
+# Simulation
+# --------------------------------------------------------------------------------------
+class _SoftSignals:
+    """Soft signals with the units and precision of the records; keeps the setters of
+    the read-only ones for the simulation to publish its readbacks."""
+
+    def __init__(self) -> None:
+        self.setters: dict[str, Callable[[Any], None]] = {}
+
+    def r(self, attr: str) -> SignalR:
+        pv = CYCLER_PVS[attr]
+        signal, self.setters[attr] = soft_signal_r_and_setter(
+            pv.datatype, pv.initial, units=pv.units, precision=pv.precision
+        )
+        return signal
+
+    def rw(self, attr: str) -> SignalRW:
+        pv = CYCLER_PVS[attr]
+        return soft_signal_rw(pv.datatype, pv.initial, units=pv.units, precision=pv.precision)
+
+
+def _check_time_scale(value: float) -> None:
+    if not value >= 0.0:
+        raise ValueError(f"time_scale must be >= 0 simulated s per wall s, got {value}")
+
+
+async def _run_clock(cycler_ref: weakref.ref[SimCycler], clock: WallClock, period_s: float) -> None:
+    """Tick ``clock`` every ``period_s`` wall seconds and publish, while the cycler lives
+    (the task holds it only weakly, so a discarded SimCycler stops its clock)."""
+    while True:
+        await asyncio.sleep(period_s)
+        cycler = cycler_ref()
+        if cycler is None:
+            return
+        clock.tick(await cycler.time_scale.get_value())
+        cycler._publish()
+        del cycler
+
+
+class SimCycler(Cycler):
+    """A simulated cycler channel driving ``engine`` (a coin cell of `CathodeParticle`s).
+
+    time_scale: simulated seconds per wall second (default 3600: 1 wall s = 1 simulated
+        hour), also the signal ``time_scale`` (units s/s; change it at any time, 0
+        freezes the simulated world).
+    update_period_s: wall seconds between clock ticks, i.e. between readback updates.
+    The clock starts when the device is connected.
+    """
+
+    def __init__(
+        self, engine: CyclerEngine, time_scale: float = 3600.0, name: str = "", *, update_period_s: float = 0.05
+    ) -> None:
+        _check_time_scale(time_scale)
+        if not update_period_s > 0.0:
+            raise ValueError(f"update_period_s must be positive, got {update_period_s}")
+        self.engine = engine
+        self.update_period_s = update_period_s
+        self.time_scale = soft_signal_rw(float, time_scale, units="s/s", setter=_check_time_scale)
+        self._signals = _SoftSignals()
+        self._clock_task: asyncio.Task | None = None
+        super().__init__(self._signals, name=name)
+        self._publish()
+
+    async def connect(
+        self, mock: bool | DeviceMock = False, timeout: float = DEFAULT_TIMEOUT, force_reconnect: bool = False
+    ) -> None:
+        """Connect the soft signals and start the simulated clock (not in mock mode)."""
+        await super().connect(mock=mock, timeout=timeout, force_reconnect=force_reconnect)
+        if not mock and (self._clock_task is None or self._clock_task.done()):
+            clock = WallClock(self.engine)
+            self._clock_task = asyncio.create_task(_run_clock(weakref.ref(self), clock, self.update_period_s))
+
+    def _publish(self) -> None:
+        for attr, value in engine_readbacks(self.engine).items():
+            self._signals.setters[attr](value)
+
+    async def _run_step(self) -> None:
+        setpoints = await asyncio.gather(
+            self.mode.get_value(),
+            self.current_setpoint.get_value(),
+            self.voltage_min.get_value(),
+            self.voltage_max.get_value(),
+            self.duration.get_value(),
+        )
+        self.engine.start_setpoints(*setpoints)
+        self._publish()
+        await wait_for_value(self.state, lambda state: state != CyclerState.RUNNING, timeout=None)
+
+    async def _stop_channel(self) -> None:
+        self.engine.stop()
+        self._publish()
