@@ -14,7 +14,8 @@ Per frame of an ``technique="xrd"`` run:
 
 Derived run streams: ``xrd`` (one row per frame), ``patterns`` (I(Q) per frame) and
 ``reduction`` (the Q grid, once). Live values for plans: ``phase_separation_A``,
-``microstrain``, ``c_A``, ``n_phases``.
+``microstrain``, ``c_A``, ``n_phases`` and ``lattice_change_A`` (|c| change since the
+previous frame, A: large at the H2 -> H3 collapse, the cue to take frames more often).
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ from .derived import AnalysisCallback
 
 #: (003) search window, 1/A (SCIENCE.md: 1.27-1.42 over H1-H2-H3, with margin)
 Q003_WINDOW = (1.24, 1.46)
-#: half-width of the window fitted around other reflections, 1/A
+#: smallest half-width of the window fitted around other reflections, 1/A; the window
+#: also spans at least LINE_WINDOW_BINS bins each side, so a fit always has enough points
 LINE_HALF_WINDOW = 0.035
+LINE_WINDOW_BINS = 5.5
 #: upper Q of the first line search (1/A), where a 1 % change of a moves lines < 0.035
 LOW_Q_PASS = 3.3
-#: reflections whose nearest neighbouring line (R-3m or Al) is closer than this are skipped
-MIN_LINE_SPACING = 0.05
+#: a line is fitted alone only if every other line (R-3m or Al) is farther than this
+#: many half-windows
+MIN_LINE_SPACING = 1.5
 
 
 def geometry_from_metadata(geometry: dict[str, Any] | str):
@@ -57,8 +61,8 @@ def geometry_from_metadata(geometry: dict[str, Any] | str):
     return pyFAI.load(config)
 
 
-def isolated_reflections(a: float, c: float, q_range: tuple[float, float]) -> list:
-    """R-3m lines (other than (003)) at least MIN_LINE_SPACING from every other line,
+def isolated_reflections(a: float, c: float, q_range: tuple[float, float], spacing: float) -> list:
+    """R-3m lines (other than (003)) at least ``spacing`` (1/A) from every other line,
     Al current-collector lines included: the ones a single-peak fit can trust."""
     lines = r3m_reflections(a, c, q_range)
     others = np.array([line.q for line in lines] + [line.q for line in al_reflections(q_range)])
@@ -67,7 +71,7 @@ def isolated_reflections(a: float, c: float, q_range: tuple[float, float]) -> li
         if line.hkl == (0, 0, 3):
             continue
         distance = np.abs(others - line.q)
-        if np.sort(distance)[1] >= MIN_LINE_SPACING:  # [0] is the line itself
+        if np.sort(distance)[1] >= spacing:  # [0] is the line itself
             chosen.append(line)
     return chosen
 
@@ -103,6 +107,7 @@ class XrdCallback(AnalysisCallback):
         self.live_signal("microstrain", float, 0.0)
         self.live_signal("c_A", float, 0.0)
         self.live_signal("n_phases", int, 1)
+        self.live_signal("lattice_change_A", float, 0.0)
 
     def parameters(self) -> dict[str, Any]:
         return {
@@ -129,15 +134,21 @@ class XrdCallback(AnalysisCallback):
         self.keys = start.get("echem_keys", {})
         self.n_rows = 0
         self._last_a: float | None = None
+        self._last_c: float | None = None
 
     def process_row(self, seq_num: int, data: dict[str, Any], frame: np.ndarray | None) -> None:
         q, intensity = self.integrator(frame)
         result = self.reduce(q, intensity)
         if self.c0 is None:
-            self.a0, self.c0 = result["a_A"], result["c_A"]
-        result["strain_a"] = float(strain(result["a_A"], self.a0))
+            self.c0 = result["c_A"]
+        if self.a0 is None and math.isfinite(result["a_A"]):
+            self.a0 = result["a_A"]
+        a0 = math.nan if self.a0 is None else self.a0
+        result["strain_a"] = float(strain(result["a_A"], a0))
         result["strain_c"] = float(strain(result["c_A"], self.c0))
-        result["strain_volume"] = float(strain(result["volume_A3"], cell_volume(self.a0, self.c0)))
+        result["strain_volume"] = float(strain(result["volume_A3"], cell_volume(a0, self.c0)))
+        result["lattice_change_A"] = abs(result["c_A"] - self._last_c) if self._last_c is not None else 0.0
+        self._last_c = result["c_A"]
         echem = {name: float(data[key]) for name, key in self.keys.items() if key in data}
         if self.n_rows == 0:
             self.derived.event("reduction", {"q": q, "wavelength_A": self.wavelength_A})
@@ -148,13 +159,15 @@ class XrdCallback(AnalysisCallback):
         self.set_live("microstrain", result["microstrain"])
         self.set_live("c_A", result["c_A"])
         self.set_live("n_phases", result["n_phases"])
+        self.set_live("lattice_change_A", result["lattice_change_A"])
 
     def _fit_lines(self, q, intensity, a: float, c: float, q_high: float):
         """Single-phase fits of the isolated lines predicted by (a, c) up to q_high:
         ({hkl: d}, Lorentzian FWHMs, centres)."""
         d_by_hkl, widths, centres = {}, [], []
-        for line in isolated_reflections(a, c, (Q003_WINDOW[1], q_high)):
-            window = (line.q - LINE_HALF_WINDOW, line.q + LINE_HALF_WINDOW)
+        half = max(LINE_HALF_WINDOW, LINE_WINDOW_BINS * float(np.median(np.diff(q))))
+        for line in isolated_reflections(a, c, (Q003_WINDOW[1], q_high), MIN_LINE_SPACING * half):
+            window = (line.q - half, line.q + half)
             try:
                 fit = fit_reflection(q, intensity, window, n_phases=1)
             except ValueError:
@@ -175,7 +188,7 @@ class XrdCallback(AnalysisCallback):
         # Lines are looked for where the current lattice puts them: first at low Q, where a
         # change of a moves them least, then everywhere with the refined a.
         a_guess = self._last_a or self.a0 or 2.87
-        for q_high in (LOW_Q_PASS, self.q_max - LINE_HALF_WINDOW):
+        for q_high in (LOW_Q_PASS, self.q_max - 2 * LINE_HALF_WINDOW):
             d_by_hkl, widths_q, centres_q = self._fit_lines(q, intensity, a_guess, c_major, q_high)
             d_by_hkl[(0, 0, 3)] = fit003.d[major]
             if any(h or k for h, k, _ in d_by_hkl):

@@ -23,6 +23,11 @@ from bluesky.run_engine import call_in_bluesky_event_loop
 from ophyd_async.core import PathProvider, StaticPathProvider, UUIDFilenameProvider
 
 from .devices.alignment import make_alignment_bench
+from .devices.cycler import SimCycler
+from .devices.xrd import SimXrdDetector
+from .sim.cathode import CathodeParticle
+from .sim.cycler_engine import CyclerEngine
+from .sim.materials import material
 
 
 def detector_path_provider(detector_dir: Path) -> PathProvider:
@@ -31,9 +36,29 @@ def detector_path_provider(detector_dir: Path) -> PathProvider:
     return StaticPathProvider(UUIDFilenameProvider(), Path(detector_dir).resolve())
 
 
+#: Frame shape of the simulated XRD panel: the PerkinElmer 2048 x 2048 binned 2 x 2
+#: (0.01 1/A per pixel at 1.5 m and 0.1665 A: H2/H3 (003) splittings of >= 0.25 A resolve).
+SIM_XRD_SHAPE = (1024, 1024)
+
+
 def simulated_devices(path_provider: PathProvider) -> dict[str, Any]:
-    """Every simulated device of the nanostrain beamline, by name."""
-    return {**make_alignment_bench(path_provider)}
+    """Every simulated device of the nanostrain beamline, by name.
+
+    One coin cell (a `CathodeParticle`, SC-NC91 until `mount_cell` puts another) is
+    cycled by ``cycler`` and seen by ``xrd``, so the pattern follows the electrochemistry.
+    """
+    devices = make_alignment_bench(path_provider)
+    cell = CathodeParticle(material("NC91"), "SC")
+    devices["cycler"] = SimCycler(CyclerEngine(cell), name="cycler")
+    devices["xrd"] = SimXrdDetector(path_provider, cell, monitor=devices["i0"], shape=SIM_XRD_SHAPE, name="xrd")
+    return devices
+
+
+def mount_cell(devices: Mapping[str, Any], particle: CathodeParticle) -> None:
+    """Put a new coin cell (its cathode particle) on the simulated beamline: the cycler
+    drives it and the XRD detector sees it from the next frame on."""
+    devices["cycler"].engine.particle = particle
+    devices["xrd"].set_sample(particle)
 
 
 def load_config(path: Path | str) -> dict[str, Any]:

@@ -8,5 +8,6 @@ from collections.abc import Callable
 def registry() -> dict[str, Callable]:
     """Every public plan by name (what the profile puts in the session namespace)."""
     from .alignment import alignment_scan
+    from .cycling import gitt, operando_xrd
 
-    return {"alignment_scan": alignment_scan}
+    return {"alignment_scan": alignment_scan, "operando_xrd": operando_xrd, "gitt": gitt}

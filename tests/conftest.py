@@ -17,13 +17,25 @@ import pytest
 from nanostrain.catalog import CatalogSettings, build_catalog_app, wait_until_up
 
 API_KEY = "nanostraintestkey"
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# One Channel Access setup for the whole session, made before any CA client starts: the
+# soft IOCs (subprocesses inherit it) and the clients stay on loopback, on a server port of
+# their own, so a second IOC or a beamline's CA traffic cannot answer our searches. Two
+# IOCs alive at once on one port would hide each other: IOC fixtures never overlap.
+os.environ.update(
+    EPICS_CA_ADDR_LIST="127.0.0.1",
+    EPICS_CA_AUTO_ADDR_LIST="NO",
+    EPICS_CAS_INTF_ADDR_LIST="127.0.0.1",
+    EPICS_CA_SERVER_PORT=os.environ.get("EPICS_CA_SERVER_PORT") or str(free_port()),
+)
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def postgres_available() -> bool:
