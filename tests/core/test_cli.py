@@ -60,4 +60,5 @@ def test_profile_builds_a_session_with_devices_plans_and_catalog(tmp_path, repo_
     )
     assert result.returncode == 0, result.stderr
     assert "RUN alignment" in result.stdout
-    assert "devices: cam, i0, sx" in result.stdout
+    devices_line = next(line for line in result.stdout.splitlines() if line.strip().startswith("devices:"))
+    assert {"cam", "i0", "sx", "cycler", "xrd"} <= set(devices_line.split(":", 1)[1].replace(",", " ").split())
