@@ -3,6 +3,7 @@ a RunEngine with simulated devices."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -163,6 +164,28 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 30
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}")
     return result
+
+
+@contextlib.contextmanager
+def running_ioc(command: list[str], prefix: str, log_path: Path, cwd: Path | None = None) -> Iterator[str]:
+    """A soft IOC subprocess (on the session's loopback CA setup) until the block ends.
+
+    It must print ``READY <prefix>`` once serving; its output goes to ``log_path`` (a pipe
+    nobody reads could fill and stall it), shown if it dies before it is ready.
+    """
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    try:
+        wait_for(lambda: f"READY {prefix}" in log_path.read_text() or process.poll() is not None, timeout=60)
+        if process.poll() is not None:
+            raise RuntimeError(f"IOC {command} exited:\n{log_path.read_text()}")
+        yield prefix
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import re
 import secrets
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from nanostrain.devices.cycler import (
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.cycler_engine import ACTIVE_MASS_G, CyclerEngine, WallClock
 
-from ..conftest import free_port, wait_for
+from ..conftest import running_ioc
 
 MASS_G = ACTIVE_MASS_G
 FAST_MA = 1000.0 * MASS_G  # 1000 mA/g: a charge to 4.5 V takes ~850 simulated s
@@ -308,36 +306,11 @@ IOC_TIME_SCALE = 1500.0  # a 1000 mA/g charge to 4.5 V takes ~0.6 wall s
 
 @pytest.fixture(scope="module")
 def cycler_ioc(tmp_path_factory) -> str:
-    """`tests/iocs/cycler_ioc.py` on 127.0.0.1 with a unique prefix and its own CA server
-    port; its output goes to a log file (a pipe nobody reads could fill and stall it).
-
-    The Channel Access settings go into this process's environment for good (the CA
-    client context is created once per process); a port already chosen there is reused.
-    """
-    os.environ.update({
-        "EPICS_CA_ADDR_LIST": "127.0.0.1",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-    })
-    os.environ.setdefault("EPICS_CA_SERVER_PORT", str(free_port()))
+    """`tests/iocs/cycler_ioc.py` on 127.0.0.1 with a unique prefix (the session's CA setup)."""
     prefix = f"NSTEST{secrets.token_hex(4)}:CYC:"
-    log_path = tmp_path_factory.mktemp("cycler_ioc") / "ioc.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.iocs.cycler_ioc", "--prefix", prefix, "--time-scale", str(IOC_TIME_SCALE)],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
-        )
-    try:
-        wait_for(lambda: f"READY {prefix}" in log_path.read_text() or process.poll() is not None, timeout=60)
-        if process.poll() is not None:
-            raise RuntimeError(f"cycler IOC exited:\n{log_path.read_text()}")
+    command = [sys.executable, "-m", "tests.iocs.cycler_ioc", "--prefix", prefix, "--time-scale", str(IOC_TIME_SCALE)]
+    with running_ioc(command, prefix, tmp_path_factory.mktemp("cycler_ioc") / "ioc.log", cwd=REPO):
         yield prefix
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture

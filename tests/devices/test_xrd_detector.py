@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import secrets
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -37,14 +35,9 @@ from nanostrain.devices.beam import SimBeamMonitor
 from nanostrain.devices.xrd import CALIBRANT, PerkinElmerDetector, PerkinElmerTriggerMode, SimXrdDetector
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.powder import binned_perkinelmer_geometry, geometry_config, write_poni
-from ..conftest import wait_for
+from ..conftest import running_ioc
 
 IOC_SCRIPT = Path(__file__).resolve().parents[1] / "iocs" / "ad_ioc.py"
-CA_ENV = {
-    "EPICS_CA_ADDR_LIST": "127.0.0.1",
-    "EPICS_CA_AUTO_ADDR_LIST": "NO",
-    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-}
 
 
 def run_collect(RE, plan) -> list[tuple[str, dict]]:
@@ -167,27 +160,11 @@ def test_sim_refuses_a_shape_that_does_not_match_the_geometry(tmp_path, particle
 # Real class against a soft IOC over Channel Access
 # --------------------------------------------------------------------------------------
 @pytest.fixture
-def pe_ioc(monkeypatch, tmp_path) -> str:
-    """`tests/iocs/ad_ioc.py` on 127.0.0.1 with a unique prefix (128 x 128 frames); its
-    output goes to a log file (a pipe nobody reads could fill and stall it)."""
-    for key, value in CA_ENV.items():
-        monkeypatch.setenv(key, value)
+def pe_ioc(tmp_path) -> str:
+    """`tests/iocs/ad_ioc.py` on 127.0.0.1 with a unique prefix (128 x 128 frames)."""
     prefix = f"NSPE{secrets.token_hex(4)}:"
-    log_path = tmp_path / "ad_ioc.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, str(IOC_SCRIPT), prefix, "--binning", "16"],
-                                   stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-    try:
-        wait_for(lambda: f"READY {prefix}" in log_path.read_text() or process.poll() is not None, timeout=60)
-        if process.poll() is not None:
-            raise RuntimeError(f"soft areaDetector IOC exited:\n{log_path.read_text()}")
+    with running_ioc([sys.executable, str(IOC_SCRIPT), prefix, "--binning", "16"], prefix, tmp_path / "ad_ioc.log"):
         yield prefix
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture
