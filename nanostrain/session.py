@@ -108,6 +108,7 @@ def make_session(
     best_effort: bool = False,
     persist_metadata: bool = True,
     live_analysis: bool = True,
+    live_plots: bool = False,
 ) -> Session:
     """Build a beamline session.
 
@@ -119,6 +120,7 @@ def make_session(
     best_effort: subscribe bluesky's BestEffortCallback (tables and plots).
     persist_metadata: keep ``RE.md`` (proposal, sample, ...) between sessions.
     live_analysis: subscribe the live analyses (their derived runs go to the catalog).
+    live_plots: draw the live figures (operando XRD) as the analyses publish.
     """
     settings = CatalogSettings(data_dir=Path(data_dir or "nanostrain-data"), **({"api_key": api_key} if api_key else {}))
     server = None
@@ -146,6 +148,12 @@ def make_session(
             guard = GuardedCallback(analysis)
             guards.append(guard)
             RE.subscribe(guard)
+    if live_plots:
+        from .callbacks.xrd_plots import XrdLivePlot
+
+        for analysis in analyses:
+            if analysis.analysis == "xrd_reduction":
+                analysis.subscribe(XrdLivePlot())
     if best_effort:
         from bluesky.callbacks.best_effort import BestEffortCallback
 

@@ -3,6 +3,7 @@
 #   NANOSTRAIN_DATA_DIR          data folder (default ./nanostrain-data)
 #   NANOSTRAIN_CATALOG           URL of a running `nanostrain serve` (default: embedded)
 #   NANOSTRAIN_BEAMLINE_CONFIG   TOML of real EPICS devices (default: simulated beamline)
+#   NANOSTRAIN_BEC, NANOSTRAIN_PLOTS  "0" turns off the BestEffortCallback / live figures
 import os
 
 from nanostrain.session import make_session
@@ -14,6 +15,7 @@ session = make_session(
     sim=_config is None,
     beamline_config=_config,
     best_effort=os.environ.get("NANOSTRAIN_BEC", "1") == "1",
+    live_plots=os.environ.get("NANOSTRAIN_PLOTS", "1") == "1",
 )
 RE = session.RE
 catalog = db = session.catalog
