@@ -1,0 +1,555 @@
+"""SXDM plans (SCIENCE.md section 3): find the particle, find its Bragg peak, rock and raster.
+
+* `xrf_map`: a fluorescence raster that locates particles (counts-weighted centroid).
+* `find_bragg_peak`: a rocking scan at one position, a Gaussian fit of the detector's
+  total counts (`fit_rocking_curve`), optionally moving the rotation to the peak.
+* `sxdm_rocking_raster`: at each rocking angle a 2D raster of detector frames, the 5D
+  dataset (angle, y, x, detector row, detector column) the live SXDM analysis reduces
+  to strain and rotation maps.
+
+Raster order: angles outermost, then rows (y), then x, every row in the same direction;
+frame n (seq_num n, from 1) is (theta index, iy, ix) = unravel(n - 1, (n_theta, ny, nx)).
+Two modes:
+
+* ``step``: move, settle, one frame per point (``primary`` events: frame, positions,
+  monitors);
+* ``fly``: per row, the detector is prepared for nx frames of period exposure + deadtime
+  and x crosses the row at step / period from half a step before the first point to half
+  a step after the last, so frame k is centred on point k when the detector starts with
+  the motion (real hardware: a motion controller's trigger; the simulated nanoprobe
+  emulates exactly that, see `devices.nanoprobe`). Frames go to ``primary`` as
+  StreamDatum only (no events: their index is their seq_num), row-end positions and
+  monitors to the ``lines`` stream.
+
+Every argument is checked (raster inside the scanner's travel and the rotation's range,
+counts, the time budget) before the first message; the axes' own soft limits (and, in
+fly mode, their maximum speed) are read and checked before anything moves. The start
+document records ``technique="sxdm"``, ``image_key``, the detector geometry
+(``sxdm_geometry``: `SxdmGeometry` fields), the angles (``sxdm_thetas_deg``), the
+raster (``sxdm_raster``: shape, step, ranges, order, mode) and the analysis settings
+(``sxdm_background``, ``sxdm_roi``), so replay needs nothing but the catalog.
+Units: um (scanner), deg (angles), s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import numpy as np
+from numpy.typing import NDArray
+from ophyd_async.core import TriggerInfo
+from scipy.optimize import curve_fit
+
+from ..analysis.sxdm import SxdmGeometry
+from .validation import PlanArgumentError, require_count, require_finite, require_positive, require_within_limits
+
+__all__ = [
+    "RasterPlan",
+    "RockingCurveFit",
+    "XrfMap",
+    "check_axis_limits",
+    "estimate_duration_s",
+    "find_bragg_peak",
+    "fit_rocking_curve",
+    "plan_raster",
+    "sxdm_rocking_raster",
+    "xrf_centroid",
+    "xrf_map",
+]
+
+SCANNER_LIMITS_UM = (-50.0, 50.0)
+"""Default travel of the sample scanner (um), checked before any message."""
+
+ROTATION_LIMITS_DEG = (-5.0, 60.0)
+"""Default range of the rocking rotation (deg), checked before any message."""
+
+STEP_OVERHEAD_S = 0.05
+"""Per point of a step raster: move, settle, detector readout (s; for the time budget)."""
+
+LINE_OVERHEAD_S = 0.5
+"""Per row of a fly raster: return, arm, start (s; for the time budget)."""
+
+ANGLE_OVERHEAD_S = 1.0
+"""Per rocking angle: rotate and settle (s; for the time budget)."""
+
+DEFAULT_TIME_BUDGET_S = 8 * 3600.0
+"""A beamline shift (s)."""
+
+MAX_RASTER_POINTS = 4096
+"""Largest raster side (points) accepted."""
+
+MIN_RASTER_POINTS = 17
+"""Fewest points of an SXDM raster: its maps are published as 2D arrays, which the catalog
+writer stores as arrays only above 16 values (smaller ones go to table cells, 1D only)."""
+
+Progress = Callable[[str], Any]
+
+
+# --------------------------------------------------------------------------------------
+# Pure pieces: validation, time estimate, rocking-curve fit
+# --------------------------------------------------------------------------------------
+def _axis_points(name: str, span: Sequence[float], step_um: float, limits_um: tuple[float, float]) -> NDArray[np.float64]:
+    """Inclusive points start, start + step, ..., stop of a raster axis (stop - start must be
+    a multiple of step), inside the scanner's travel."""
+    if len(span) != 2:
+        raise PlanArgumentError(f"{name} must be (start, stop) in um, got {span!r}.")
+    start, stop = (require_finite(f"{name} {end}", value) for end, value in zip(("start", "stop"), span))
+    intervals = abs(stop - start) / step_um
+    if abs(intervals - round(intervals)) > 1e-6:
+        raise PlanArgumentError(f"{name} = {span!r}: stop - start must be a multiple of the step {step_um} um.")
+    n = require_count(f"points along {name}", int(round(intervals)) + 1, 1, MAX_RASTER_POINTS)
+    points = start + np.sign(stop - start) * step_um * np.arange(n)
+    require_within_limits(name, [start, stop], limits_um, "um")
+    return points
+
+
+def _angles(name: str, values: Sequence[float], limits_deg: tuple[float, float]) -> NDArray[np.float64]:
+    """Distinct, finite angles (deg) inside limits_deg."""
+    try:
+        angles = np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise PlanArgumentError(f"{name} must be a sequence of angles in deg, got {values!r}.") from None
+    require_count(f"number of {name}", int(angles.size), 1, 10_000)
+    if not np.all(np.isfinite(angles)):
+        raise PlanArgumentError(f"{name} must be finite, got {values!r}.")
+    if np.unique(angles).size != angles.size:
+        raise PlanArgumentError(f"{name} must not repeat an angle.")
+    require_within_limits(name, list(angles), limits_deg, "deg")
+    return angles
+
+
+def _within_budget(duration_s: float, max_time_s: float, what: str) -> None:
+    if duration_s > require_positive("max_time_s", max_time_s):
+        raise PlanArgumentError(
+            f"{what} would take about {duration_s / 3600:.2f} h, more than max_time_s = {max_time_s / 3600:.2f} h."
+        )
+
+
+def estimate_duration_s(
+    n_theta: int, ny: int, nx: int, exposure_s: float, deadtime_s: float, mode: Literal["step", "fly"]
+) -> float:
+    """Expected wall time of a rocking raster on the real instrument (s).
+
+    step: n_theta (ANGLE_OVERHEAD + ny nx (exposure + deadtime + STEP_OVERHEAD));
+    fly: n_theta (ANGLE_OVERHEAD + ny (nx (exposure + deadtime) + LINE_OVERHEAD)).
+    """
+    frame = exposure_s + deadtime_s
+    per_row = nx * (frame + STEP_OVERHEAD_S) if mode == "step" else nx * frame + LINE_OVERHEAD_S
+    return n_theta * (ANGLE_OVERHEAD_S + ny * per_row)
+
+
+@dataclass(frozen=True)
+class RasterPlan:
+    """A validated rocking raster: angles (deg), y and x points (um), step (um), mode,
+    exposure and deadtime (s), and the estimated duration (s)."""
+
+    thetas_deg: NDArray[np.float64]
+    ys_um: NDArray[np.float64]
+    xs_um: NDArray[np.float64]
+    step_um: float
+    mode: Literal["step", "fly"]
+    exposure_s: float
+    deadtime_s: float
+    duration_s: float
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(n_theta, ny, nx)."""
+        return self.thetas_deg.size, self.ys_um.size, self.xs_um.size
+
+    @property
+    def fly_speed(self) -> float:
+        """x speed of a fly row, step / (exposure + deadtime) (um/s)."""
+        return self.step_um / (self.exposure_s + self.deadtime_s)
+
+    @property
+    def x_span_um(self) -> tuple[float, float]:
+        """Where x goes in a row: first to last point, in fly mode from half a step before
+        the first to half a step after the last."""
+        if self.mode == "step":
+            return float(self.xs_um[0]), float(self.xs_um[-1])
+        run_up = self.step_um / 2.0 * np.sign(self.xs_um[-1] - self.xs_um[0])
+        return float(self.xs_um[0] - run_up), float(self.xs_um[-1] + run_up)
+
+
+def plan_raster(
+    x: Sequence[float],
+    y: Sequence[float],
+    step: float,
+    thetas: Sequence[float],
+    mode: str = "step",
+    exposure_s: float = 0.01,
+    deadtime_s: float = 0.0,
+    limits_um: tuple[float, float] = SCANNER_LIMITS_UM,
+    limits_deg: tuple[float, float] = ROTATION_LIMITS_DEG,
+    max_time_s: float = DEFAULT_TIME_BUDGET_S,
+) -> RasterPlan:
+    """Check a rocking raster's arguments (see `sxdm_rocking_raster`); raise
+    `PlanArgumentError` naming the first bad one."""
+    if mode not in ("step", "fly"):
+        raise PlanArgumentError(f"mode must be 'step' or 'fly', got {mode!r}.")
+    step = require_positive("step", step)
+    exposure_s = require_positive("exposure_s", exposure_s)
+    if require_finite("deadtime_s", deadtime_s) < 0:
+        raise PlanArgumentError(f"deadtime_s must be >= 0, got {deadtime_s!r}.")
+    xs = _axis_points("x", x, step, limits_um)
+    ys = _axis_points("y", y, step, limits_um)
+    if mode == "fly" and xs.size < 2:
+        raise PlanArgumentError("a fly raster needs at least 2 points per row.")
+    if xs.size * ys.size < MIN_RASTER_POINTS:
+        raise PlanArgumentError(
+            f"an SXDM raster needs at least {MIN_RASTER_POINTS} points, got {ys.size} x {xs.size}."
+        )
+    angles = _angles("thetas", thetas, limits_deg)
+    duration = estimate_duration_s(angles.size, ys.size, xs.size, exposure_s, deadtime_s, mode)
+    raster = RasterPlan(angles, ys, xs, step, mode, exposure_s, float(deadtime_s), duration)
+    require_within_limits("x", list(raster.x_span_um), limits_um, "um")
+    _within_budget(duration, max_time_s, f"the raster ({angles.size} angles x {ys.size} x {xs.size} points, {mode})")
+    return raster
+
+
+@dataclass(frozen=True)
+class RockingCurveFit:
+    """Gaussian rocking curve I(theta) = A exp(-(theta - centre)^2 / (2 s^2)) + B:
+    centre_deg, fwhm_deg = 2.3548 s, amplitude A and background B (counts)."""
+
+    centre_deg: float
+    fwhm_deg: float
+    amplitude: float
+    background: float
+
+
+def fit_rocking_curve(thetas_deg: Sequence[float], counts: Sequence[float]) -> RockingCurveFit:
+    """Least-squares Gaussian + constant fit of counts against angle (see `RockingCurveFit`).
+
+    Starts from the counts-weighted moments above the minimum; raises ValueError if the
+    fit fails or puts the centre outside the scanned range (no peak in range).
+    """
+    theta = np.asarray(thetas_deg, dtype=np.float64)
+    y = np.asarray(counts, dtype=np.float64)
+    if theta.size < 4 or theta.size != y.size:
+        raise ValueError("a rocking-curve fit needs >= 4 (angle, counts) pairs")
+    weight = y - y.min()
+    if not weight.sum() > 0:
+        raise ValueError("flat rocking curve: no Bragg peak in the scanned range")
+    centre0 = float(np.sum(weight * theta) / weight.sum())
+    sigma0 = float(np.sqrt(np.sum(weight * (theta - centre0) ** 2) / weight.sum())) or np.ptp(theta) / 4
+
+    def gaussian(t, centre, sigma, amplitude, background):
+        return amplitude * np.exp(-0.5 * ((t - centre) / sigma) ** 2) + background
+
+    try:
+        (centre, sigma, amplitude, background), _ = curve_fit(
+            gaussian, theta, y, p0=(centre0, sigma0, np.ptp(y), y.min())
+        )
+    except RuntimeError as error:
+        raise ValueError(f"rocking-curve fit failed: {error}") from error
+    if not theta.min() <= centre <= theta.max():
+        raise ValueError(f"fitted peak at {centre:.4f} deg is outside the scanned {theta.min()}..{theta.max()} deg")
+    return RockingCurveFit(float(centre), float(2.0 * np.sqrt(2.0 * np.log(2.0)) * abs(sigma)),
+                           float(amplitude), float(background))
+
+
+# --------------------------------------------------------------------------------------
+# Plan stubs
+# --------------------------------------------------------------------------------------
+def check_axis_limits(moves: Sequence[tuple[Any, float, float]], speeds: Sequence[tuple[Any, float]] = ()):
+    """Plan stub: read each axis's soft limits (``low_limit_travel``, ``high_limit_travel``;
+    both 0 = none, the motor-record convention) and raise `PlanArgumentError` if a move
+    (axis, lowest, highest) leaves them or a speed (axis, units/s) exceeds
+    ``max_velocity`` (0 = no maximum). Reads only: nothing moves."""
+    for axis, lowest, highest in moves:
+        low = yield from bps.rd(axis.low_limit_travel)
+        high = yield from bps.rd(axis.high_limit_travel)
+        if (low, high) != (0.0, 0.0) and not (low <= lowest and highest <= high):
+            raise PlanArgumentError(
+                f"{axis.name} would move over [{lowest}, {highest}], outside its soft limits [{low}, {high}]."
+            )
+    for axis, speed in speeds:
+        maximum = yield from bps.rd(axis.max_velocity)
+        if maximum > 0 and speed > maximum:
+            raise PlanArgumentError(f"{axis.name} would fly at {speed:g}/s, above its maximum speed {maximum:g}/s.")
+
+
+def _geometry_md(detector, geometry: SxdmGeometry | None) -> dict[str, Any]:
+    if geometry is None:
+        if not hasattr(detector, "sxdm_geometry"):
+            raise PlanArgumentError("No detector geometry: pass geometry=SxdmGeometry(...) or use an SXDM detector.")
+        geometry = detector.sxdm_geometry()
+    if not isinstance(geometry, SxdmGeometry):
+        raise PlanArgumentError(f"geometry must be an SxdmGeometry, got {type(geometry).__name__}.")
+    return {**asdict(geometry), "center_px": list(geometry.center_px)}
+
+
+def _check_roi(roi: Sequence[int] | None) -> list[int] | None:
+    if roi is None:
+        return None
+    if len(roi) != 4 or not all(isinstance(v, int | np.integer) for v in roi) or not (0 <= roi[0] < roi[1] and 0 <= roi[2] < roi[3]):
+        raise PlanArgumentError(f"roi must be (row_start, row_stop, col_start, col_stop) integers, got {roi!r}.")
+    return [int(v) for v in roi]
+
+
+def sxdm_rocking_raster(
+    detector,
+    stage,
+    theta,
+    x: Sequence[float],
+    y: Sequence[float],
+    step: float,
+    thetas: Sequence[float],
+    mode: Literal["step", "fly"] = "step",
+    *,
+    exposure_s: float = 0.01,
+    deadtime_s: float = 0.0,
+    geometry: SxdmGeometry | None = None,
+    monitor=None,
+    xrf=None,
+    background: float = 0.0,
+    roi: Sequence[int] | None = None,
+    limits_um: tuple[float, float] = SCANNER_LIMITS_UM,
+    limits_deg: tuple[float, float] = ROTATION_LIMITS_DEG,
+    max_time_s: float = DEFAULT_TIME_BUDGET_S,
+    progress: Progress | None = print,
+    sample: dict[str, Any] | None = None,
+    md: dict[str, Any] | None = None,
+):
+    """SXDM: a 2D raster of detector frames at each rocking angle (module docstring).
+
+    detector: pixel-array detector (`MerlinPixelDetector`, `EigerPixelDetector` or the
+    simulated `SimPixelDetector`); stage: scanner with ``x`` and ``y`` axes (um); theta:
+    rocking rotation (deg). x, y: (start, stop) raster ranges (um, inclusive; stop - start
+    a multiple of step); step: raster step (um, e.g. 0.05); thetas: rocking angles (deg,
+    e.g. theta_B + linspace(-1, 1, 41)); mode: "step" or "fly". exposure_s, deadtime_s:
+    frame exposure and gap (s). geometry: `SxdmGeometry` (default the detector's
+    ``sxdm_geometry()``). monitor, xrf: readables recorded with each point (step) or row
+    (fly). background: detector counts per pixel per frame for the analysis to subtract;
+    roi: detector rows/cols (row_start, row_stop, col_start, col_stop) to analyse.
+    limits_um, limits_deg: travel the raster and angles must stay in; max_time_s: time
+    budget (see `estimate_duration_s`). progress: called with a line per angle (None:
+    quiet). Returns the run uid.
+    """
+    raster = plan_raster(x, y, step, thetas, mode, exposure_s, deadtime_s, limits_um, limits_deg, max_time_s)
+    geometry_md = _geometry_md(detector, geometry)
+    roi = _check_roi(roi)
+    background = require_finite("background", background)
+    n_theta, ny, nx = raster.shape
+    extras = [device for device in (monitor, xrf) if device is not None]
+    metadata = {
+        "technique": "sxdm",
+        "plan_name": "sxdm_rocking_raster",
+        "image_key": detector.name,
+        "sxdm_geometry": geometry_md,
+        "sxdm_thetas_deg": raster.thetas_deg.tolist(),
+        "sxdm_raster": {
+            "shape": [ny, nx],
+            "step_um": raster.step_um,
+            "x_um": [float(raster.xs_um[0]), float(raster.xs_um[-1])],
+            "y_um": [float(raster.ys_um[0]), float(raster.ys_um[-1])],
+            "order": ["theta", "y", "x"],
+            "mode": raster.mode,
+        },
+        "sxdm_background": background,
+        "sxdm_roi": roi,
+        "exposure_s": raster.exposure_s,
+        "deadtime_s": raster.deadtime_s,
+        "num_points": n_theta * ny * nx,
+        "estimated_duration_s": raster.duration_s,
+        "motors": [stage.x.name, stage.y.name, theta.name],
+        **({"sample": sample} if sample else {}),
+        **(md or {}),
+    }
+    x_span = raster.x_span_um
+    started = time.monotonic()
+
+    def report(t: int) -> None:
+        if progress is None:
+            return
+        done = (t + 1) / n_theta
+        elapsed = time.monotonic() - started
+        progress(
+            f"sxdm: angle {t + 1}/{n_theta} (theta = {raster.thetas_deg[t]:.4f} deg), "
+            f"{(t + 1) * ny * nx}/{n_theta * ny * nx} frames, {elapsed:.0f} s, ~{elapsed * (1 / done - 1):.0f} s left"
+        )
+
+    def step_rows():
+        readers = [detector, stage.x, stage.y, theta, *extras]
+        yield from bps.prepare(detector, TriggerInfo(livetime=raster.exposure_s, deadtime=raster.deadtime_s), wait=True)
+        for t, angle in enumerate(raster.thetas_deg):
+            yield from bps.mv(theta, angle)
+            for y_um in raster.ys_um:
+                yield from bps.mv(stage.y, y_um)
+                for x_um in raster.xs_um:
+                    yield from bps.mv(stage.x, x_um)
+                    yield from bps.trigger_and_read(readers)
+            report(t)
+
+    def fly_rows():
+        line = TriggerInfo(number_of_events=nx, livetime=raster.exposure_s, deadtime=raster.deadtime_s)
+        move_speed = yield from bps.rd(stage.x.velocity)
+        yield from bps.prepare(detector, line, wait=True)
+        yield from bps.declare_stream(detector, name="primary", collect=True)
+        yield from bpp.finalize_wrapper(rows(line, move_speed), lambda: bps.mv(stage.x.velocity, move_speed))
+
+    def rows(line: TriggerInfo, move_speed: float):
+        for t, angle in enumerate(raster.thetas_deg):
+            yield from bps.mv(theta, angle)
+            for y_um in raster.ys_um:
+                yield from bps.mv(stage.y, y_um, stage.x, x_span[0])
+                yield from bps.mv(stage.x.velocity, raster.fly_speed)
+                yield from bps.prepare(detector, line, wait=True)
+                yield from bps.abs_set(stage.x, x_span[1], group="row")
+                yield from bps.kickoff(detector, wait=True)
+                yield from bps.complete(detector, group="row")
+                yield from bps.wait(group="row")
+                yield from bps.collect(detector, name="primary")
+                yield from bps.mv(stage.x.velocity, move_speed)
+                yield from bps.trigger_and_read([stage.x, stage.y, theta, *extras], name="lines")
+            report(t)
+
+    @bpp.stage_decorator([detector])
+    @bpp.run_decorator(md=metadata)
+    def inner():
+        yield from (step_rows() if mode == "step" else fly_rows())
+
+    yield from check_axis_limits(
+        [(stage.x, min(x_span), max(x_span)), (stage.y, raster.ys_um.min(), raster.ys_um.max()),
+         (theta, raster.thetas_deg.min(), raster.thetas_deg.max())],
+        [(stage.x, raster.fly_speed)] if mode == "fly" else [],
+    )
+    return (yield from inner())
+
+
+def find_bragg_peak(
+    detector,
+    theta,
+    thetas: Sequence[float],
+    *,
+    exposure_s: float = 0.05,
+    move: bool = True,
+    monitor=None,
+    limits_deg: tuple[float, float] = ROTATION_LIMITS_DEG,
+    sample: dict[str, Any] | None = None,
+    md: dict[str, Any] | None = None,
+):
+    """Rocking scan: one frame per angle of ``thetas`` (deg) at the current position (stream
+    ``primary``), the detector's total counts (``detector.stats.total``, stream ``stats``)
+    fitted by `fit_rocking_curve`; with
+    ``move`` the rotation goes to the fitted centre. Records ``technique="sxdm_rocking_curve"``.
+    Returns the `RockingCurveFit` (raises ValueError, without moving, if no peak is found).
+    """
+    angles = _angles("thetas", thetas, limits_deg).tolist()
+    if len(angles) < 4:
+        raise PlanArgumentError(f"a rocking scan needs >= 4 angles, got {len(angles)}.")
+    require_positive("exposure_s", exposure_s)
+    metadata = {
+        "technique": "sxdm_rocking_curve",
+        "plan_name": "find_bragg_peak",
+        "image_key": detector.name,
+        "exposure_s": exposure_s,
+        "motors": [theta.name],
+        **({"sample": sample} if sample else {}),
+        **(md or {}),
+    }
+    counts: list[float] = []
+    readers = [detector, theta] + ([monitor] if monitor is not None else [])
+
+    @bpp.stage_decorator([detector])
+    @bpp.run_decorator(md=metadata)
+    def inner():
+        yield from bps.prepare(detector, TriggerInfo(livetime=exposure_s), wait=True)
+        for angle in angles:
+            yield from bps.mv(theta, angle)
+            yield from bps.trigger_and_read(readers)
+            reading = yield from bps.trigger_and_read([detector.stats.total], name="stats")
+            counts.append(float(reading[detector.stats.total.name]["value"]))
+
+    yield from check_axis_limits([(theta, min(angles), max(angles))])
+    yield from inner()
+    fit = fit_rocking_curve(angles, counts)
+    if move:
+        yield from bps.mv(theta, fit.centre_deg)
+    return fit
+
+
+@dataclass(frozen=True)
+class XrfMap:
+    """A fluorescence map: y and x points (um), counts (ny, nx) and the counts-weighted
+    centroid (y, x) (um) of the pixels above threshold x the map's range above its minimum."""
+
+    ys_um: NDArray[np.float64]
+    xs_um: NDArray[np.float64]
+    counts: NDArray[np.float64]
+    centroid_um: tuple[float, float]
+
+
+def xrf_centroid(ys_um: NDArray, xs_um: NDArray, counts: NDArray, threshold: float = 0.5) -> tuple[float, float]:
+    """Centroid (y, x) (um) of w = counts - min over pixels where w >= threshold max(w)."""
+    weight = np.asarray(counts, dtype=np.float64) - np.min(counts)
+    weight = np.where(weight >= threshold * weight.max(), weight, 0.0)
+    if not weight.sum() > 0:
+        raise ValueError("flat fluorescence map: no particle found")
+    yy, xx = np.meshgrid(ys_um, xs_um, indexing="ij")
+    return float(np.sum(weight * yy) / weight.sum()), float(np.sum(weight * xx) / weight.sum())
+
+
+def xrf_map(
+    xrf,
+    stage,
+    x: Sequence[float],
+    y: Sequence[float],
+    step: float,
+    *,
+    exposure_s: float = 0.01,
+    monitor=None,
+    threshold: float = 0.5,
+    move_to_particle: bool = False,
+    limits_um: tuple[float, float] = SCANNER_LIMITS_UM,
+    max_time_s: float = DEFAULT_TIME_BUDGET_S,
+    sample: dict[str, Any] | None = None,
+    md: dict[str, Any] | None = None,
+):
+    """Fluorescence step raster over x, y = (start, stop) (um) with ``step`` (um), counting
+    ``exposure_s`` s per point with ``xrf`` (``counts``, ``acquire_time``); the particle is
+    the counts-weighted centroid of the pixels above ``threshold`` (`xrf_centroid`), where
+    the stage goes with ``move_to_particle``. Records ``technique="xrf_map"``. Returns an `XrfMap`.
+    """
+    if not 0 < threshold < 1:
+        raise PlanArgumentError(f"threshold must be in (0, 1), got {threshold!r}.")
+    step = require_positive("step", step)
+    exposure_s = require_positive("exposure_s", exposure_s)
+    xs, ys = _axis_points("x", x, step, limits_um), _axis_points("y", y, step, limits_um)
+    _within_budget(ys.size * xs.size * (exposure_s + STEP_OVERHEAD_S), max_time_s, f"the {ys.size} x {xs.size} map")
+    metadata = {
+        "technique": "xrf_map",
+        "plan_name": "xrf_map",
+        "xrf_raster": {"shape": [ys.size, xs.size], "step_um": step, "x_um": [float(xs[0]), float(xs[-1])],
+                       "y_um": [float(ys[0]), float(ys[-1])], "order": ["y", "x"]},
+        "exposure_s": exposure_s,
+        "motors": [stage.x.name, stage.y.name],
+        **({"sample": sample} if sample else {}),
+        **(md or {}),
+    }
+    counts = np.zeros((ys.size, xs.size))
+    readers = [xrf, stage.x, stage.y] + ([monitor] if monitor is not None else [])
+
+    @bpp.run_decorator(md=metadata)
+    def inner():
+        yield from bps.mv(xrf.acquire_time, exposure_s)
+        for iy, y_um in enumerate(ys):
+            yield from bps.mv(stage.y, y_um)
+            for ix, x_um in enumerate(xs):
+                yield from bps.mv(stage.x, x_um)
+                reading = yield from bps.trigger_and_read(readers)
+                counts[iy, ix] = reading[xrf.counts.name]["value"]
+
+    yield from check_axis_limits([(stage.x, xs.min(), xs.max()), (stage.y, ys.min(), ys.max())])
+    yield from inner()
+    result = XrfMap(ys, xs, counts, xrf_centroid(ys, xs, counts, threshold))
+    if move_to_particle:
+        yield from bps.mv(stage.y, result.centroid_um[0], stage.x, result.centroid_um[1])
+    return result
