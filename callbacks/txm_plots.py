@@ -1,0 +1,151 @@
+"""Figures of TXM-XANES: white-line energy maps and their distribution.
+
+`whiteline_figure` draws what the reference study shows for one particle: three
+orthogonal slices through the white-line (WL) energy volume (or the 2D map) and the
+histogram of WL energies over the particle with its sigma. `comparison_figure` puts
+several particles (e.g. charged SC-NC91 and SC-NM91) on one colour scale and overlays
+their histograms. `figure_from_derived_run` reads a stored ``txm_xanes`` derived run;
+`TxmLivePlot` follows the per-energy previews while the scan runs and draws the result at
+the end. Computing never depends on plotting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import event_model
+import matplotlib.pyplot as plt
+import numpy as np
+
+#: colour scale of WL maps: these percentiles of the particle's WL energies
+PERCENTILES = (1.0, 99.0)
+
+
+def _slices(wl_eV: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The three central orthogonal slices of a (z, y, x) volume, or the 2D map itself."""
+    if wl_eV.ndim == 2:
+        return [("map", wl_eV)]
+    z, y, x = (n // 2 for n in wl_eV.shape)
+    return [(f"z = {z}", wl_eV[z]), (f"y = {y}", wl_eV[:, y]), (f"x = {x}", wl_eV[:, :, x])]
+
+
+def _colour_range(volumes: list[np.ndarray]) -> tuple[float, float]:
+    values = np.concatenate([v[np.isfinite(v)] for v in volumes])
+    low, high = np.percentile(values, PERCENTILES) if values.size else (0.0, 1.0)
+    return float(low), float(max(high, low + 1e-3))
+
+
+def _draw_row(axes, wl_eV: np.ndarray, vmin: float, vmax: float, label: str, voxel_um: float | None):
+    image = None
+    for ax, (title, plane) in zip(axes, _slices(wl_eV), strict=False):
+        image = ax.imshow(np.ma.masked_invalid(plane), cmap="viridis", vmin=vmin, vmax=vmax, origin="upper")
+        ax.set(title=f"{label}  {title}", xticks=[], yticks=[])
+    if voxel_um:
+        axes[0].set_xlabel(f"voxel {voxel_um * 1e3:.0f} nm")
+    return image
+
+
+def whiteline_figure(
+    wl_eV: np.ndarray,
+    counts: np.ndarray,
+    bin_edges_eV: np.ndarray,
+    sigma_eV: float,
+    title: str = "",
+    voxel_um: float | None = None,
+    figure=None,
+):
+    """Three orthogonal slices of the WL energy volume (eV; NaN outside the particle) and
+    the WL histogram (``counts`` over ``bin_edges_eV``) labelled with sigma (eV)."""
+    return comparison_figure(
+        {title or "particle": {"wl_eV": wl_eV, "counts": counts, "bin_edges_eV": bin_edges_eV,
+                               "sigma_eV": sigma_eV, "voxel_um": voxel_um}},
+        figure=figure,
+    )
+
+
+def comparison_figure(results: Mapping[str, Mapping[str, Any]], title: str = "", figure=None):
+    """One row per particle (slices of its WL energies on a common colour scale) and a
+    last panel overlaying the normalised WL histograms, sigma in the legend.
+
+    results: label -> {"wl_eV", "counts", "bin_edges_eV", "sigma_eV"[, "voxel_um"]}, the
+    ``whiteline`` and ``statistics`` streams of each derived run.
+    """
+    labels = list(results)
+    volumes = [np.asarray(results[k]["wl_eV"], dtype=float) for k in labels]
+    n_slices = max(len(_slices(v)) for v in volumes)
+    fig = figure or plt.figure(figsize=(3.0 * (n_slices + 1.6), 2.8 * len(labels)), layout="constrained")
+    fig.clear()
+    grid = fig.add_gridspec(len(labels), n_slices + 2, width_ratios=[1] * n_slices + [0.08, 1.5])
+    vmin, vmax = _colour_range(volumes)
+    image = None
+    for row, (label, wl) in enumerate(zip(labels, volumes, strict=True)):
+        axes = [fig.add_subplot(grid[row, col]) for col in range(len(_slices(wl)))]
+        image = _draw_row(axes, wl, vmin, vmax, label, results[label].get("voxel_um"))
+    fig.colorbar(image, cax=fig.add_subplot(grid[:, n_slices]), label="white-line energy (eV)")
+    ax_hist = fig.add_subplot(grid[:, n_slices + 1])
+    for label in labels:
+        counts = np.asarray(results[label]["counts"], dtype=float)
+        edges = np.asarray(results[label]["bin_edges_eV"], dtype=float)
+        density = counts / max(counts.sum(), 1.0) / np.diff(edges)
+        ax_hist.stairs(density, edges, fill=True, alpha=0.45,
+                       label=f"{label}: sigma {results[label]['sigma_eV']:.3f} eV")
+    ax_hist.set(xlabel="white-line energy (eV)", ylabel="voxels (normalised)", title="WL distribution")
+    ax_hist.legend(fontsize=8, loc="upper left")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def derived_result(run) -> dict[str, Any]:
+    """What `comparison_figure` needs, from a stored ``txm_xanes`` derived run (Tiled client)."""
+    whiteline, statistics = run["whiteline"], run["statistics"]
+    return {
+        "wl_eV": whiteline["wl_eV"].read()[0],
+        "voxel_um": float(whiteline["voxel_um"].read()[0]),
+        "counts": statistics["counts"].read()[0],
+        "bin_edges_eV": statistics["bin_edges_eV"].read()[0],
+        "sigma_eV": float(statistics["wl_sigma_eV"].read()[0]),
+    }
+
+
+def figure_from_derived_run(run, title: str = ""):
+    """The WL figure of a stored ``txm_xanes`` derived run."""
+    return comparison_figure({title or "particle": derived_result(run)})
+
+
+class TxmLivePlot(event_model.DocumentRouter):
+    """Live view: subscribe it to a `TxmXanesCallback` (``txm.subscribe(plot)``). Shows
+    the latest per-energy preview during the scan and the WL figure at the end."""
+
+    def __init__(self, figure=None):
+        super().__init__()
+        self.figure = figure
+
+    def start(self, doc: dict[str, Any]) -> None:
+        self._streams: dict[str, str] = {}
+        self._result: dict[str, Any] = {}
+        self._title = doc.get("sample", {}).get("name", "") if isinstance(doc.get("sample"), dict) else ""
+
+    def descriptor(self, doc: dict[str, Any]) -> None:
+        self._streams[doc["uid"]] = doc["name"]
+
+    def event(self, doc: dict[str, Any]) -> None:
+        stream = self._streams.get(doc["descriptor"])
+        data = doc["data"]
+        if stream == "preview":
+            self.figure = self.figure or plt.figure(figsize=(4, 4), layout="constrained")
+            self.figure.clear()
+            ax = self.figure.add_subplot()
+            ax.imshow(np.asarray(data["image"], dtype=float), cmap="gray")
+            ax.set(title=f"{data['energy_eV']:.1f} eV", xticks=[], yticks=[])
+            self.figure.canvas.draw_idle()
+        elif stream == "whiteline":
+            self._result.update(wl_eV=np.asarray(data["wl_eV"], dtype=float), voxel_um=data["voxel_um"])
+        elif stream == "statistics":
+            self._result.update(counts=data["counts"], bin_edges_eV=data["bin_edges_eV"], sigma_eV=data["wl_sigma_eV"])
+
+    def stop(self, doc: dict[str, Any]) -> None:
+        if {"wl_eV", "counts"} <= set(self._result):
+            self.figure = comparison_figure({self._title or "particle": self._result}, figure=self.figure)
+            self.figure.canvas.draw_idle()

@@ -1,0 +1,160 @@
+"""Soft IOCs for the TXM's EPICS classes (`nanostrain.devices.txm`), over CA.
+
+Two servers, one per process:
+
+``python txm_ioc.py motors PREFIX``: caproto serves the motor records
+    ``PREFIX{BRAGG, ZPZ, DETZ, ROT, SX, SY, SZ}`` with the fields ophyd-async's `Motor` uses
+    (.VAL, .RBV, .DMOV, .VELO, .VMAX, .LLM, .HLM, .DLLM, .DHLM, .EGU, ...): a put to .VAL
+    moves the readback at .VELO in 10 ms ticks and completes (put callback) when the move
+    is done, as the motor record does; a put outside [LLM, HLM] is refused. Limits and
+    start positions in `MOTORS` (Bragg at 8350 eV on Si(111)).
+
+``python txm_ioc.py softioc PREFIX``: pythonSoftIOC serves
+    * the photon shutter ``PREFIX SH:Cmd:Opn-Cmd``, ``SH:Cmd:Cls-Cmd`` (longOut; a put of 1
+      starts the blade) and ``SH:Pos-Sts`` (bi "Open" / "Not Open"), which follows a
+      command after ``SHUTTER_TRAVEL_S``;
+    * an ADAndor camera ``PREFIX CAM:``: driver ``cam1:`` (ADBase records with the
+      ADAndor trigger modes and ``AndorAccumulatePeriod_RBV``), HDF5 plugin ``HDF1:`` and
+      statistics plugin ``Stats1:`` built on `ad_ioc` (record factory, HDF5 plugin) and
+      `nanoprobe_ioc` (generic driver, NDStats plugin). Each frame is a 64 x 64 TXM flat
+      field (`nanostrain.sim.txm.TxmImaging`, 8350 eV, no specimen); Stats1:Total_RBV =
+      its sum.
+
+Prints ``READY <prefix>`` once serving. Run with EPICS_CAS_INTF_ADDR_LIST=127.0.0.1 (and
+EPICS_CA_SERVER_PORT to serve on a port of its own) and clients with
+EPICS_CA_ADDR_LIST=127.0.0.1[:port], EPICS_CA_AUTO_ADDR_LIST=NO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import numpy as np
+
+MOTORS = {
+    "BRAGG": (5.0, 30.0, "deg", 13.7, 10.0),
+    "ZPZ": (-20.0, 20.0, "mm", 0.0, 10.0),
+    "DETZ": (-200.0, 200.0, "mm", 0.0, 200.0),
+    "ROT": (-370.0, 370.0, "deg", 0.0, 720.0),
+    "SX": (-10.0, 10.0, "mm", 0.0, 50.0),
+    "SY": (-10.0, 10.0, "mm", 0.0, 50.0),
+    "SZ": (-10.0, 10.0, "mm", 0.0, 50.0),
+}
+"""Motor records: (low limit, high limit, units, start position, velocity per s)."""
+TICK_S = 0.01
+SHUTTER_TRAVEL_S = 0.05
+ANDOR_TRIGGER_MODES = ("Internal", "External", "External Start", "External Exposure", "External FVP", "Software")
+FRAME_SHAPE = (64, 64)
+
+
+# --------------------------------------------------------------------------------------
+# caproto: motor records
+# --------------------------------------------------------------------------------------
+def motor_record(low: float, high: float, units: str, start: float, velocity: float, ready: str | None):
+    """A caproto PVGroup class serving one motor record (prints ``ready`` once up)."""
+    from caproto.server import PVGroup, pvproperty
+
+    class MotorRecord(PVGroup):
+        motor = pvproperty(value=start, name="", record="motor", precision=5)
+
+        @motor.startup
+        async def motor(self, instance, async_lib):
+            fields = instance.field_inst
+            for field, value in ((fields.velocity, velocity), (fields.max_velocity, 10 * velocity),
+                                 (fields.user_low_limit, low), (fields.user_high_limit, high),
+                                 (fields.dial_low_limit, low), (fields.dial_high_limit, high),
+                                 (fields.engineering_units, units), (fields.retry_deadband, 1e-6),
+                                 (fields.user_readback_value, start), (fields.dial_readback_value, start),
+                                 (fields.done_moving_to_value, 1)):
+                await field.write(value)
+            if ready:
+                print(ready, flush=True)
+
+        @motor.putter
+        async def motor(self, instance, value):
+            fields = instance.field_inst
+            if not fields.user_low_limit.value <= value <= fields.user_high_limit.value:
+                raise ValueError(f"{value} outside the soft limits")
+            begin = fields.user_readback_value.value
+            steps = max(1, int(np.ceil(abs(value - begin) / max(fields.velocity.value, 1e-9) / TICK_S)))
+            await fields.done_moving_to_value.write(0)
+            await fields.motor_is_moving.write(1)
+            for position in np.linspace(begin, value, steps + 1)[1:]:
+                await asyncio.sleep(TICK_S)
+                await fields.user_readback_value.write(float(position))
+                await fields.dial_readback_value.write(float(position))
+            await fields.motor_is_moving.write(0)
+            await fields.done_moving_to_value.write(1)
+            return value
+
+    return MotorRecord
+
+
+def serve_motors(prefix: str) -> None:
+    from caproto.server import PVGroup, SubGroup, run
+
+    last = list(MOTORS)[-1]
+    groups = {
+        name: SubGroup(motor_record(*spec, ready=f"READY {prefix}" if name == last else None), prefix=name)
+        for name, spec in MOTORS.items()
+    }
+    microscope = type("TxmMotors", (PVGroup,), groups)(prefix=prefix)
+    run(microscope.pvdb, interfaces=["127.0.0.1"])
+
+
+# --------------------------------------------------------------------------------------
+# pythonSoftIOC: shutter and camera
+# --------------------------------------------------------------------------------------
+def serve_softioc(prefix: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import ad_ioc
+    from nanoprobe_ioc import PixelDriver, StatsPlugin
+    from softioc import asyncio_dispatcher, builder, softioc
+
+    from nanostrain.sim.txm import TxmImaging
+
+    builder.SetDeviceName(prefix + "SH")
+    status = builder.boolIn("Pos-Sts", ZNAM="Open", ONAM="Not Open", initial_value=1)
+
+    def command(state: int):
+        async def move(value: int) -> None:
+            if value:
+                await asyncio.sleep(SHUTTER_TRAVEL_S)
+                status.set(state)
+
+        return move
+
+    builder.longOut("Cmd:Opn-Cmd", initial_value=0, on_update=command(0), always_update=True)
+    builder.longOut("Cmd:Cls-Cmd", initial_value=0, on_update=command(1), always_update=True)
+
+    camera = f"{prefix}CAM:"
+    imaging = TxmImaging(FRAME_SHAPE, seed=2)
+    hdf = ad_ioc.HdfPlugin(camera, FRAME_SHAPE)
+    stats = StatsPlugin(camera, FRAME_SHAPE)
+    PixelDriver(camera, ANDOR_TRIGGER_MODES, hdf, stats, lambda exposure: imaging.frame(None, 8350.0, 0.0, exposure))
+    builder.SetDeviceName(camera + "cam1")
+    builder.aIn("AndorAccumulatePeriod_RBV", initial_value=0.0, PREC=3)
+
+    dispatcher = asyncio_dispatcher.AsyncioDispatcher()
+    builder.LoadDatabase()
+    softioc.iocInit(dispatcher, enable_pva=False)
+    print(f"READY {prefix}", flush=True)
+    softioc.non_interactive_ioc()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("server", choices=("motors", "softioc"))
+    parser.add_argument("prefix")
+    args = parser.parse_args()
+    if args.server == "motors":
+        serve_motors(args.prefix)
+    else:
+        serve_softioc(args.prefix)
+
+
+if __name__ == "__main__":
+    main()
