@@ -21,6 +21,8 @@ class FrameStatisticsCallback(AnalysisCallback):
     """
 
     analysis = "frame_statistics"
+    #: the quick look of alignment scans; technique runs have their own analyses
+    techniques = ("alignment",)
 
     def __init__(self, image_key: str | None = None, background: float | None = None, **kwargs: Any):
         super().__init__(image_key=image_key, **kwargs)

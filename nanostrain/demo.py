@@ -136,7 +136,62 @@ def _xrd_comparison(results, figures: Path) -> Path:
     return path
 
 
-STEPS: list[Callable[[Session, Path, bool], list[str]]] = [alignment_step, xrd_step]
+#: SXDM samples: single crystals charged at 100 mA/g to 4.3 V, fresh and after 100 cycles
+SXDM_SAMPLES = (("NC91", 0), ("NM91", 0), ("NC91", 100), ("NM91", 100))
+
+
+def sxdm_step(session: Session, figures: Path, quick: bool) -> list[str]:
+    """SXDM: strain and rotation maps of charged SC-NC91 vs SC-NM91, fresh and after 100 cycles."""
+    import numpy as np
+    from bluesky.run_engine import call_in_bluesky_event_loop as now
+
+    from .callbacks.sxdm_plots import maps_figure, maps_from_derived_run, sigma_figure
+    from .sim.nanoprobe import project_particle, sxdm_sample
+
+    devices = session.devices
+    detector, stage, theta = devices["merlin"], devices["np_stage"], devices["np_theta"]
+    n, step, n_theta = (12, 0.4, 9) if quick else (24, 0.2, 21)
+    maps, lines = {}, []
+    for name, cycles in SXDM_SAMPLES:
+        label = f"SC-{name} {'fresh' if cycles == 0 else f'{cycles} cycles'}"
+        print(f"   {label}")
+        particle = sxdm_sample(name, cycles)
+        detector.simulation.mount(project_particle(particle, 0.05, centre_um=(0.7, -0.4)))
+        detector.point_at_003(particle.lattice().mean_c_A)  # the arm at the sample's (003) 2theta
+        sample = {"name": label, "material": name, "morphology": "SC", "cycles": cycles, "state": "4.3 V, 100 mA/g"}
+        session.RE(session.plans["xrf_map"](devices["np_xrf"], stage, (-3.0, 3.0), (-3.0, 3.0), 0.5 if quick else 0.25,
+                                            move_to_particle=True, sample=sample))
+        y0, x0 = (round(now(axis.user_readback.get_value()) / step) * step for axis in (stage.y, stage.x))
+        theta_b = detector.sxdm_geometry().two_theta_deg / 2
+        session.RE(session.plans["find_bragg_peak"](detector, theta, theta_b + np.linspace(-0.6, 0.6, 13),
+                                                    exposure_s=0.01, sample=sample))
+        peak = now(theta.user_readback.get_value())
+        half = step * (n - 1) / 2
+        (uid,) = session.RE(session.plans["sxdm_rocking_raster"](
+            detector, stage, theta, (x0 - half, x0 + half), (y0 - half, y0 + half), step,
+            peak + np.linspace(-0.5, 0.5, n_theta), "fly", monitor=devices["np_i0"], background=0.1,
+            progress=None, sample=sample,
+        ))
+        derived = _derived(session, uid, "sxdm_strain")
+        maps[label] = maps_from_derived_run(derived)
+        lines.append(
+            f"SXDM {label:<19} sigma(dd/d) {maps[label]['sigma_dd_over_d']:.2e}  sigma(theta_xy, theta_xz) "
+            f"{maps[label]['sigma_theta_xy_deg']:.3f}, {maps[label]['sigma_theta_xz_deg']:.3f} deg  "
+            f"raw {uid}  derived {derived.metadata['start']['uid']}"
+        )
+    for fig, path in ((maps_figure(maps, step), figures / "sxdm_maps.png"), (sigma_figure(maps), figures / "sxdm_sigma.png")):
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    sigma = {label: result["sigma_dd_over_d"] for label, result in maps.items()}
+    for when in ("fresh", "100 cycles"):
+        ratio = sigma[f"SC-NM91 {when}"] / sigma[f"SC-NC91 {when}"]
+        lines.append(f"SXDM sigma(dd/d) SC-NM91 / SC-NC91, {when}: {ratio:.1f} ({'NM91 larger, as in the study' if ratio > 1 else 'NOT larger: check the simulation'})")
+    growth = sigma["SC-NM91 100 cycles"] / sigma["SC-NM91 fresh"]
+    lines.append(f"SXDM sigma(dd/d) SC-NM91 after / before 100 cycles: {growth:.1f} ({'grows' if growth > 1 else 'does NOT grow'})  figures {figures / 'sxdm_maps.png'}, {figures / 'sxdm_sigma.png'}")
+    return lines
+
+
+STEPS: list[Callable[[Session, Path, bool], list[str]]] = [alignment_step, xrd_step, sxdm_step]
 
 
 def run_demo(data_dir: Path, quick: bool = False) -> list[str]:

@@ -10,5 +10,7 @@ def registry() -> dict[str, Callable]:
     from .alignment import alignment_scan
     from .calibration import calibrate_xrd
     from .cycling import gitt, operando_xrd
+    from .sxdm import find_bragg_peak, sxdm_rocking_raster, xrf_map
 
-    return {"alignment_scan": alignment_scan, "operando_xrd": operando_xrd, "gitt": gitt, "calibrate_xrd": calibrate_xrd}
+    return {"alignment_scan": alignment_scan, "operando_xrd": operando_xrd, "gitt": gitt, "calibrate_xrd": calibrate_xrd,
+            "sxdm_rocking_raster": sxdm_rocking_raster, "find_bragg_peak": find_bragg_peak, "xrf_map": xrf_map}
