@@ -25,6 +25,7 @@ from ophyd_async.core import PathProvider, StaticPathProvider, UUIDFilenameProvi
 from .devices.alignment import make_alignment_bench
 from .devices.cycler import SimCycler
 from .devices.nanoprobe import make_sim_nanoprobe
+from .devices.txm import SimTxm
 from .devices.xrd import SimXrdDetector
 from .sim.cathode import CathodeParticle
 from .sim.cycler_engine import CyclerEngine
@@ -53,6 +54,7 @@ def simulated_devices(path_provider: PathProvider) -> dict[str, Any]:
     devices["cycler"] = SimCycler(CyclerEngine(cell), name="cycler")
     devices["xrd"] = SimXrdDetector(path_provider, cell, monitor=devices["i0"], shape=SIM_XRD_SHAPE, name="xrd")
     devices.update(make_sim_nanoprobe(path_provider))
+    devices["txm"] = SimTxm(path_provider, name="txm")
     return devices
 
 

@@ -11,6 +11,8 @@ def registry() -> dict[str, Callable]:
     from .calibration import calibrate_xrd
     from .cycling import gitt, operando_xrd
     from .sxdm import find_bragg_peak, sxdm_rocking_raster, xrf_map
+    from .txm import energy_calibration, txm_xanes_2d, txm_xanes_tomo
 
     return {"alignment_scan": alignment_scan, "operando_xrd": operando_xrd, "gitt": gitt, "calibrate_xrd": calibrate_xrd,
-            "sxdm_rocking_raster": sxdm_rocking_raster, "find_bragg_peak": find_bragg_peak, "xrf_map": xrf_map}
+            "sxdm_rocking_raster": sxdm_rocking_raster, "find_bragg_peak": find_bragg_peak, "xrf_map": xrf_map,
+            "txm_xanes_2d": txm_xanes_2d, "txm_xanes_tomo": txm_xanes_tomo, "energy_calibration": energy_calibration}
