@@ -9,9 +9,7 @@ ophyd-async mock mode (the PVs written), as is the limit logic of the twins.
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
 import sys
 from pathlib import Path
 
@@ -42,7 +40,7 @@ from nanostrain.plans.validation import PlanArgumentError
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.nanoprobe import NanoprobeSimulation, nanoprobe_geometry, project_particle
 
-from ..conftest import wait_for
+from ..conftest import running_ioc
 
 IOC_SCRIPT = Path(__file__).resolve().parents[1] / "iocs" / "nanoprobe_ioc.py"
 D_A = 4.7
@@ -52,24 +50,11 @@ FLUX = 3.2e9
 
 
 def start_ioc(server: str, log_dir: Path, *args: str):
-    """Start one of the IOCs with a unique prefix; yield the prefix, stop it afterwards. It
-    inherits the session's loopback CA setup (tests/conftest.py) and logs to a file."""
+    """Start one of the IOCs with a unique prefix; yield the prefix, stop it afterwards (it
+    inherits the session's loopback CA setup, tests/conftest.py, and logs to a file)."""
     prefix = f"NSNP{secrets.token_hex(4)}:"
-    log_path = log_dir / f"{server}.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, str(IOC_SCRIPT), server, prefix, *args],
-                                   stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-    try:
-        wait_for(lambda: f"READY {prefix}" in log_path.read_text() or process.poll() is not None, timeout=60)
-        if process.poll() is not None:
-            raise RuntimeError(f"{server} IOC exited:\n{log_path.read_text()}")
+    with running_ioc([sys.executable, str(IOC_SCRIPT), server, prefix, *args], prefix, log_dir / f"{server}.log"):
         yield prefix
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def value(signal):
