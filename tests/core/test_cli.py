@@ -36,7 +36,7 @@ def test_demo_then_catalog_ls_then_replay(tmp_path):
     assert demo.returncode == 0, demo.stderr
     assert "Where to look" in demo.stdout
     assert (tmp_path / "d" / "figures" / "alignment.png").stat().st_size > 10_000
-    listing = nanostrain("catalog", "ls", "--data-dir", str(tmp_path / "d"))
+    listing = nanostrain("catalog", "ls", "--last", "200", "--data-dir", str(tmp_path / "d"))
     assert listing.returncode == 0, listing.stderr
     raw_uid = next(line.split()[0] for line in listing.stdout.splitlines() if " alignment " in line)
     assert any("derived:frame_statistics" in line for line in listing.stdout.splitlines())
