@@ -34,63 +34,18 @@ from pathlib import Path
 
 import numpy as np
 
-MOTORS = {"X": (-50.0, 50.0, "um"), "Y": (-50.0, 50.0, "um"), "Z": (-50.0, 50.0, "um"), "TH": (-5.0, 60.0, "deg")}
-"""Motor records: (low limit, high limit, units)."""
-TICK_S = 0.01
+MOTORS = {
+    "X": (-50.0, 50.0, "um", 0.0, 100.0),
+    "Y": (-50.0, 50.0, "um", 0.0, 100.0),
+    "Z": (-50.0, 50.0, "um", 0.0, 100.0),
+    "TH": (-5.0, 60.0, "deg", 0.0, 100.0),
+}
+"""Motor records: (low limit, high limit, units, start position, velocity per s)."""
 MERLIN_TRIGGER_MODES = (
     "Internal", "Trigger Enable", "Trigger start rising", "Trigger start falling", "Trigger both rising",
     "LVDS Trig Enable", "LVDS Trig start rising", "LVDS Trig start falling", "LVDS Trig both rising", "Software",
 )
 EIGER_TRIGGER_MODES = ("Internal Series", "Internal Enable", "External Series", "External Enable")
-
-
-# --------------------------------------------------------------------------------------
-# caproto: motor records
-# --------------------------------------------------------------------------------------
-def serve_motors(prefix: str) -> None:
-    from caproto.server import PVGroup, SubGroup, pvproperty, run
-
-    def motor_group(low: float, high: float, units: str, announce: bool):
-        class MotorRecord(PVGroup):
-            motor = pvproperty(value=0.0, name="", record="motor", precision=4)
-
-            @motor.startup
-            async def motor(self, instance, async_lib):
-                fields = instance.field_inst
-                await fields.velocity.write(100.0)
-                await fields.max_velocity.write(1000.0)
-                await fields.user_low_limit.write(low)
-                await fields.user_high_limit.write(high)
-                await fields.dial_low_limit.write(low)
-                await fields.dial_high_limit.write(high)
-                await fields.engineering_units.write(units)
-                await fields.retry_deadband.write(1e-6)
-                if announce:
-                    print(f"READY {prefix}", flush=True)
-
-            @motor.putter
-            async def motor(self, instance, value):
-                fields = instance.field_inst
-                if not fields.user_low_limit.value <= value <= fields.user_high_limit.value:
-                    raise ValueError(f"{value} outside the soft limits")
-                start = fields.user_readback_value.value
-                speed = max(fields.velocity.value, 1e-9)
-                steps = max(1, int(np.ceil(abs(value - start) / speed / TICK_S)))
-                await fields.done_moving_to_value.write(0)
-                await fields.motor_is_moving.write(1)
-                for position in np.linspace(start, value, steps + 1)[1:]:
-                    await asyncio.sleep(TICK_S)
-                    await fields.user_readback_value.write(float(position))
-                    await fields.dial_readback_value.write(float(position))
-                await fields.motor_is_moving.write(0)
-                await fields.done_moving_to_value.write(1)
-                return value
-
-        return MotorRecord
-
-    axes = {name: SubGroup(motor_group(*spec, announce=(name == "TH")), prefix=name) for name, spec in MOTORS.items()}
-    scanner = type("NanoprobeMotors", (PVGroup,), axes)(prefix=prefix)
-    run(scanner.pvdb, interfaces=["127.0.0.1"])
 
 
 # --------------------------------------------------------------------------------------
@@ -228,7 +183,9 @@ def main() -> None:
     parser.add_argument("--theta-xz", type=float, default=0.0, help="its rotation theta_xz (deg)")
     args = parser.parse_args()
     if args.server == "motors":
-        serve_motors(args.prefix)
+        from motor_ioc import serve_motors  # beside this script, run as a file
+
+        serve_motors(args.prefix, MOTORS)
     else:
         serve_softioc(args.prefix, args.flux, args.xrf_rate, args.d_A, args.theta_xz)
 
