@@ -83,6 +83,7 @@ __all__ = [
     "ShellState",
     "SurfaceLayer",
     "c_populations",
+    "charged_particle",
     "galvanostatic_cycle",
     "material",
     "morphology",
@@ -424,6 +425,30 @@ class CathodeParticle:
             surface_layer=surface_layer,
             crack=crack,
         )
+
+
+def charged_particle(
+    material: CathodeMaterial | str,
+    current_mA_g: float = 200.0,
+    stop_V: float = 4.3,
+    morphology: Morphology | str = "SC",
+    cycles: int = 0,
+) -> CathodeParticle:
+    """A particle aged ``cycles`` cycles (`CathodeParticle.age`), then charged
+    galvanostatically at ``current_mA_g`` (mA/g, 0.25 mAh/g steps) until the cell reaches
+    ``stop_V`` (V vs Li/Li+), and left there (no relaxation).
+
+    At 4.3 V (the H2-H3 region) a single-crystal NM91 holds a reaction front, an H3 shell
+    over an H2 core (at 200 mA/g Ni valence 3.64-3.76 across the particle), while NC91
+    stays uniform (spread < 0.01); a fully charged 4.5 V particle no longer shows it.
+    """
+    particle = CathodeParticle(material, morphology)
+    if cycles:
+        particle.age(cycles)
+    dt_s = 0.25 * 3600.0 / current_mA_g  # 0.25 mAh/g per step
+    while particle.potential_V < stop_V:
+        particle.step(current_mA_g, dt_s)
+    return particle
 
 
 # --- 3D fields ----------------------------------------------------------------------

@@ -45,7 +45,7 @@ from scipy import ndimage
 
 from nanostrain.analysis.sxdm import SxdmGeometry, bragg_angle_003, q_from_d_tilts, render_frames
 
-from .cathode import CathodeParticle, Crack, SurfaceLayer
+from .cathode import CathodeParticle, Crack, SurfaceLayer, charged_particle
 
 __all__ = [
     "LinearDrift",
@@ -128,12 +128,7 @@ def sxdm_sample(
     (`CathodeParticle.age`), then charged at ``current_mA_g`` (mA/g, 0.25 mAh/g steps)
     until the cell reaches ``stop_V`` (V vs Li/Li+): mid-charge (4.25-4.35 V) SC-NM91
     holds an H3 shell over an H2 core, which a fully charged (4.5 V) particle no longer shows."""
-    particle = CathodeParticle(material, "SC")
-    if cycles:
-        particle.age(cycles)
-    while particle.potential_V < stop_V:
-        particle.step(current_mA_g, 0.25 * 3600.0 / current_mA_g)
-    return particle
+    return charged_particle(material, current_mA_g, stop_V, cycles=cycles)
 
 
 @dataclass(frozen=True)

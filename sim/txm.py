@@ -52,8 +52,7 @@ from numpy.typing import ArrayLike
 from nanostrain.analysis.txm import forward_project
 from nanostrain.analysis.xanes import ni_k_edge_xanes
 
-from .cathode import CathodeParticle
-from .materials import CathodeMaterial
+from .cathode import CathodeParticle, charged_particle
 
 __all__ = [
     "NI_FOIL_EDGE_EV",
@@ -171,26 +170,6 @@ class NiFoil:
     def projections(self, energy_eV: float, angles_deg: np.ndarray) -> np.ndarray:
         rows, _, cols = self.shape
         return np.full((len(angles_deg), rows, cols), self.absorbance(energy_eV), np.float32)
-
-
-def charged_particle(
-    material: CathodeMaterial | str,
-    current_mA_g: float = 200.0,
-    stop_V: float = 4.3,
-    morphology: str = "SC",
-) -> CathodeParticle:
-    """A fresh particle charged galvanostatically at ``current_mA_g`` until the cell reaches
-    ``stop_V`` (V vs Li/Li+), and left there (no relaxation).
-
-    The defaults catch a single crystal in the H2-H3 region at 200 mA/g, where SC-NM91's
-    slow diffusion holds a reaction front (Ni valence 3.64-3.76 across the particle)
-    while SC-NC91 stays uniform (spread < 0.01).
-    """
-    particle = CathodeParticle(material, morphology)
-    dt_s = 0.25 * 3600.0 / current_mA_g  # 0.25 mAh/g per step
-    while particle.potential_V < stop_V:
-        particle.step(current_mA_g, dt_s)
-    return particle
 
 
 def particle_sample(
