@@ -102,7 +102,7 @@ class XrdCallback(AnalysisCallback):
     def __init__(self, npt: int | None = None, q_max: float = 5.0, instrument_fwhm_deg: float = 0.0, **kwargs: Any):
         super().__init__(**kwargs)
         self.npt, self.q_max, self.instrument_fwhm_deg = npt, q_max, instrument_fwhm_deg
-        self._integrators: dict[str, Integrator] = {}
+        self._integrators: dict[str, tuple[Integrator, float]] = {}  # geometry -> (integrator, lambda A)
         self.live_signal("phase_separation_A", float, 0.0)
         self.live_signal("microstrain", float, 0.0)
         self.live_signal("c_A", float, 0.0)
@@ -125,10 +125,9 @@ class XrdCallback(AnalysisCallback):
         if key not in self._integrators:
             geometry = geometry_from_metadata(start["xrd_geometry"])
             npt = self.npt or default_npt(geometry, self.q_max)
-            self._integrators[key] = Integrator(geometry, npt=npt, q_range=(0.5, self.q_max))
-            self._integrators[key].wavelength_A = geometry.wavelength * 1e10
-        self.integrator = self._integrators[key]
-        self.wavelength_A = self.integrator.wavelength_A
+            integrator = Integrator(geometry, npt=npt, q_range=(0.5, self.q_max))
+            self._integrators[key] = (integrator, geometry.wavelength * 1e10)
+        self.integrator, self.wavelength_A = self._integrators[key]
         reference = start.get("xrd_reference") or {}
         self.a0, self.c0 = reference.get("a_A"), reference.get("c_A")
         self.keys = start.get("echem_keys", {})

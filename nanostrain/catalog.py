@@ -24,7 +24,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,8 +274,3 @@ def recover(backup_dir: Path | str, client, remove: bool = False) -> list[str]:
 def _mark_recovered(path: Path, remove: bool) -> None:
     if remove:
         path.rename(path.with_suffix(".jsonl.recovered"))
-
-
-def missing_runs(client, uids: Sequence[str]) -> list[str]:
-    """The uids among ``uids`` that the catalog does not hold (for health checks)."""
-    return [uid for uid in uids if uid not in client]

@@ -258,6 +258,6 @@ def run_demo(data_dir: Path, quick: bool = False) -> list[str]:
     print(f"\nDone in {time.monotonic() - started:.0f} s. Where to look:")
     print(f"  figures:  {figures.resolve()}")
     print(f"  catalog:  nanostrain serve --data-dir {data_dir}  then open http://127.0.0.1:8000/ui/")
-    print(f"  python:   from tiled.client import from_uri; c = from_uri('http://127.0.0.1:8000')")
+    print("  python:   from tiled.client import from_uri; c = from_uri('http://127.0.0.1:8000')")
     print(f"  replay:   nanostrain replay <uid> --data-dir {data_dir}")
     return lines
