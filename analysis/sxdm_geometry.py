@@ -37,6 +37,8 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from nanostrain.analysis.units import d_to_q
+
 HC_KEV_A = 12.398419843320026
 """h c in keV * angstrom: lambda[A] = HC_KEV_A / E[keV]."""
 
@@ -83,11 +85,6 @@ class SxdmGeometry:
     def pixel_rad(self) -> float:
         """Angle subtended by one pixel, p / D (radians)."""
         return self.pixel_m / self.distance_m
-
-
-def d_to_q(d_A: ArrayLike) -> NDArray[np.float64]:
-    """|Q| = 2 pi / d (1/A) of a lattice spacing d (A)."""
-    return 2.0 * np.pi / np.asarray(d_A, dtype=np.float64)
 
 
 def bragg_angle(d_A: ArrayLike, energy_keV: float) -> NDArray[np.float64]:

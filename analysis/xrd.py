@@ -33,6 +33,8 @@ from scipy.optimize import least_squares
 from scipy.signal import find_peaks
 from scipy.special import erf
 
+from nanostrain.analysis.units import INV_NM_PER_INV_A, M_PER_A, d_to_q, q_to_d, q_to_two_theta
+
 ArrayLike = npt.ArrayLike
 
 #: Lattice parameter of the aluminium current collector (fcc, Fm-3m), angstrom.
@@ -41,59 +43,6 @@ AL_LATTICE_A = 4.0495
 PERKINELMER_SHAPE = (2048, 2048)
 PERKINELMER_PIXEL_M = 200e-6
 
-_NM_PER_A = 0.1  # Q[1/A] = Q[1/nm] * 0.1
-_M_PER_A = 1e-10
-
-
-# --------------------------------------------------------------------------------------
-# Unit conversions
-# --------------------------------------------------------------------------------------
-def d_to_q(d_A: ArrayLike) -> np.ndarray:
-    """Q = 2 pi / d. d in angstrom -> Q in 1/angstrom."""
-    return 2.0 * np.pi / np.asarray(d_A, dtype=float)
-
-
-def q_to_d(q: ArrayLike) -> np.ndarray:
-    """d = 2 pi / Q. Q in 1/angstrom -> d in angstrom."""
-    return 2.0 * np.pi / np.asarray(q, dtype=float)
-
-
-def q_to_two_theta(q: ArrayLike, wavelength_A: float) -> np.ndarray:
-    """2 theta = 2 arcsin(Q lambda / (4 pi)), in degrees. Q in 1/A, lambda in A.
-
-    Raises ValueError for Q beyond the Ewald limit 4 pi / lambda.
-    """
-    s = np.asarray(q, dtype=float) * wavelength_A / (4.0 * np.pi)
-    if np.any(np.abs(s) > 1.0):
-        raise ValueError(f"Q above 4 pi / lambda = {4 * np.pi / wavelength_A:.4g} 1/A")
-    return np.degrees(2.0 * np.arcsin(s))
-
-
-def two_theta_to_q(two_theta_deg: ArrayLike, wavelength_A: float) -> np.ndarray:
-    """Q = 4 pi sin(theta) / lambda, in 1/A. 2 theta in degrees, lambda in A."""
-    theta = np.radians(np.asarray(two_theta_deg, dtype=float)) / 2.0
-    return 4.0 * np.pi * np.sin(theta) / wavelength_A
-
-
-def d_to_two_theta(d_A: ArrayLike, wavelength_A: float) -> np.ndarray:
-    """Bragg angle 2 theta = 2 arcsin(lambda / (2 d)), in degrees. d and lambda in A."""
-    return q_to_two_theta(d_to_q(d_A), wavelength_A)
-
-
-def two_theta_to_d(two_theta_deg: ArrayLike, wavelength_A: float) -> np.ndarray:
-    """d = lambda / (2 sin theta), in A. 2 theta in degrees, lambda in A."""
-    return q_to_d(two_theta_to_q(two_theta_deg, wavelength_A))
-
-
-def fwhm_q_to_two_theta(fwhm_q: ArrayLike, q: ArrayLike, wavelength_A: float) -> np.ndarray:
-    """Width of a peak at Q, converted from 1/A of Q to degrees of 2 theta.
-
-    Exact difference 2theta(Q + w/2) - 2theta(Q - w/2), not the first-order
-    w * lambda / (4 pi cos theta) * 2 (they agree for narrow peaks).
-    """
-    w = np.asarray(fwhm_q, dtype=float)
-    q = np.asarray(q, dtype=float)
-    return q_to_two_theta(q + w / 2, wavelength_A) - q_to_two_theta(q - w / 2, wavelength_A)
 
 
 # --------------------------------------------------------------------------------------
@@ -270,8 +219,16 @@ def perkinelmer_geometry(
         poni1=row * PERKINELMER_PIXEL_M,
         poni2=col * PERKINELMER_PIXEL_M,
         detector=detector,
-        wavelength=wavelength_A * _M_PER_A,
+        wavelength=wavelength_A * M_PER_A,
     )
+
+
+def pyfai_geometry(config: dict | str) -> Geometry:
+    """A pyFAI geometry from a pyFAI config (dict, or its JSON text), as runs record it
+    in their start document (``xrd_geometry``)."""
+    import json
+
+    return pyFAI.load(json.loads(config) if isinstance(config, str) else dict(config))
 
 
 def _as_geometry(poni: str | os.PathLike | Geometry) -> Geometry:
@@ -287,7 +244,7 @@ def pixel_q(poni: str | os.PathLike | Geometry) -> np.ndarray:
 
     Use it to render a simulated frame from a 1D pattern: ``np.interp(pixel_q(ai), q, I)``.
     """
-    return _as_geometry(poni).qArray() * _NM_PER_A
+    return _as_geometry(poni).qArray() / INV_NM_PER_INV_A
 
 
 class Integrator:

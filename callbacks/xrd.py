@@ -32,12 +32,12 @@ from ..analysis.xrd import (
     al_reflections,
     cell_volume,
     fit_reflection,
-    fwhm_q_to_two_theta,
     lattice_parameters,
-    q_to_two_theta,
+    pyfai_geometry,
     r3m_reflections,
     williamson_hall,
 )
+from ..analysis.units import fwhm_q_to_two_theta, q_to_two_theta
 from .derived import AnalysisCallback
 
 #: (003) search window, 1/A (SCIENCE.md: 1.27-1.42 over H1-H2-H3, with margin)
@@ -51,14 +51,6 @@ LOW_Q_PASS = 3.3
 #: a line is fitted alone only if every other line (R-3m or Al) is farther than this
 #: many half-windows
 MIN_LINE_SPACING = 1.5
-
-
-def geometry_from_metadata(geometry: dict[str, Any] | str):
-    """A pyFAI geometry from the ``xrd_geometry`` metadata (a pyFAI config dict or JSON)."""
-    import pyFAI
-
-    config = json.loads(geometry) if isinstance(geometry, str) else dict(geometry)
-    return pyFAI.load(config)
 
 
 def isolated_reflections(a: float, c: float, q_range: tuple[float, float], spacing: float) -> list:
@@ -123,7 +115,7 @@ class XrdCallback(AnalysisCallback):
             raise ValueError("An xrd run must record its detector geometry (start['xrd_geometry']).")
         key = json.dumps(start["xrd_geometry"], sort_keys=True)
         if key not in self._integrators:
-            geometry = geometry_from_metadata(start["xrd_geometry"])
+            geometry = pyfai_geometry(start["xrd_geometry"])
             npt = self.npt or default_npt(geometry, self.q_max)
             integrator = Integrator(geometry, npt=npt, q_range=(0.5, self.q_max))
             self._integrators[key] = (integrator, geometry.wavelength * 1e10)

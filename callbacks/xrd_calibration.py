@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.xrd import pyfai_geometry
 from ..analysis.xrd_calibration import calibrate_geometry
 from .derived import AnalysisCallback
-from .xrd import geometry_from_metadata
 
 
 class XrdCalibrationCallback(AnalysisCallback):
@@ -31,7 +31,7 @@ class XrdCalibrationCallback(AnalysisCallback):
         self.live_signal("rms_2theta_deg", float, float("nan"))
 
     def open_run(self, start: dict[str, Any]) -> None:
-        self.initial = geometry_from_metadata(start["xrd_geometry"])
+        self.initial = pyfai_geometry(start["xrd_geometry"])
         self.calibrant = start.get("calibrant", "CeO2")
         self.poni_path = start.get("poni_path")
 

@@ -19,7 +19,6 @@ from nanostrain.analysis.sxdm import (
     bragg_angle_003,
     bragg_peak_position,
     d_tilts_from_q,
-    d_to_q,
     q_from_d_tilts,
     q_vectors,
     refine_gaussian,
@@ -28,6 +27,7 @@ from nanostrain.analysis.sxdm import (
     strain_maps,
 )
 from nanostrain.analysis.sxdm_geometry import lab_q, sample_rotation
+from nanostrain.analysis.units import d_to_q
 from nanostrain.analysis.sxdm_register import cross_correlation_shift
 
 ENERGY_KEV = 12.0

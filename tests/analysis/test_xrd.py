@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nanostrain.analysis import xrd
+from nanostrain.analysis import units, xrd
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -60,24 +60,24 @@ def integrated(integrator, frame):
 # ----------------------------------------------------------------------------------------
 def test_q_two_theta_d_conversions_agree_with_bragg():
     d = 2.0
-    two_theta = xrd.d_to_two_theta(d, WAVELENGTH_A)
+    two_theta = units.d_to_two_theta(d, WAVELENGTH_A)
     assert two_theta == pytest.approx(math.degrees(2 * math.asin(WAVELENGTH_A / (2 * d))), rel=1e-12)
-    assert xrd.two_theta_to_q(two_theta, WAVELENGTH_A) == pytest.approx(math.pi, rel=1e-12)
-    assert xrd.q_to_two_theta(math.pi, WAVELENGTH_A) == pytest.approx(two_theta, rel=1e-12)
-    assert xrd.two_theta_to_d(two_theta, WAVELENGTH_A) == pytest.approx(d, rel=1e-12)
-    assert xrd.q_to_d(xrd.d_to_q(d)) == pytest.approx(d, rel=1e-12)
+    assert units.two_theta_to_q(two_theta, WAVELENGTH_A) == pytest.approx(math.pi, rel=1e-12)
+    assert units.q_to_two_theta(math.pi, WAVELENGTH_A) == pytest.approx(two_theta, rel=1e-12)
+    assert units.two_theta_to_d(two_theta, WAVELENGTH_A) == pytest.approx(d, rel=1e-12)
+    assert units.q_to_d(units.d_to_q(d)) == pytest.approx(d, rel=1e-12)
 
 
 def test_q_beyond_ewald_limit_is_rejected():
     with pytest.raises(ValueError, match="lambda"):
-        xrd.q_to_two_theta(4 * np.pi / WAVELENGTH_A * 1.01, WAVELENGTH_A)
+        units.q_to_two_theta(4 * np.pi / WAVELENGTH_A * 1.01, WAVELENGTH_A)
 
 
 def test_fwhm_in_q_converts_to_two_theta_by_the_bragg_derivative():
     q, width = 3.0, 1e-4
     theta = math.asin(q * WAVELENGTH_A / (4 * math.pi))
     first_order = math.degrees(2 * width * WAVELENGTH_A / (4 * math.pi * math.cos(theta)))
-    assert xrd.fwhm_q_to_two_theta(width, q, WAVELENGTH_A) == pytest.approx(first_order, rel=1e-6)
+    assert units.fwhm_q_to_two_theta(width, q, WAVELENGTH_A) == pytest.approx(first_order, rel=1e-6)
 
 
 # ----------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def test_al_reflections_are_the_fcc_lines():
 # ----------------------------------------------------------------------------------------
 def test_williamson_hall_recovers_size_and_microstrain():
     size_A, eps, K = 600.0, 1.5e-3, 0.9
-    two_theta = xrd.d_to_two_theta([4.73, 2.45, 2.04, 1.44, 1.20], WAVELENGTH_A)
+    two_theta = units.d_to_two_theta([4.73, 2.45, 2.04, 1.44, 1.20], WAVELENGTH_A)
     theta = np.radians(two_theta) / 2
     beta = K * WAVELENGTH_A / (size_A * np.cos(theta)) + 4 * eps * np.tan(theta)
     result = xrd.williamson_hall(two_theta, np.degrees(beta), WAVELENGTH_A, K=K)
@@ -149,7 +149,7 @@ def test_perkinelmer_geometry_puts_the_beam_at_the_requested_pixel():
     assert np.unravel_index(np.argmin(q), q.shape) == (1000, 900)
     assert ai.wavelength == pytest.approx(0.452e-10)
     # 100 pixels (20 mm) off the beam at 0.5 m: 2 theta = atan(20 / 500)
-    expected = xrd.two_theta_to_q(math.degrees(math.atan(20 / 500)), 0.452)
+    expected = units.two_theta_to_q(math.degrees(math.atan(20 / 500)), 0.452)
     assert q[1000, 1000] == pytest.approx(expected, rel=1e-6)
 
 

@@ -14,11 +14,10 @@ from nanostrain.analysis.xrd import (
     AL_LATTICE_A,
     Integrator,
     fit_reflection,
-    fwhm_q_to_two_theta,
-    q_to_two_theta,
     r3m_reflections,
     williamson_hall,
 )
+from nanostrain.analysis.units import fwhm_q_to_two_theta, q_to_two_theta
 from nanostrain.sim.cathode import LatticeState
 from nanostrain.sim.powder import (
     CEO2_LATTICE_A,
