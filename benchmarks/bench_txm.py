@@ -1,4 +1,5 @@
-"""Benchmark of TXM-XANES analysis (nanostrain.analysis.txm / .xanes) against named peers.
+"""Benchmark of TXM-XANES analysis (nanostrain.analysis.txm / .xanes) and of the simulator's
+forward projection (nanostrain.sim.tomography) against named peers.
 
 (a) White-line energy of Ni K-edge voxel spectra (21 energies, 8340-8360 eV, 1 eV steps;
     `ni_k_edge_xanes` model, WL energies 8350 +- 0.5 eV, Gaussian noise of 1 % of the edge
@@ -45,16 +46,11 @@ from scipy.optimize import curve_fit
 from skimage.transform import iradon, radon
 
 from nanostrain.analysis import txm
-from nanostrain.analysis.txm import (
-    SHEPP_LOGAN,
-    ellipse_image,
-    ellipse_sinogram,
-    forward_project,
-    ni_k_edge_xanes,
-    pca_denoise,
-    reconstruct,
-    whiteline_energy,
-)
+from nanostrain.analysis.txm import reconstruct
+from nanostrain.analysis.xanes import pca_denoise, whiteline_energy
+from nanostrain.sim.phantoms import SHEPP_LOGAN, ellipse_image, ellipse_sinogram
+from nanostrain.sim.tomography import forward_project
+from nanostrain.sim.xanes_model import ni_k_edge_xanes
 
 ENERGIES = np.arange(8340.0, 8361.0)
 NOISE = 0.01

@@ -30,7 +30,7 @@ Imaging (counts per pixel, per frame of exposure t seconds):
 
     I = Poisson( t Phi(E) F(r, c) exp(-A) ) + D(r, c) + read noise,
 
-with A the parallel-beam projection (`analysis.txm.forward_project`, detector column j at
+with A the parallel-beam projection (`sim.tomography.forward_project`, detector column j at
 t = j - (n - 1)/2 from the rotation axis) shifted by the sample position and a settling
 jitter, blurred by a Gaussian of sigma = blur per mm x zone-plate defocus (mm), F a
 smooth flat-field pattern (mean 1), Phi the flux (counts/pixel/s), D a dark offset
@@ -49,10 +49,9 @@ import numpy as np
 import scipy.ndimage
 from numpy.typing import ArrayLike
 
-from nanostrain.analysis.txm import forward_project
-from nanostrain.analysis.xanes import ni_k_edge_xanes
-
 from .cathode import CathodeParticle, charged_particle
+from .tomography import forward_project
+from .xanes_model import ni_k_edge_xanes
 
 __all__ = [
     "NI_FOIL_EDGE_EV",

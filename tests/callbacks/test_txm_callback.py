@@ -12,9 +12,10 @@ import pytest
 import scipy.ndimage
 from bluesky.run_engine import call_in_bluesky_event_loop
 
-from nanostrain.analysis.txm import whiteline_energy
+from nanostrain.analysis.txm_reduction import reduce_xanes
+from nanostrain.analysis.xanes import whiteline_energy
 from nanostrain.beamline import connect_devices, detector_path_provider
-from nanostrain.callbacks.txm import TxmXanesCallback, reduce_xanes
+from nanostrain.callbacks.txm import TxmXanesCallback
 from nanostrain.callbacks.txm_plots import TxmLivePlot, comparison_figure
 from nanostrain.devices.txm import SimTxm
 from nanostrain.plans.txm import txm_xanes_2d, txm_xanes_tomo
