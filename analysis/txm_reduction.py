@@ -261,6 +261,7 @@ class TxmXanesAccumulator:
         self._absorbance: dict[int, np.ndarray] = {}
         self._sets: dict[str, list[np.ndarray]] = {"dark": [], "flat": []}
         self._last_kind: str | None = None
+        self._frame_shape: tuple[int, ...] | None = None
 
     @property
     def n_complete(self) -> int:
@@ -289,17 +290,26 @@ class TxmXanesAccumulator:
         """A flat frame (sample out of the field of view)."""
         self._add_reference("flat", image)
 
+    def _frame(self, image: ArrayLike) -> np.ndarray:
+        """The frame as float32, checked against the shape of the scan's first frame."""
+        frame = np.asarray(image, dtype=np.float32)
+        self._frame_shape = self._frame_shape or frame.shape
+        if frame.ndim != 2 or frame.shape != self._frame_shape:
+            raise ValueError(f"a frame of shape {frame.shape}; the scan's frames are {self._frame_shape} (rows, cols)")
+        return frame
+
     def _add_reference(self, kind: str, image: ArrayLike) -> None:
+        frame = self._frame(image)
         if kind != self._last_kind:
             self._sets[kind] = []  # a new set of darks or flats begins
-        self._sets[kind].append(np.asarray(image, dtype=np.float32))
+        self._sets[kind].append(frame)
         self._last_kind = kind
 
     def add_projection(self, energy_eV: float, angle_deg: float, image: ArrayLike) -> EnergyPreview | None:
         """A projection at ``energy_eV`` (eV) and ``angle_deg`` (deg); the preview if it
         completes its energy."""
+        frame = self._frame(image)
         self._last_kind = "projection"
-        frame = np.asarray(image, dtype=np.float32)
         e = int(np.argmin(np.abs(self.energies_eV - energy_eV)))
         a = int(np.argmin(np.abs(self.angles_deg - angle_deg)))
         if e in self._absorbance:
@@ -307,8 +317,6 @@ class TxmXanesAccumulator:
         if e not in self._raw:
             self._raw[e] = np.empty((self.angles_deg.size, *frame.shape), dtype=np.float32)
             self._seen[e] = np.zeros(self.angles_deg.size, dtype=bool)
-        if frame.shape != self._raw[e].shape[1:]:
-            raise ValueError(f"projection of shape {frame.shape}, expected {self._raw[e].shape[1:]}")
         self._raw[e][a] = frame
         self._seen[e][a] = True
         return self._complete(e) if self._seen[e].all() else None

@@ -1,7 +1,10 @@
-"""TXM-XANES analysis: known-answer tests against the simulated microscope's ground truth
-(the white-line energy it gave every voxel, the jitter it gave every energy)."""
+"""TXM-XANES live analysis: the callback on simulated scans, known answers from the
+simulated microscope's ground truth (the white-line energy it gave every voxel, the jitter
+it gave every energy); the reducer's own tests are in tests/analysis/test_txm.py."""
 
 from __future__ import annotations
+
+import json
 
 import matplotlib
 
@@ -9,10 +12,8 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pytest
-import scipy.ndimage
 from bluesky.run_engine import call_in_bluesky_event_loop
 
-from nanostrain.analysis.txm_reduction import reduce_xanes
 from nanostrain.analysis.xanes import whiteline_energy
 from nanostrain.beamline import connect_devices, detector_path_provider
 from nanostrain.callbacks.txm import TxmXanesCallback
@@ -44,29 +45,24 @@ def interior(sample, mask):
     return mask & sample.mask
 
 
-# ------------------------------------------------------------------ the pure reduction
+# ------------------------------------------------------------------ parameters
 
 
-def test_reduce_xanes_recovers_shifts_and_whiteline_per_voxel(nm91):
-    rng = np.random.default_rng(4)
-    shifts = rng.normal(0.0, 0.8, (len(ENERGIES), 2))
-    absorbance = np.stack([
-        np.stack([scipy.ndimage.shift(p, s, order=3, mode="nearest") for p in nm91.projections(e, ANGLES)])
-        for e, s in zip(ENERGIES, shifts, strict=True)
-    ])
-    absorbance += 0.008 * rng.standard_normal(absorbance.shape)  # ~2e4 counts per pixel
-    result = reduce_xanes(absorbance, ENERGIES, ANGLES, tomography=True)
-    # shifts undo the jitter relative to the reference energy
-    expected = -(shifts - shifts[result.reference_index])
-    np.testing.assert_allclose(result.shifts_px, expected, atol=0.15)
-    assert result.center_px == pytest.approx(15.5 + shifts[result.reference_index][1], abs=0.2)  # axis moved too
-    inside = interior(nm91, result.mask)
-    errors = (result.wl_eV - nm91.whiteline_eV)[inside]
-    assert inside.sum() > 3000 and result.statistics.n_failed == 0
-    assert np.sqrt(np.mean(errors**2)) < 0.1  # eV per voxel; measured ~0.06
-    truth = np.std(nm91.whiteline_eV[inside], ddof=1)
-    assert result.statistics.sigma_eV == pytest.approx(truth, abs=0.05)
-    assert result.statistics.mean_eV == pytest.approx(np.mean(nm91.whiteline_eV[inside]), abs=0.1)
+def test_parameters_rebuild_an_equal_analysis():
+    callback = TxmXanesCallback(smooth_voxels=0.5, mask_erosion=2, denoise=False, registration_angles=4, bins=40,
+                                stream="primary")
+    parameters = json.loads(json.dumps(callback.parameters()))  # JSON-able
+    assert parameters == {"image_key": None, "stream": "primary", "smooth_voxels": 0.5, "mask_erosion": 2,
+                          "denoise": False, "registration_angles": 4, "bins": 40}
+    rebuilt = TxmXanesCallback(**parameters)
+    assert rebuilt.parameters() == parameters and rebuilt.options == callback.options
+
+
+def test_unknown_or_bad_options_are_refused():
+    with pytest.raises(TypeError):
+        TxmXanesCallback(smoothing=2.0)
+    with pytest.raises(ValueError, match="mask_erosion"):
+        TxmXanesCallback(mask_erosion=-1)
 
 
 # ------------------------------------------------------------------ live, on a scan
