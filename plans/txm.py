@@ -32,8 +32,10 @@ import bluesky.preprocessors as bpp
 import numpy as np
 from ophyd_async.core import TriggerInfo
 
-from ..analysis.xanes import normalize_xanes
+from ..analysis.txm_reduction import MIN_ENERGIES
+from ..analysis.xanes import foil_edge_energy
 from ..devices.txm import FrameType, ShutterState
+from ..schema.start import TXM, TXM_ENERGY_CALIBRATION, start_metadata
 from .validation import PlanArgumentError, require_count, require_finite, require_positive, require_range
 
 #: Ni K-edge XANES of the study: 8340-8360 eV in 1 eV steps.
@@ -45,8 +47,6 @@ NI_K_EDGE_EV = 8333.0
 #: Energy calibration scan: 8318-8348 eV in 0.5 eV steps around the Ni K edge (finer steps
 #: add noise to the derivative faster than they remove the parabola's bias).
 DEFAULT_CALIBRATION_ENERGIES_EV = tuple(np.arange(8318.0, 8348.1, 0.5))
-#: Fewest energies a white-line fit can use (a 3-point quadratic with a maximum inside).
-MIN_ENERGIES = 5
 #: Fewest projections accepted for a tomogram.
 MIN_ANGLES = 8
 #: Longest exposure accepted, s.
@@ -187,30 +187,31 @@ def take_flats(txm, n: int, sample_in_mm: float):
     yield from bps.mv(txm.sample.x, sample_in_mm)
 
 
-def _progress(plan_name: str, done: int, total: int, energy_eV: float, frames: int) -> None:
-    print(f"{plan_name}: energy {done}/{total} ({energy_eV:.2f} eV) done, {frames} frames", flush=True)
+def _progress(line: str) -> None:
+    """The plans' progress channel: one line on standard output."""
+    print(line, flush=True)
 
 
 def _xanes_scan(txm, scan: XanesScan, plan_name: str, sample: dict[str, Any] | None, md: dict[str, Any] | None):
     tomography = plan_name == "txm_xanes_tomo"
     readers = _readers(txm)
-    metadata = {
-        "technique": "txm",
-        "plan_name": plan_name,
-        "image_key": txm.camera.name,
-        "txm_mode": "tomo" if tomography else "2d",
-        "energies_eV": scan.energies_eV.tolist(),
-        "angles_deg": scan.angles_deg.tolist(),
-        "exposure_s": scan.exposure_s,
-        "n_flats": scan.n_flats,
-        "n_darks": scan.n_darks,
-        "flat_every": scan.flat_every,
-        "pixel_size_um": txm.pixel_size_um,
-        "txm_keys": {"energy": txm.energy.name, "angle": txm.rotation.name, "frame_type": txm.frame_type.name},
-        "num_points": scan.n_frames,
+    metadata = start_metadata(
+        TXM,
+        plan_name,
+        md,
+        image_key=txm.camera.name,
+        txm_mode="tomo" if tomography else "2d",
+        energies_eV=scan.energies_eV.tolist(),
+        angles_deg=scan.angles_deg.tolist(),
+        exposure_s=scan.exposure_s,
+        n_flats=scan.n_flats,
+        n_darks=scan.n_darks,
+        flat_every=scan.flat_every,
+        pixel_size_um=txm.pixel_size_um,
+        txm_keys={"energy": txm.energy.name, "angle": txm.rotation.name, "frame_type": txm.frame_type.name},
+        num_points=scan.n_frames,
         **({"sample": sample} if sample else {}),
-        **(md or {}),
-    }
+    )
     state = {"sample_in": None}
 
     def restore():
@@ -237,7 +238,7 @@ def _xanes_scan(txm, scan: XanesScan, plan_name: str, sample: dict[str, Any] | N
                 yield from bps.mv(txm.rotation, float(angle))
                 yield from bps.trigger_and_read(readers)
             frames += len(angles)
-            _progress(plan_name, index + 1, len(scan.energies_eV), float(energy), frames)
+            _progress(f"{plan_name}: energy {index + 1}/{len(scan.energies_eV)} ({energy:.2f} eV) done, {frames} frames")
 
     return (yield from inner())
 
@@ -310,8 +311,9 @@ def energy_calibration(
         mu(E_i) = -ln[(I_i - <D>) / (F_i - <D>)]
 
     (I, F, D: frame totals of the foil, flat and dark frames). The edge E0 is the
-    energy of the largest d mu/dE (refined by a 3-point parabola, `normalize_xanes`), and
-    the calibration offset becomes offset + (edge_eV - E0): the DCM then reads true
+    energy of the largest d mu/dE (refined by a 3-point parabola,
+    `analysis.xanes.foil_edge_energy`), and the calibration offset becomes
+    offset + (edge_eV - E0): the DCM then reads true
     energies. With ``apply`` the new offset is written to ``txm.energy.offset_eV``; the
     ``calibration`` stream records the offset in force at the end (with ``apply=False``,
     the unchanged one: the raw frames still hold the measurement). Returns the new
@@ -327,15 +329,15 @@ def energy_calibration(
     require_count("n_darks", n_darks, 1, 1000)
     require_disk_space(txm, n_darks + 2 * len(energies))
     readers = _readers(txm)
-    metadata = {
-        "technique": "txm_energy_calibration",
-        "plan_name": "energy_calibration",
-        "image_key": txm.camera.name,
-        "energies_eV": energies.tolist(),
-        "reference_edge_eV": edge_eV,
-        "exposure_s": exposure_s,
-        **(md or {}),
-    }
+    metadata = start_metadata(
+        TXM_ENERGY_CALIBRATION,
+        "energy_calibration",
+        md,
+        image_key=txm.camera.name,
+        energies_eV=energies.tolist(),
+        reference_edge_eV=edge_eV,
+        exposure_s=exposure_s,
+    )
 
     def total():
         yield from bps.trigger_and_read(readers)
@@ -353,7 +355,6 @@ def energy_calibration(
         darks = []
         for _ in range(n_darks):
             darks.append((yield from total()))
-        dark = float(np.mean(darks))
         yield from bps.mv(txm.shutter, ShutterState.OPEN)
         foil, flat, measured = [], [], []
         for energy in energies:
@@ -363,11 +364,9 @@ def energy_calibration(
             yield from bps.mv(txm.sample.x, sample_in + txm.sample.out_offset_mm, txm.frame_type, FrameType.FLAT)
             flat.append((yield from total()))
             yield from bps.mv(txm.sample.x, sample_in)
-        mu = -np.log(np.clip((np.array(foil) - dark) / (np.array(flat) - dark), 1e-9, None))
-        edge = float(normalize_xanes(mu, np.array(measured), pre_edge=(-1e3, -3.0), post_edge=(3.0, 1e3)).e0_eV)
+        edge = foil_edge_energy(foil, flat, darks, measured).e0_eV
         offset = (yield from bps.rd(txm.energy.offset_eV)) + edge_eV - edge
-        print(f"energy_calibration: edge found at {edge:.3f} eV (reference {edge_eV} eV); offset {offset:+.3f} eV",
-              flush=True)
+        _progress(f"energy_calibration: edge found at {edge:.3f} eV (reference {edge_eV} eV); offset {offset:+.3f} eV")
         if apply:
             yield from bps.mv(txm.energy.offset_eV, offset)
         yield from bps.trigger_and_read([txm.energy.offset_eV], name="calibration")

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from nanostrain.analysis.xanes import normalize_xanes, pca_denoise, whiteline_energy, whiteline_statistics
+from nanostrain.analysis.xanes import (
+    foil_edge_energy,
+    normalize_xanes,
+    pca_denoise,
+    whiteline_energy,
+    whiteline_statistics,
+)
 from nanostrain.sim.xanes_model import ni_k_edge_xanes
 
 ENERGIES = np.arange(8340.0, 8361.0)  # the 18-ID FXI scan: 21 energies, 1 eV steps
@@ -173,3 +179,35 @@ def test_whiteline_statistics_of_a_known_distribution():
 def test_whiteline_statistics_rejects_a_mask_of_another_shape():
     with pytest.raises(ValueError, match="mask shape"):
         whiteline_statistics(np.zeros((3, 3)), np.ones((3, 4), dtype=bool))
+
+
+# ------------------------------------------------------------------ energy calibration
+
+CALIBRATION_ENERGIES = np.arange(8318.0, 8348.1, 0.5)  # the plan's default scan
+
+
+def foil_totals(energies, e0, dark=500.0):
+    """Frame totals of a foil mu = 0.2 + 1.27 (1/2 + arctan((E - E0)/1 eV)/pi) (its steepest
+    point is E0) and of a flat whose flux falls 0.1 % per eV: (foil, flat, mu)."""
+    mu = 0.2 + 1.27 * (0.5 + np.arctan((energies - e0) / 1.0) / np.pi)
+    flat = 1e6 * (1.0 - 1e-3 * (energies - 8333.0)) + dark
+    return dark + (flat - dark) * np.exp(-mu), flat, mu
+
+
+@pytest.mark.parametrize("e0", [8333.0, 8333.2, 8333.37, 8330.11])
+def test_foil_edge_energy_recovers_mu_and_the_edge(e0):
+    foil, flat, mu = foil_totals(CALIBRATION_ENERGIES, e0)
+    edge = foil_edge_energy(foil, flat, [499.0, 501.0], CALIBRATION_ENERGIES)  # two darks, mean 500
+    np.testing.assert_allclose(edge.mu, mu, rtol=1e-12)
+    # on the grid exact; between grid points the parabola's bias, measured <= 0.012 eV
+    assert edge.e0_eV == pytest.approx(e0, abs=0.02)
+
+
+def test_foil_edge_energy_refuses_an_edge_outside_the_scan_or_no_beam():
+    foil, flat, _ = foil_totals(CALIBRATION_ENERGIES, 8355.0)
+    with pytest.raises(ValueError, match="not inside"):
+        foil_edge_energy(foil, flat, 500.0, CALIBRATION_ENERGIES)
+    with pytest.raises(ValueError, match="exceed the dark"):
+        foil_edge_energy(foil, np.full_like(flat, 400.0), 500.0, CALIBRATION_ENERGIES)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        foil_edge_energy(foil, flat, 500.0, CALIBRATION_ENERGIES[::-1])

@@ -14,6 +14,7 @@ from nanostrain.devices.txm import SimTxm
 from nanostrain.plans import txm as txm_plans
 from nanostrain.plans.txm import energy_calibration, txm_xanes_2d, txm_xanes_tomo
 from nanostrain.plans.validation import PlanArgumentError
+from nanostrain.schema.start import StartDocumentError
 from nanostrain.sim.txm import NiFoil
 
 ENERGIES = np.arange(8340.0, 8361.0, 4.0)  # 6 energies
@@ -83,6 +84,13 @@ def test_a_scan_that_does_not_fit_on_the_disk_is_refused(txm, monkeypatch):
         next(txm_xanes_tomo(txm, ENERGIES, ANGLES))
 
 
+def test_md_may_not_replace_what_the_analysis_reads(txm):
+    with pytest.raises(StartDocumentError, match="txm_mode"):
+        next(txm_xanes_tomo(txm, ENERGIES, ANGLES, md={"txm_mode": "2d", "operator": "me"}))
+    with pytest.raises(StartDocumentError, match="reference_edge_eV"):
+        next(energy_calibration(txm, md={"reference_edge_eV": 8000.0}))
+
+
 def test_calibration_refuses_a_scan_without_the_edge_inside(txm):
     with pytest.raises(PlanArgumentError, match="3 energies each side"):
         next(energy_calibration(txm, np.arange(8340.0, 8360.0, 0.5)))
@@ -99,6 +107,7 @@ def test_tomo_records_darks_flats_and_zigzag_projections(RE, txm):
     assert start["energies_eV"] == pytest.approx(list(ENERGIES)) and start["angles_deg"] == pytest.approx(list(ANGLES))
     assert start["pixel_size_um"] == 0.3 and start["num_points"] == len(events) == 3 + 2 * 3 + 6 * 10
     assert start["txm_keys"] == {"energy": "txm-energy", "angle": "txm-rotation", "frame_type": "txm-frame_type"}
+    assert start["plan_name"] == "txm_xanes_tomo" and start["n_flats"] == 2 and start["flat_every"] == 2
     kinds = [e["txm-frame_type"] for e in events]
     per_energy = [["flat"] * 2 if i % 2 == 0 else [] for i in range(6)]
     assert kinds == ["dark"] * 3 + sum((flats + ["projection"] * 10 for flats in per_energy), [])
