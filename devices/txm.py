@@ -40,6 +40,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from bluesky.protocols import Movable
@@ -68,12 +69,14 @@ from ophyd_async.epics.core import epics_signal_r, epics_signal_rw
 from ophyd_async.epics.motor import Motor
 from ophyd_async.sim import SimMotor
 
-from nanostrain.sim.txm import Specimen, TxmImaging, charged_particle, particle_sample
+from nanostrain.analysis.units import HC_EV_A
 
 from .sim_area_detector import SimAreaDetector
 
+if TYPE_CHECKING:  # the simulator is imported where a simulated twin is built, never here
+    from nanostrain.sim.txm import Specimen, TxmImaging
+
 __all__ = [
-    "HC_EV_A",
     "SI111_D_A",
     "EpicsTxm",
     "FocusCalibration",
@@ -90,8 +93,6 @@ __all__ = [
     "energy_from_bragg_eV",
 ]
 
-#: hc, eV angstrom (DESIGN.md: lambda[A] = 12.398419843320026 / E[keV]).
-HC_EV_A = 12398.419843320026
 #: Si(111) lattice-plane spacing, angstrom.
 SI111_D_A = 3.13560
 #: DCM energy range of FXI, eV.
@@ -580,6 +581,8 @@ class SimTxm(_Txm):
         seed: int | None = 0,
         name: str = "",
     ) -> None:
+        from nanostrain.sim.txm import TxmImaging, charged_particle, particle_sample
+
         rows, cols = shape
         if specimen is None:
             specimen = particle_sample(charged_particle("NM91"), (rows, cols, cols), pixel_size_um)

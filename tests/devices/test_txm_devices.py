@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -53,6 +54,24 @@ from nanostrain.sim.txm import (
 from ..conftest import free_port, run_python, running_ioc
 
 IOC_SCRIPT = Path(__file__).resolve().parents[1] / "iocs" / "txm_ioc.py"
+
+
+# ------------------------------------------------------------------ layering
+
+
+def test_importing_the_txm_devices_imports_no_simulator():
+    # a fresh interpreter: the EPICS classes (and the module) stand without nanostrain.sim,
+    # which SimTxm imports only when one is built
+    code = (
+        "import sys, json; import nanostrain.devices.txm as txm; "
+        "before = sorted(m for m in sys.modules if m.startswith('nanostrain.sim')); "
+        "txm.SimTxm(lambda name=None: None, shape=(8, 8), pixel_size_um=0.5, name='t'); "
+        "after = sorted(m for m in sys.modules if m.startswith('nanostrain.sim')); "
+        "print(json.dumps([before, after]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    before, after = json.loads(result.stdout.strip().splitlines()[-1])
+    assert before == [] and "nanostrain.sim.txm" in after
 
 
 # ------------------------------------------------------------------ optics
