@@ -2,7 +2,7 @@
 
 * `xrf_map`: a fluorescence raster that locates particles (counts-weighted centroid).
 * `find_bragg_peak`: a rocking scan at one position, a Gaussian fit of the detector's
-  total counts (`fit_rocking_curve`), optionally moving the rotation to the peak.
+  total counts (`analysis.sxdm_alignment.fit_rocking_curve`), optionally moving the rotation to the peak.
 * `sxdm_rocking_raster`: at each rocking angle a 2D raster of detector frames, the 5D
   dataset (angle, y, x, detector row, detector column) the live SXDM analysis reduces
   to strain and rotation maps.
@@ -43,22 +43,18 @@ import bluesky.preprocessors as bpp
 import numpy as np
 from numpy.typing import NDArray
 from ophyd_async.core import TriggerInfo
-from scipy.optimize import curve_fit
 
-from ..analysis.sxdm import SxdmGeometry
+from ..analysis.sxdm_alignment import XrfMap, fit_rocking_curve, xrf_centroid
+from ..analysis.sxdm_geometry import SxdmGeometry
 from .validation import PlanArgumentError, require_count, require_finite, require_positive, require_within_limits
 
 __all__ = [
     "RasterPlan",
-    "RockingCurveFit",
-    "XrfMap",
     "check_axis_limits",
     "estimate_duration_s",
     "find_bragg_peak",
-    "fit_rocking_curve",
     "plan_raster",
     "sxdm_rocking_raster",
-    "xrf_centroid",
     "xrf_map",
 ]
 
@@ -91,7 +87,7 @@ Progress = Callable[[str], Any]
 
 
 # --------------------------------------------------------------------------------------
-# Pure pieces: validation, time estimate, rocking-curve fit
+# Pure pieces: validation, time estimate
 # --------------------------------------------------------------------------------------
 def _axis_points(name: str, span: Sequence[float], step_um: float, limits_um: tuple[float, float]) -> NDArray[np.float64]:
     """Inclusive points start, start + step, ..., stop of a raster axis (stop - start must be
@@ -211,48 +207,6 @@ def plan_raster(
     require_within_limits("x", list(raster.x_span_um), limits_um, "um")
     _within_budget(duration, max_time_s, f"the raster ({angles.size} angles x {ys.size} x {xs.size} points, {mode})")
     return raster
-
-
-@dataclass(frozen=True)
-class RockingCurveFit:
-    """Gaussian rocking curve I(theta) = A exp(-(theta - centre)^2 / (2 s^2)) + B:
-    centre_deg, fwhm_deg = 2.3548 s, amplitude A and background B (counts)."""
-
-    centre_deg: float
-    fwhm_deg: float
-    amplitude: float
-    background: float
-
-
-def fit_rocking_curve(thetas_deg: Sequence[float], counts: Sequence[float]) -> RockingCurveFit:
-    """Least-squares Gaussian + constant fit of counts against angle (see `RockingCurveFit`).
-
-    Starts from the counts-weighted moments above the minimum; raises ValueError if the
-    fit fails or puts the centre outside the scanned range (no peak in range).
-    """
-    theta = np.asarray(thetas_deg, dtype=np.float64)
-    y = np.asarray(counts, dtype=np.float64)
-    if theta.size < 4 or theta.size != y.size:
-        raise ValueError("a rocking-curve fit needs >= 4 (angle, counts) pairs")
-    weight = y - y.min()
-    if not weight.sum() > 0:
-        raise ValueError("flat rocking curve: no Bragg peak in the scanned range")
-    centre0 = float(np.sum(weight * theta) / weight.sum())
-    sigma0 = float(np.sqrt(np.sum(weight * (theta - centre0) ** 2) / weight.sum())) or np.ptp(theta) / 4
-
-    def gaussian(t, centre, sigma, amplitude, background):
-        return amplitude * np.exp(-0.5 * ((t - centre) / sigma) ** 2) + background
-
-    try:
-        (centre, sigma, amplitude, background), _ = curve_fit(
-            gaussian, theta, y, p0=(centre0, sigma0, np.ptp(y), y.min())
-        )
-    except RuntimeError as error:
-        raise ValueError(f"rocking-curve fit failed: {error}") from error
-    if not theta.min() <= centre <= theta.max():
-        raise ValueError(f"fitted peak at {centre:.4f} deg is outside the scanned {theta.min()}..{theta.max()} deg")
-    return RockingCurveFit(float(centre), float(2.0 * np.sqrt(2.0 * np.log(2.0)) * abs(sigma)),
-                           float(amplitude), float(background))
 
 
 # --------------------------------------------------------------------------------------
@@ -438,9 +392,9 @@ def find_bragg_peak(
 ):
     """Rocking scan: one frame per angle of ``thetas`` (deg) at the current position (stream
     ``primary``), the detector's total counts (``detector.stats.total``, stream ``stats``)
-    fitted by `fit_rocking_curve`; with
+    fitted by `analysis.sxdm_alignment.fit_rocking_curve`; with
     ``move`` the rotation goes to the fitted centre. Records ``technique="sxdm_rocking_curve"``.
-    Returns the `RockingCurveFit` (raises ValueError, without moving, if no peak is found).
+    Returns the `analysis.sxdm_alignment.RockingCurveFit` (raises ValueError, without moving, if no peak is found).
     """
     angles = _angles("thetas", thetas, limits_deg).tolist()
     if len(angles) < 4:
@@ -476,27 +430,6 @@ def find_bragg_peak(
     return fit
 
 
-@dataclass(frozen=True)
-class XrfMap:
-    """A fluorescence map: y and x points (um), counts (ny, nx) and the counts-weighted
-    centroid (y, x) (um) of the pixels above threshold x the map's range above its minimum."""
-
-    ys_um: NDArray[np.float64]
-    xs_um: NDArray[np.float64]
-    counts: NDArray[np.float64]
-    centroid_um: tuple[float, float]
-
-
-def xrf_centroid(ys_um: NDArray, xs_um: NDArray, counts: NDArray, threshold: float = 0.5) -> tuple[float, float]:
-    """Centroid (y, x) (um) of w = counts - min over pixels where w >= threshold max(w)."""
-    weight = np.asarray(counts, dtype=np.float64) - np.min(counts)
-    weight = np.where(weight >= threshold * weight.max(), weight, 0.0)
-    if not weight.sum() > 0:
-        raise ValueError("flat fluorescence map: no particle found")
-    yy, xx = np.meshgrid(ys_um, xs_um, indexing="ij")
-    return float(np.sum(weight * yy) / weight.sum()), float(np.sum(weight * xx) / weight.sum())
-
-
 def xrf_map(
     xrf,
     stage,
@@ -515,7 +448,7 @@ def xrf_map(
 ):
     """Fluorescence step raster over x, y = (start, stop) (um) with ``step`` (um), counting
     ``exposure_s`` s per point with ``xrf`` (``counts``, ``acquire_time``); the particle is
-    the counts-weighted centroid of the pixels above ``threshold`` (`xrf_centroid`), where
+    the counts-weighted centroid of the pixels above ``threshold`` (`analysis.sxdm_alignment.xrf_centroid`), where
     the stage goes with ``move_to_particle``. Records ``technique="xrf_map"``. Returns an `XrfMap`.
     """
     if not 0 < threshold < 1:

@@ -44,6 +44,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 from scipy import ndimage
 
 from nanostrain.analysis.sxdm import SxdmGeometry, bragg_angle_003, q_from_d_tilts, render_frames
+from nanostrain.analysis.sxdm_alignment import FWHM_PER_SIGMA
 
 from .cathode import CathodeParticle, Crack, SurfaceLayer, charged_particle
 
@@ -57,9 +58,6 @@ __all__ = [
     "project_particle",
     "sxdm_sample",
 ]
-
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
-"""Full width at half maximum of a Gaussian over its standard deviation, 2 sqrt(2 ln 2)."""
 
 Drift = Callable[[float], tuple[float, float]]
 """Drift model: rocking angle (deg) -> (dy, dx) shift of the beam on the sample (um)."""

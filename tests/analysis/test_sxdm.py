@@ -29,6 +29,7 @@ from nanostrain.analysis.sxdm import (
 from nanostrain.analysis.sxdm_geometry import lab_q, sample_rotation
 from nanostrain.analysis.units import d_to_q
 from nanostrain.analysis.sxdm_register import cross_correlation_shift
+from nanostrain.analysis.sxdm_alignment import FWHM_PER_SIGMA, fit_rocking_curve, xrf_centroid
 
 ENERGY_KEV = 12.0
 C_A = 14.2
@@ -500,3 +501,73 @@ def test_repeated_raster_pixels_in_one_batch_add_up(frames16, thetas, geometry):
     single = frames16[3, 5, 7].sum(dtype=np.float64)
     assert acc.intensity_by_angle[3, 5, 7] == pytest.approx(2 * single, rel=1e-7)
     assert acc.intensity_by_angle[3, 5, 8] == pytest.approx(frames16[3, 5, 8].sum(dtype=np.float64), rel=1e-7)
+
+
+# --- alignment: rocking-curve fit and fluorescence centroid ---------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rocking_curve_fit_recovers_centre_and_fwhm_of_a_noisy_gaussian(seed):
+    rng = np.random.default_rng(seed)
+    theta = np.linspace(5.5, 6.5, 21)
+    centre, sigma, amplitude, background = 6.037, 0.12, 2000.0, 50.0
+    counts = rng.poisson(amplitude * np.exp(-0.5 * ((theta - centre) / sigma) ** 2) + background)
+    fit = fit_rocking_curve(theta, counts)
+    assert fit.centre_deg == pytest.approx(centre, abs=0.003)
+    assert fit.fwhm_deg == pytest.approx(2.0 * np.sqrt(2.0 * np.log(2.0)) * sigma, rel=0.03)
+    assert fit.amplitude == pytest.approx(amplitude, rel=0.05)
+    assert fit.background == pytest.approx(background, abs=15)
+
+
+def test_rocking_curve_fit_is_exact_on_a_noiseless_off_grid_gaussian():
+    theta = np.linspace(-1.0, 1.0, 15)
+    fit = fit_rocking_curve(theta, 300.0 * np.exp(-0.5 * ((theta - 0.2345) / 0.3) ** 2) + 7.0)
+    assert (fit.centre_deg, fit.fwhm_deg, fit.amplitude, fit.background) == (
+        pytest.approx(0.2345, abs=1e-7), pytest.approx(FWHM_PER_SIGMA * 0.3, rel=1e-6),
+        pytest.approx(300.0, rel=1e-6), pytest.approx(7.0, abs=1e-4),
+    )
+
+
+@pytest.mark.parametrize("theta, counts, match", [
+    (np.linspace(0, 1, 21), np.full(21, 7.0), "flat"),
+    (np.linspace(0, 1, 3), [1.0, 5.0, 1.0], ">= 4"),
+    (np.linspace(0, 1, 5), [1.0, 5.0, np.nan, 1.0, 0.0], "finite"),
+    # a rising edge only: the Gaussian's centre lies beyond the scanned range
+    (np.linspace(0, 1, 11), 100.0 * np.exp(-0.5 * ((np.linspace(0, 1, 11) - 1.6) / 0.3) ** 2), "outside"),
+])
+def test_rocking_curve_fit_refuses_curves_without_a_peak_in_range(theta, counts, match):
+    with pytest.raises(ValueError, match=match):
+        fit_rocking_curve(theta, counts)
+
+
+def test_xrf_centroid_of_a_synthetic_blob_is_its_centre():
+    ys, xs = np.linspace(-2.0, 2.0, 41), np.linspace(-3.0, 1.0, 41)  # 0.1 um steps
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+
+    def blob(y0, x0):
+        return 800.0 * np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * 0.3**2)) + 40.0
+
+    # centred on a raster node the thresholded weights are symmetric about it: exact
+    assert xrf_centroid(ys, xs, blob(0.6, -1.3)) == pytest.approx((0.6, -1.3), abs=1e-12)
+    # off the nodes, with Poisson noise: within a third of a step
+    counts = np.random.default_rng(3).poisson(blob(0.63, -1.27))
+    assert xrf_centroid(ys, xs, counts) == pytest.approx((0.63, -1.27), abs=0.03)
+
+
+def test_xrf_centroid_ignores_the_background_below_threshold():
+    ys, xs = np.arange(10.0), np.arange(12.0)
+    counts = np.full((10, 12), 5.0)
+    counts[2:4, 8:10] = 50.0  # particle: centre (2.5, 8.5)
+    counts[7, 1] = 20.0  # a weaker speck below half the particle's counts
+    assert xrf_centroid(ys, xs, counts) == pytest.approx((2.5, 8.5))
+    assert xrf_centroid(ys, xs, counts, threshold=0.2) != pytest.approx((2.5, 8.5))
+
+
+@pytest.mark.parametrize("counts, threshold, match", [
+    (np.ones((3, 4)), 0.5, "flat"),
+    (np.ones((4, 3)), 0.5, "counts must be"),
+    (np.eye(3, 4), 1.5, "threshold"),
+])
+def test_xrf_centroid_refuses_bad_maps(counts, threshold, match):
+    with pytest.raises(ValueError, match=match):
+        xrf_centroid(np.arange(3.0), np.arange(4.0), counts, threshold)

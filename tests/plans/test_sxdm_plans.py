@@ -20,7 +20,6 @@ from nanostrain.plans.sxdm import (
     STEP_OVERHEAD_S,
     estimate_duration_s,
     find_bragg_peak,
-    fit_rocking_curve,
     sxdm_rocking_raster,
     xrf_map,
 )
@@ -196,18 +195,6 @@ def test_fly_raster_streams_one_datum_per_row_and_restores_the_speed(RE, nanopro
 
 
 # --- known answers ------------------------------------------------------------------------------
-
-
-def test_rocking_curve_fit_finds_a_known_gaussian():
-    rng = np.random.default_rng(0)
-    theta = np.linspace(5.5, 6.5, 21)
-    counts = rng.poisson(2000 * np.exp(-0.5 * ((theta - 6.037) / 0.12) ** 2) + 50)
-    fit = fit_rocking_curve(theta, counts)
-    assert fit.centre_deg == pytest.approx(6.037, abs=0.003)
-    assert fit.fwhm_deg == pytest.approx(2.3548 * 0.12, rel=0.03)
-    assert fit.background == pytest.approx(50, abs=15)
-    with pytest.raises(ValueError, match="flat"):
-        fit_rocking_curve(theta, np.full(21, 7.0))
 
 
 def test_find_bragg_peak_moves_the_rotation_to_the_rotated_crystals_peak(RE, nanoprobe):
