@@ -26,14 +26,9 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from nanostrain.analysis.sxdm import (
-    SxdmAccumulator,
-    SxdmGeometry,
-    bragg_angle_003,
-    d_tilts_from_q,
-    q_from_d_tilts,
-    render_frames,
-)
+from nanostrain.analysis.sxdm import SxdmAccumulator
+from nanostrain.analysis.sxdm_geometry import SxdmGeometry, bragg_angle_003, d_tilts_from_q, q_from_d_tilts
+from nanostrain.sim.sxdm_render import render_frames
 
 ENERGY_KEV = 12.0
 C_A = 14.2

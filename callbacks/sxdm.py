@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.sxdm import SxdmAccumulator, SxdmGeometry, SxdmMaps
+from ..analysis.sxdm import SxdmAccumulator, SxdmMaps
+from ..analysis.sxdm_geometry import SxdmGeometry
 from .derived import AnalysisCallback
 
 MAP_NAMES = ("intensity", "dd_over_d", "theta_xy", "theta_xz")

@@ -71,7 +71,7 @@ from ophyd_async.epics.admerlin import MerlinDetector
 from ophyd_async.epics.core import PvSuffix, epics_signal_r, epics_signal_rw
 from ophyd_async.epics.motor import Motor
 
-from nanostrain.analysis.sxdm import SxdmGeometry
+from nanostrain.analysis.sxdm_geometry import SxdmGeometry
 from nanostrain.sim.nanoprobe import NanoprobeSimulation
 
 from .beam import SimBeamMonitor

@@ -24,7 +24,7 @@ The simulated SXDM experiment (SCIENCE.md section 3):
   angle. The beam position on the sample is the stage position minus the drift of the
   rotation axis, d(theta) (`LinearDrift`, um), so the per-angle maps of a rocking raster
   are shifted copies of each other and need registration. A frame is one Bragg peak
-  rendered by `analysis.sxdm.render_frames`: an isotropic 3D Gaussian around Q of
+  rendered by `sim.sxdm_render.render_frames`: an isotropic 3D Gaussian around Q of
   amplitude A = rate t exposure (flux / nominal flux) counts in its brightest pixel,
   width from the convergence of the focused beam (`NanoprobeBeam.peak_sigma_invA`), on a
   flat background, Poisson noise, saturating at the detector's dtype. Fluorescence counts
@@ -43,10 +43,11 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 from scipy import ndimage
 
-from nanostrain.analysis.sxdm import SxdmGeometry, bragg_angle_003, q_from_d_tilts, render_frames
 from nanostrain.analysis.sxdm_alignment import FWHM_PER_SIGMA
+from nanostrain.analysis.sxdm_geometry import SxdmGeometry, bragg_angle_003, q_from_d_tilts
 
 from .cathode import CathodeParticle, Crack, SurfaceLayer, charged_particle
+from .sxdm_render import render_frames
 
 __all__ = [
     "LinearDrift",

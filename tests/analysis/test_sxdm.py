@@ -12,24 +12,22 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nanostrain.analysis.sxdm import (
-    SxdmAccumulator,
+from nanostrain.analysis.sxdm import SxdmAccumulator, refine_gaussian, strain_maps
+from nanostrain.analysis.sxdm_alignment import FWHM_PER_SIGMA, fit_rocking_curve, xrf_centroid
+from nanostrain.analysis.sxdm_geometry import (
     SxdmGeometry,
     bragg_angle,
     bragg_angle_003,
     bragg_peak_position,
     d_tilts_from_q,
+    lab_q,
     q_from_d_tilts,
     q_vectors,
-    refine_gaussian,
-    register_maps,
-    render_frames,
-    strain_maps,
+    sample_rotation,
 )
-from nanostrain.analysis.sxdm_geometry import lab_q, sample_rotation
+from nanostrain.analysis.sxdm_register import cross_correlation_shift, register_maps
 from nanostrain.analysis.units import d_to_q
-from nanostrain.analysis.sxdm_register import cross_correlation_shift
-from nanostrain.analysis.sxdm_alignment import FWHM_PER_SIGMA, fit_rocking_curve, xrf_centroid
+from nanostrain.sim.sxdm_render import render_frames
 
 ENERGY_KEV = 12.0
 C_A = 14.2

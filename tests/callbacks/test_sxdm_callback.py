@@ -17,7 +17,7 @@ import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop
 from event_model import compose_run
 
-from nanostrain.analysis.sxdm import bragg_angle
+from nanostrain.analysis.sxdm_geometry import bragg_angle
 from nanostrain.beamline import connect_devices, detector_path_provider
 from nanostrain.callbacks.frames import FrameSource, resource_path
 from nanostrain.callbacks.sxdm import SxdmCallback

@@ -22,7 +22,7 @@ from bluesky.run_engine import call_in_bluesky_event_loop
 from bluesky.utils import FailedStatus
 from ophyd_async.core import DetectorTrigger
 
-from nanostrain.analysis.sxdm import SxdmGeometry, bragg_peak_position, q_from_d_tilts
+from nanostrain.analysis.sxdm_geometry import SxdmGeometry, bragg_peak_position, q_from_d_tilts
 from nanostrain.beamline import connect_devices, detector_path_provider, real_devices
 from nanostrain.callbacks.frames import resource_path
 from nanostrain.devices.nanoprobe import (

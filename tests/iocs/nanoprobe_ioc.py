@@ -56,7 +56,7 @@ def serve_softioc(prefix: str, flux: float, xrf_rate: float, d_A: float, theta_x
     import ad_ioc
     from softioc import asyncio_dispatcher, builder, softioc
 
-    from nanostrain.analysis.sxdm import bragg_angle
+    from nanostrain.analysis.sxdm_geometry import bragg_angle
     from nanostrain.sim.nanoprobe import NanoprobeSimulation, ProjectedCrystal
 
     builder.SetDeviceName(prefix + "I0")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop
 
-from nanostrain.analysis.sxdm import bragg_angle
+from nanostrain.analysis.sxdm_geometry import bragg_angle
 from nanostrain.beamline import connect_devices, detector_path_provider
 from nanostrain.devices.nanoprobe import make_sim_nanoprobe
 from nanostrain.plans.sxdm import (
