@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import bluesky.plan_stubs as bps
@@ -46,6 +46,8 @@ from ophyd_async.core import TriggerInfo
 
 from ..analysis.sxdm_alignment import XrfMap, fit_rocking_curve, xrf_centroid
 from ..analysis.sxdm_geometry import SxdmGeometry
+from ..devices.nanoprobe import ROCKING_TRAVEL_DEG, SCANNER_TRAVEL_UM
+from ..schema.start import SXDM, SXDM_ROCKING_CURVE, XRF_MAP, start_metadata
 from .validation import PlanArgumentError, require_count, require_finite, require_positive, require_within_limits
 
 __all__ = [
@@ -57,12 +59,6 @@ __all__ = [
     "sxdm_rocking_raster",
     "xrf_map",
 ]
-
-SCANNER_LIMITS_UM = (-50.0, 50.0)
-"""Default travel of the sample scanner (um), checked before any message."""
-
-ROTATION_LIMITS_DEG = (-5.0, 60.0)
-"""Default range of the rocking rotation (deg), checked before any message."""
 
 STEP_OVERHEAD_S = 0.05
 """Per point of a step raster: move, settle, detector readout (s; for the time budget)."""
@@ -181,8 +177,8 @@ def plan_raster(
     mode: str = "step",
     exposure_s: float = 0.01,
     deadtime_s: float = 0.0,
-    limits_um: tuple[float, float] = SCANNER_LIMITS_UM,
-    limits_deg: tuple[float, float] = ROTATION_LIMITS_DEG,
+    limits_um: tuple[float, float] = SCANNER_TRAVEL_UM,
+    limits_deg: tuple[float, float] = ROCKING_TRAVEL_DEG,
     max_time_s: float = DEFAULT_TIME_BUDGET_S,
 ) -> RasterPlan:
     """Check a rocking raster's arguments (see `sxdm_rocking_raster`); raise
@@ -231,13 +227,15 @@ def check_axis_limits(moves: Sequence[tuple[Any, float, float]], speeds: Sequenc
 
 
 def _geometry_md(detector, geometry: SxdmGeometry | None) -> dict[str, Any]:
+    """The ``sxdm_geometry`` record (`SxdmGeometry.to_metadata`) of the given geometry, else
+    of the detector's."""
     if geometry is None:
         if not hasattr(detector, "sxdm_geometry"):
             raise PlanArgumentError("No detector geometry: pass geometry=SxdmGeometry(...) or use an SXDM detector.")
         geometry = detector.sxdm_geometry()
     if not isinstance(geometry, SxdmGeometry):
         raise PlanArgumentError(f"geometry must be an SxdmGeometry, got {type(geometry).__name__}.")
-    return {**asdict(geometry), "center_px": list(geometry.center_px)}
+    return geometry.to_metadata()
 
 
 def _check_roi(roi: Sequence[int] | None) -> list[int] | None:
@@ -265,8 +263,8 @@ def sxdm_rocking_raster(
     xrf=None,
     background: float = 0.0,
     roi: Sequence[int] | None = None,
-    limits_um: tuple[float, float] = SCANNER_LIMITS_UM,
-    limits_deg: tuple[float, float] = ROTATION_LIMITS_DEG,
+    limits_um: tuple[float, float] = SCANNER_TRAVEL_UM,
+    limits_deg: tuple[float, float] = ROCKING_TRAVEL_DEG,
     max_time_s: float = DEFAULT_TIME_BUDGET_S,
     progress: Progress | None = print,
     sample: dict[str, Any] | None = None,
@@ -293,13 +291,14 @@ def sxdm_rocking_raster(
     background = require_finite("background", background)
     n_theta, ny, nx = raster.shape
     extras = [device for device in (monitor, xrf) if device is not None]
-    metadata = {
-        "technique": "sxdm",
-        "plan_name": "sxdm_rocking_raster",
-        "image_key": detector.name,
-        "sxdm_geometry": geometry_md,
-        "sxdm_thetas_deg": raster.thetas_deg.tolist(),
-        "sxdm_raster": {
+    metadata = start_metadata(
+        SXDM,
+        "sxdm_rocking_raster",
+        md,
+        image_key=detector.name,
+        sxdm_geometry=geometry_md,
+        sxdm_thetas_deg=raster.thetas_deg.tolist(),
+        sxdm_raster={
             "shape": [ny, nx],
             "step_um": raster.step_um,
             "x_um": [float(raster.xs_um[0]), float(raster.xs_um[-1])],
@@ -307,16 +306,15 @@ def sxdm_rocking_raster(
             "order": ["theta", "y", "x"],
             "mode": raster.mode,
         },
-        "sxdm_background": background,
-        "sxdm_roi": roi,
-        "exposure_s": raster.exposure_s,
-        "deadtime_s": raster.deadtime_s,
-        "num_points": n_theta * ny * nx,
-        "estimated_duration_s": raster.duration_s,
-        "motors": [stage.x.name, stage.y.name, theta.name],
+        sxdm_background=background,
+        sxdm_roi=roi,
+        exposure_s=raster.exposure_s,
+        deadtime_s=raster.deadtime_s,
+        num_points=n_theta * ny * nx,
+        estimated_duration_s=raster.duration_s,
+        motors=[stage.x.name, stage.y.name, theta.name],
         **({"sample": sample} if sample else {}),
-        **(md or {}),
-    }
+    )
     x_span = raster.x_span_um
     started = time.monotonic()
 
@@ -386,7 +384,7 @@ def find_bragg_peak(
     exposure_s: float = 0.05,
     move: bool = True,
     monitor=None,
-    limits_deg: tuple[float, float] = ROTATION_LIMITS_DEG,
+    limits_deg: tuple[float, float] = ROCKING_TRAVEL_DEG,
     sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
 ):
@@ -400,15 +398,15 @@ def find_bragg_peak(
     if len(angles) < 4:
         raise PlanArgumentError(f"a rocking scan needs >= 4 angles, got {len(angles)}.")
     require_positive("exposure_s", exposure_s)
-    metadata = {
-        "technique": "sxdm_rocking_curve",
-        "plan_name": "find_bragg_peak",
-        "image_key": detector.name,
-        "exposure_s": exposure_s,
-        "motors": [theta.name],
+    metadata = start_metadata(
+        SXDM_ROCKING_CURVE,
+        "find_bragg_peak",
+        md,
+        image_key=detector.name,
+        exposure_s=exposure_s,
+        motors=[theta.name],
         **({"sample": sample} if sample else {}),
-        **(md or {}),
-    }
+    )
     counts: list[float] = []
     readers = [detector, theta] + ([monitor] if monitor is not None else [])
 
@@ -441,7 +439,7 @@ def xrf_map(
     monitor=None,
     threshold: float = 0.5,
     move_to_particle: bool = False,
-    limits_um: tuple[float, float] = SCANNER_LIMITS_UM,
+    limits_um: tuple[float, float] = SCANNER_TRAVEL_UM,
     max_time_s: float = DEFAULT_TIME_BUDGET_S,
     sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
@@ -457,16 +455,16 @@ def xrf_map(
     exposure_s = require_positive("exposure_s", exposure_s)
     xs, ys = _axis_points("x", x, step, limits_um), _axis_points("y", y, step, limits_um)
     _within_budget(ys.size * xs.size * (exposure_s + STEP_OVERHEAD_S), max_time_s, f"the {ys.size} x {xs.size} map")
-    metadata = {
-        "technique": "xrf_map",
-        "plan_name": "xrf_map",
-        "xrf_raster": {"shape": [ys.size, xs.size], "step_um": step, "x_um": [float(xs[0]), float(xs[-1])],
-                       "y_um": [float(ys[0]), float(ys[-1])], "order": ["y", "x"]},
-        "exposure_s": exposure_s,
-        "motors": [stage.x.name, stage.y.name],
+    metadata = start_metadata(
+        XRF_MAP,
+        "xrf_map",
+        md,
+        xrf_raster={"shape": [ys.size, xs.size], "step_um": step, "x_um": [float(xs[0]), float(xs[-1])],
+                    "y_um": [float(ys[0]), float(ys[-1])], "order": ["y", "x"]},
+        exposure_s=exposure_s,
+        motors=[stage.x.name, stage.y.name],
         **({"sample": sample} if sample else {}),
-        **(md or {}),
-    }
+    )
     counts = np.zeros((ys.size, xs.size))
     readers = [xrf, stage.x, stage.y] + ([monitor] if monitor is not None else [])
 

@@ -29,7 +29,7 @@ from nanostrain.analysis.sxdm_register import cross_correlation_shift, register_
 from nanostrain.analysis.units import d_to_q
 from nanostrain.sim.sxdm_render import render_frames
 
-ENERGY_KEV = 12.0
+ENERGY_EV = 12000.0
 C_A = 14.2
 D003_A = C_A / 3.0
 FRAME = (64, 64)
@@ -41,7 +41,7 @@ TILT_TOL_DEG = 0.005
 
 @pytest.fixture(scope="module")
 def geometry() -> SxdmGeometry:
-    return SxdmGeometry(ENERGY_KEV, 0.5, 55e-6, (31.5, 31.5), 2.0 * float(bragg_angle_003(C_A, ENERGY_KEV)))
+    return SxdmGeometry(ENERGY_EV, 0.5, 55e-6, (31.5, 31.5), 2.0 * float(bragg_angle_003(C_A, ENERGY_EV)))
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +104,15 @@ def maps16(frames16, thetas, geometry):
 
 
 def test_wavelength_and_wavevector():
-    g = SxdmGeometry(12.398419843320026, 1.0, 1e-4, (0, 0), 10.0)
+    g = SxdmGeometry(12398.419843320026, 1.0, 1e-4, (0, 0), 10.0)
     assert g.wavelength_A == pytest.approx(1.0, rel=1e-15)
     assert g.k_invA == pytest.approx(2 * np.pi, rel=1e-15)
     assert g.pixel_rad == pytest.approx(1e-4)
 
 
-@pytest.mark.parametrize("field,value", [("energy_keV", 0.0), ("distance_m", -1.0), ("two_theta_deg", 190.0)])
+@pytest.mark.parametrize("field,value", [("energy_eV", 0.0), ("distance_m", -1.0), ("two_theta_deg", 190.0)])
 def test_geometry_rejects_bad_values(field, value):
-    kwargs = dict(energy_keV=10.0, distance_m=1.0, pixel_m=1e-4, center_px=(0, 0), two_theta_deg=10.0)
+    kwargs = dict(energy_eV=10000.0, distance_m=1.0, pixel_m=1e-4, center_px=(0, 0), two_theta_deg=10.0)
     kwargs[field] = value
     with pytest.raises(ValueError, match=field):
         SxdmGeometry(**kwargs)
@@ -120,17 +120,17 @@ def test_geometry_rejects_bad_values(field, value):
 
 def test_d_to_q_and_bragg_angle_003():
     assert d_to_q(2 * np.pi) == pytest.approx(1.0)
-    wavelength = 12.398419843320026 / 12.0
-    assert bragg_angle_003(14.2, 12.0) == pytest.approx(
+    wavelength = 12398.419843320026 / 12000.0
+    assert bragg_angle_003(14.2, 12000.0) == pytest.approx(
         np.degrees(np.arcsin(wavelength / (2 * 14.2 / 3))), rel=1e-14
     )
-    assert bragg_angle(wavelength / 2, 12.0) == pytest.approx(90.0)
+    assert bragg_angle(wavelength / 2, 12000.0) == pytest.approx(90.0)
     with pytest.raises(ValueError, match="no Bragg"):
-        bragg_angle(0.1, 12.0)
+        bragg_angle(0.1, 12000.0)
 
 
 def test_q_is_along_minus_z_with_bragg_magnitude_at_nominal_condition():
-    g = SxdmGeometry(10.0, 0.8, 75e-6, (20, 30), 18.0)
+    g = SxdmGeometry(10000.0, 0.8, 75e-6, (20, 30), 18.0)
     q = q_vectors(g, 9.0, (40, 60))[:, 20, 30]
     q_bragg = 2 * g.k_invA * np.sin(np.radians(9.0))
     np.testing.assert_allclose(q, [0.0, 0.0, -q_bragg], atol=1e-13)
@@ -212,7 +212,7 @@ def test_a_pure_rocking_tilt_moves_theta_xz_not_theta_xy(geometry, thetas):
 
 
 def test_detector_beyond_gamma_equal_two_theta_is_rejected():
-    g = SxdmGeometry(10.0, 0.1, 1e-3, (50, 50), 1.0)
+    g = SxdmGeometry(10000.0, 0.1, 1e-3, (50, 50), 1.0)
     with pytest.raises(ValueError, match="gamma"):
         q_vectors(g, 0.5, (100, 100))
 

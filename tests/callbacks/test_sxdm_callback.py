@@ -80,7 +80,7 @@ def instrument(RE, tmp_path):
         )
         simulation = NanoprobeSimulation(crystal=crystal, seed=SEED)
         simulation.point_detector_at(3.0 * D0_A)
-        theta_b = float(bragg_angle(D0_A, simulation.geometry.energy_keV))
+        theta_b = float(bragg_angle(D0_A, simulation.geometry.energy_eV))
         simulation.drift = whole_step_drift(theta_b) if drift else (lambda theta_deg: (0.0, 0.0))
         devices = make_sim_nanoprobe(detector_path_provider(tmp_path / "det"), simulation)
         connect_devices(devices)

@@ -116,7 +116,7 @@ class TestDetectorsOverCA:
 
     @pytest.fixture
     def detectors(self, RE, softioc_prefix, geometry, tmp_path):
-        fields = {"energy_keV": geometry.energy_keV, "distance_m": geometry.distance_m, "pixel_m": geometry.pixel_m,
+        fields = {"energy_eV": geometry.energy_eV, "distance_m": geometry.distance_m, "pixel_m": geometry.pixel_m,
                   "center_px": list(geometry.center_px), "two_theta_deg": geometry.two_theta_deg}
         config = {"devices": {
             "merlin": {"class": "nanostrain.devices.nanoprobe:MerlinPixelDetector",

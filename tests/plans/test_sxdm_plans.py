@@ -95,7 +95,7 @@ def of(docs, name):
         ({"x": (49.6, 50.0), "mode": "fly"}, "soft limits"),  # the run-up leaves the travel
         ({"max_time_s": 1.0}, "would take"),
         ({"roi": (10, 5, 0, 64)}, "roi"),
-        ({"geometry": {"energy_keV": 12.0}}, "SxdmGeometry"),
+        ({"geometry": {"energy_eV": 12000.0}}, "SxdmGeometry"),
     ],
 )
 def test_raster_refuses_bad_arguments_before_any_message(nanoprobe, overrides, match):
@@ -198,7 +198,7 @@ def test_fly_raster_streams_one_datum_per_row_and_restores_the_speed(RE, nanopro
 
 
 def test_find_bragg_peak_moves_the_rotation_to_the_rotated_crystals_peak(RE, nanoprobe):
-    theta_peak = float(bragg_angle(D_A, 12.0)) - THETA_XZ  # a rotation theta_xz shifts the rocking angle
+    theta_peak = float(bragg_angle(D_A, 12000.0)) - THETA_XZ  # a rotation theta_xz shifts the rocking angle
     fit, docs = collect(RE, find_bragg_peak(nanoprobe["merlin"], nanoprobe["np_theta"],
                                             theta_peak + np.linspace(-0.6, 0.6, 13), exposure_s=0.01))
     assert of(docs, "start")[0]["technique"] == "sxdm_rocking_curve"
