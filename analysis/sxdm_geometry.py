@@ -24,10 +24,21 @@ acting on (x, y, z). At the nominal Bragg condition (gamma_0 = 0, th = 2theta_0 
 pixel) q' = (0, 0, -|Q|) with |Q| = 2 K sin(2theta_0 / 2). Every vector returned here is
 ordered (q_x', q_y', q_z') along axis 0, in 1/A.
 
-2theta and gamma are linear in the pixel index: a flat detector normal to the beam at
-(2theta_0, gamma_0) agrees to first order only (alpha differs by ~gamma^2 / (2 tan 2theta):
-xrayutilities' flat-detector `QConversion.area` differs by up to 3e-3 1/A at the corners of a
-256 x 256, 55 um detector at 0.5 m for (003) at 12 keV, by < 1e-8 1/A at the centre pixel).
+2theta and gamma are linear in the pixel index. In xrayutilities' terms (checked pixel by
+pixel in the tests): beam along +z, sample rocking about +y by th - 90 deg, detector arm
+turned by alpha about +y, then by gamma about -x (``QConversion(["y+"], ["y+", "x-"],
+[0, 0, 1])``); each pixel's q' is the `QConversion.point` of arm (alpha, gamma) to ~1e-15 1/A.
+A flat detector on that arm, normal to k_f at the centre pixel (rows along -y, columns along
++x; `QConversion.area`), agrees exactly at the centre pixel and departs, with
+u = (x - x_c) p / D and v = (y_c - y) p / D, alpha_0 the arm angle of the centre pixel, by
+
+    |q - q_flat| <~ K |u (sin 2theta_0 / sin alpha_0 - 1) - v sin gamma_0 cot alpha_0|
+                    + K (u^2 + v^2) / (2 tan alpha_0):
+
+second order for gamma_0 = 0 (2.9e-3 1/A at the corners of a 256 x 256, 55 um detector at
+0.5 m for (003) at 12 keV), first order otherwise (the linear gamma axis is sheared against
+the flat detector's rows by sin gamma_0 cot alpha_0: 1.45e-2 1/A at those corners for
+gamma_0 = 1.5 deg, 2.8e-2 for -3 deg).
 """
 
 from __future__ import annotations

@@ -217,6 +217,99 @@ def test_detector_beyond_gamma_equal_two_theta_is_rejected():
         q_vectors(g, 0.5, (100, 100))
 
 
+# --- the Q convention against xrayutilities ---------------------------------------------------
+# Our lab frame in xrayutilities: beam along +z, the sample rocks about +y at th - 90 deg, the
+# detector arm turns by alpha about +y then by gamma about -x, so the arm (alpha, gamma) points
+# where our pixel (2theta, gamma) does (cos 2theta = cos gamma cos alpha). A flat detector on
+# that arm has its rows along -y and its columns along +x.
+
+XU_DETECTOR = (256, 256)
+
+
+def xu_conversion(energy_eV: float, sample_sense: str = "y+"):
+    xu = pytest.importorskip("xrayutilities")
+    return xu.experiment.QConversion([sample_sense], ["y+", "x-"], [0, 0, 1], en=energy_eV)
+
+
+def pixel_angles(geometry: SxdmGeometry, shape):
+    """(2theta, gamma) in radians of every pixel, the module convention (linear in the index)."""
+    rows, cols = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    two_theta = np.radians(geometry.two_theta_deg) + (cols - geometry.center_px[1]) * geometry.pixel_rad
+    gamma = np.radians(geometry.gamma_deg) + (geometry.center_px[0] - rows) * geometry.pixel_rad
+    return two_theta, gamma
+
+
+def xu_point_q(geometry: SxdmGeometry, theta_deg: float, shape, sample_sense: str = "y+") -> np.ndarray:
+    """q' (3, rows, cols) from xrayutilities' QConversion.point, pixel by pixel at arm (alpha, gamma)."""
+    two_theta, gamma = pixel_angles(geometry, shape)
+    alpha = np.degrees(np.arccos(np.cos(two_theta) / np.cos(gamma))).ravel()
+    q = xu_conversion(geometry.energy_eV, sample_sense).point(
+        np.full(alpha.size, theta_deg - 90.0), alpha, np.degrees(gamma).ravel()
+    )
+    return np.stack(q).reshape(3, *shape)
+
+
+def xu_flat_detector_q(geometry: SxdmGeometry, thetas_deg: np.ndarray, shape) -> np.ndarray:
+    """q' (n_theta, 3, rows, cols) of a flat detector normal to the arm at the centre pixel
+    (xrayutilities' QConversion.area)."""
+    qconv = xu_conversion(geometry.energy_eV)
+    qconv.init_area("y-", "x+", cch1=geometry.center_px[0], cch2=geometry.center_px[1], Nch1=shape[0],
+                    Nch2=shape[1], distance=geometry.distance_m, pwidth1=geometry.pixel_m, pwidth2=geometry.pixel_m)
+    alpha0 = np.degrees(np.arccos(np.cos(np.radians(geometry.two_theta_deg)) / np.cos(np.radians(geometry.gamma_deg))))
+    n = thetas_deg.size
+    return np.stack(qconv.area(thetas_deg - 90.0, np.full(n, alpha0), np.full(n, geometry.gamma_deg)), axis=1)
+
+
+def xu_geometry(gamma_deg: float) -> SxdmGeometry:
+    """The module docstring's example: 256 x 256, 55 um pixels at 0.5 m, (003) at 12 keV;
+    an integer centre pixel so that one pixel sits exactly at (2theta_0, gamma_0)."""
+    two_theta = 2.0 * float(bragg_angle_003(C_A, ENERGY_EV))
+    return SxdmGeometry(ENERGY_EV, 0.5, 55e-6, (128.0, 128.0), two_theta, gamma_deg)
+
+
+@pytest.mark.parametrize("gamma_deg", [0.0, 1.5, -3.0])
+def test_q_vectors_equal_xrayutilities_pixel_by_pixel_over_the_whole_detector(gamma_deg):
+    geometry = xu_geometry(gamma_deg)
+    thetas = geometry.two_theta_deg / 2 + np.array([-1.0, 0.0, 0.7])
+    ours = q_vectors(geometry, thetas, XU_DETECTOR)
+    for t, theta in enumerate(thetas):
+        np.testing.assert_allclose(ours[t], xu_point_q(geometry, theta, XU_DETECTOR), rtol=0, atol=1e-12)
+
+
+def test_the_sample_rotation_sense_is_the_one_xrayutilities_sees():
+    """The same angle about -y (the opposite sense) is our convention at 180 deg - th, far
+    from ours at th: the pixel-by-pixel agreement above pins the sense."""
+    geometry = xu_geometry(1.5)
+    theta = geometry.two_theta_deg / 2 + 0.5
+    reversed_sense = xu_point_q(geometry, theta, XU_DETECTOR, sample_sense="y-")
+    np.testing.assert_allclose(reversed_sense, q_vectors(geometry, 180.0 - theta, XU_DETECTOR), atol=1e-12)
+    distance = np.linalg.norm(q_vectors(geometry, theta, XU_DETECTOR) - reversed_sense, axis=0)
+    assert distance.min() > 0.1  # 1/A: every pixel's q' moves by ~|q| sin(180 deg - 2 th)
+
+
+@pytest.mark.parametrize("gamma_deg, corner_invA", [(0.0, 2.9e-3), (1.5, 1.45e-2), (-3.0, 2.8e-2)])
+def test_linear_angles_depart_from_a_flat_detector_as_the_module_docstring_states(gamma_deg, corner_invA):
+    geometry = xu_geometry(gamma_deg)
+    thetas = geometry.two_theta_deg / 2 + np.array([-1.0, 0.0, 0.7])
+    ours, flat = q_vectors(geometry, thetas, XU_DETECTOR), xu_flat_detector_q(geometry, thetas, XU_DETECTOR)
+    difference = np.linalg.norm(ours - flat, axis=1)
+    assert difference[:, 128, 128].max() < 1e-8  # the centre pixel: the same point
+    # the docstring's bound, every pixel at every angle:
+    # K |u (sin 2theta_0 / sin alpha_0 - 1) - v sin gamma_0 cot alpha_0| + K (u^2 + v^2) / (2 tan alpha_0)
+    two_theta, gamma = pixel_angles(geometry, XU_DETECTOR)
+    tt0, g0 = np.radians(geometry.two_theta_deg), np.radians(geometry.gamma_deg)
+    u, v = two_theta - tt0, gamma - g0
+    alpha0 = np.arccos(np.cos(tt0) / np.cos(g0))
+    k = geometry.k_invA
+    bound = k * np.abs(u * (np.sin(tt0) / np.sin(alpha0) - 1) - v * np.sin(g0) / np.tan(alpha0)) + k * (
+        u * u + v * v
+    ) / (2 * np.tan(alpha0))
+    np.testing.assert_array_less(difference, np.broadcast_to(1.05 * bound + 1e-12, difference.shape))
+    # and the docstring's numbers: largest at a corner
+    corners = difference[:, [0, 0, -1, -1], [0, -1, 0, -1]].max()
+    assert corners == difference.max() == pytest.approx(corner_invA, rel=0.02)
+
+
 # --- rendering ----------------------------------------------------------------------------
 
 
