@@ -6,6 +6,7 @@ two tilted regions) with Poisson noise, then analysed; the analysis must return 
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 
 import numpy as np
@@ -116,6 +117,29 @@ def test_geometry_rejects_bad_values(field, value):
     kwargs[field] = value
     with pytest.raises(ValueError, match=field):
         SxdmGeometry(**kwargs)
+
+
+def test_geometry_record_round_trips_through_json():
+    geometry = SxdmGeometry(8333.0, 0.42, 75e-6, (101.25, 40.5), 21.7, gamma_deg=-1.25)
+    record = geometry.to_metadata()
+    assert record == {"energy_eV": 8333.0, "distance_m": 0.42, "pixel_m": 75e-6, "center_px": [101.25, 40.5],
+                      "two_theta_deg": 21.7, "gamma_deg": -1.25}
+    assert SxdmGeometry.from_metadata(json.loads(json.dumps(record))) == geometry
+    without_gamma = {key: value for key, value in record.items() if key != "gamma_deg"}
+    assert SxdmGeometry.from_metadata(without_gamma).gamma_deg == 0.0  # the field's default
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"energy_keV": 12.0}, r"missing \['energy_eV'\], unknown \['energy_keV'\]"),  # a record in keV
+    ({}, r"missing \['distance_m'\]"),
+])
+def test_geometry_record_with_missing_or_unknown_keys_is_refused(change, match):
+    record = {"energy_eV": 12000.0, "pixel_m": 55e-6, "center_px": [1, 2], "two_theta_deg": 12.0, **change}
+    if "energy_keV" in change:
+        record.pop("energy_eV")
+        record["distance_m"] = 0.5
+    with pytest.raises(ValueError, match=match):
+        SxdmGeometry.from_metadata(record)
 
 
 def test_d_to_q_and_bragg_angle_003():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop
 
-from nanostrain.analysis.sxdm_geometry import bragg_angle
+from nanostrain.analysis.sxdm_geometry import SxdmGeometry, bragg_angle
 from nanostrain.beamline import connect_devices, detector_path_provider
 from nanostrain.devices.nanoprobe import make_sim_nanoprobe
 from nanostrain.plans.sxdm import (
@@ -24,6 +24,7 @@ from nanostrain.plans.sxdm import (
     xrf_map,
 )
 from nanostrain.plans.validation import PlanArgumentError
+from nanostrain.schema.start import StartDocumentError
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.nanoprobe import NanoprobeSimulation, ProjectedCrystal, project_particle
 
@@ -104,6 +105,18 @@ def test_raster_refuses_bad_arguments_before_any_message(nanoprobe, overrides, m
         next(plan)
 
 
+@pytest.mark.parametrize("plan_factory, read_by_analysis", [
+    (lambda d, md: raster(d, md=md), "sxdm_geometry"),
+    (lambda d, md: find_bragg_peak(d["merlin"], d["np_theta"], [6.0, 6.1, 6.2, 6.3], md=md), "image_key"),
+    (lambda d, md: xrf_map(d["np_xrf"], d["np_stage"], (-1, 1), (-1, 1), 0.5, md=md), "xrf_raster"),
+])
+def test_md_may_add_keys_but_not_replace_what_the_analysis_reads(nanoprobe, plan_factory, read_by_analysis):
+    for key in ("technique", read_by_analysis):
+        with pytest.raises(StartDocumentError, match=f"md may not replace.*{key}"):
+            next(plan_factory(nanoprobe, {key: "x"}))
+    assert next(plan_factory(nanoprobe, {"operator": "me"})) is not None  # other keys are the user's
+
+
 def test_raster_needs_a_geometry_from_the_detector_or_the_caller(nanoprobe):
     class PlainDetector:
         name = "cam"
@@ -163,8 +176,10 @@ def test_step_raster_records_frames_positions_and_analysis_metadata(RE, nanoprob
     uid, docs = collect(RE, raster(nanoprobe, progress=lines.append, background=0.1, roi=(8, 56, 8, 56)))
     (start,) = of(docs, "start")
     assert start["uid"] == uid and start["technique"] == "sxdm" and start["image_key"] == "merlin"
-    geometry = asdict(nanoprobe["merlin"].sxdm_geometry())
-    assert start["sxdm_geometry"] == {**geometry, "center_px": list(geometry["center_px"])}
+    geometry = nanoprobe["merlin"].sxdm_geometry()
+    assert start["sxdm_geometry"]["energy_eV"] == geometry.energy_eV == 12000.0
+    assert start["sxdm_geometry"] == {**asdict(geometry), "center_px": list(geometry.center_px)}
+    assert SxdmGeometry.from_metadata(start["sxdm_geometry"]) == geometry  # what the analysis rebuilds
     assert start["sxdm_thetas_deg"] == [6.0, 6.1]
     assert start["sxdm_raster"] == {"shape": [5, 5], "step_um": STEP, "x_um": [-0.2, 0.2], "y_um": [-0.2, 0.2],
                                     "order": ["theta", "y", "x"], "mode": "step"}
