@@ -46,33 +46,19 @@ from scipy.optimize import least_squares
 
 from nanostrain.analysis.sxdm_geometry import (
     SxdmGeometry,
-    bragg_angle,
-    bragg_angle_003,
-    bragg_peak_position,
     d_tilts_from_q,
     detector_lab_q,
-    q_from_d_tilts,
     q_vectors,
     sample_rotation,
 )
 from nanostrain.analysis.sxdm_register import register_maps, shift_maps, splat_add
-from nanostrain.analysis.sxdm_render import render_frames
 
 __all__ = [
     "SxdmAccumulator",
-    "SxdmGeometry",
     "SxdmMaps",
     "SxdmSigma",
-    "bragg_angle",
-    "bragg_angle_003",
-    "bragg_peak_position",
-    "d_tilts_from_q",
     "maps_from_sums",
-    "q_from_d_tilts",
-    "q_vectors",
     "refine_gaussian",
-    "register_maps",
-    "render_frames",
     "strain_maps",
 ]
 

@@ -9,7 +9,8 @@ Detector pixel (row y, column x), centre (y_c, x_c), pixel size p, distance D::
     gamma  = gamma_0  + (y_c - y) p / D
     alpha  = arccos(cos 2theta / cos gamma)
 
-Lab frame (incident beam along +z, K = 2 pi / lambda, lambda[A] = 12.398419843320026 / E[keV])::
+Lab frame (incident beam along +z, K = 2 pi / lambda, lambda[A] = hc / E = 12398.419843320026 / E[eV],
+`analysis.units`)::
 
     q_x = K cos gamma sin alpha,   q_y = K sin gamma,   q_z = K cos gamma cos alpha - K
 
@@ -23,37 +24,50 @@ acting on (x, y, z). At the nominal Bragg condition (gamma_0 = 0, th = 2theta_0 
 pixel) q' = (0, 0, -|Q|) with |Q| = 2 K sin(2theta_0 / 2). Every vector returned here is
 ordered (q_x', q_y', q_z') along axis 0, in 1/A.
 
-2theta and gamma are linear in the pixel index: a flat detector normal to the beam at
-(2theta_0, gamma_0) agrees to first order only (alpha differs by ~gamma^2 / (2 tan 2theta):
-xrayutilities' flat-detector `QConversion.area` differs by up to 3e-3 1/A at the corners of a
-256 x 256, 55 um detector at 0.5 m for (003) at 12 keV, by < 1e-8 1/A at the centre pixel).
+2theta and gamma are linear in the pixel index. In xrayutilities' terms (checked pixel by
+pixel in the tests): beam along +z, sample rocking about +y by th - 90 deg, detector arm
+turned by alpha about +y, then by gamma about -x (``QConversion(["y+"], ["y+", "x-"],
+[0, 0, 1])``); each pixel's q' is the `QConversion.point` of arm (alpha, gamma) to ~1e-15 1/A.
+A flat detector on that arm, normal to k_f at the centre pixel (rows along -y, columns along
++x; `QConversion.area`), agrees exactly at the centre pixel and departs, with
+u = (x - x_c) p / D and v = (y_c - y) p / D, alpha_0 the arm angle of the centre pixel, by
+
+    |q - q_flat| <~ K |u (sin 2theta_0 / sin alpha_0 - 1) - v sin gamma_0 cot alpha_0|
+                    + K (u^2 + v^2) / (2 tan alpha_0):
+
+second order for gamma_0 = 0 (2.9e-3 1/A at the corners of a 256 x 256, 55 um detector at
+0.5 m for (003) at 12 keV), first order otherwise (the linear gamma axis is sheared against
+the flat detector's rows by sin gamma_0 cot alpha_0: 1.45e-2 1/A at those corners for
+gamma_0 = 1.5 deg, 2.8e-2 for -3 deg).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, fields
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from nanostrain.analysis.units import d_to_q
-
-HC_KEV_A = 12.398419843320026
-"""h c in keV * angstrom: lambda[A] = HC_KEV_A / E[keV]."""
+from nanostrain.analysis import units
 
 
 @dataclass(frozen=True)
 class SxdmGeometry:
     """Nanoprobe diffraction geometry.
 
-    energy_keV: photon energy (keV); distance_m: sample-detector distance D (m);
+    energy_eV: photon energy (eV); distance_m: sample-detector distance D (m);
     pixel_m: detector pixel size p (m); center_px: (row y_c, column x_c) of the pixel at
-    (2theta_0, gamma_0), fractional pixels allowed; two_theta_deg: detector arm angle
-    2theta_0 in the scattering plane (deg); gamma_deg: out-of-plane arm angle gamma_0 (deg).
+    (2theta_0, gamma_0), fractional pixels allowed; two_theta_deg: scattering angle
+    2theta_0 of that pixel (deg); gamma_deg: its out-of-plane angle gamma_0 (deg).
+
+    A run records it as ``sxdm_geometry`` (`to_metadata`); an analysis rebuilds it with
+    `from_metadata`.
     """
 
-    energy_keV: float
+    energy_eV: float
     distance_m: float
     pixel_m: float
     center_px: tuple[float, float]
@@ -61,7 +75,7 @@ class SxdmGeometry:
     gamma_deg: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("energy_keV", "distance_m", "pixel_m"):
+        for name in ("energy_eV", "distance_m", "pixel_m"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SxdmGeometry.{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < self.two_theta_deg < 180.0:
@@ -71,15 +85,33 @@ class SxdmGeometry:
         # A tuple of floats keeps the dataclass hashable (the detector Q cache keys on it).
         object.__setattr__(self, "center_px", tuple(float(v) for v in self.center_px))
 
+    def to_metadata(self) -> dict[str, Any]:
+        """The JSON-able record of this geometry (the start document's ``sxdm_geometry``):
+        its fields by name, ``center_px`` as a [row, col] list."""
+        return {**asdict(self), "center_px": list(self.center_px)}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> SxdmGeometry:
+        """The geometry a run recorded (inverse of `to_metadata`; also takes a beamline
+        TOML table of the same keys). Raises ValueError naming missing or unknown keys."""
+        names = {field.name for field in fields(cls)}
+        required = {field.name for field in fields(cls) if field.default is MISSING}
+        unknown, missing = sorted(set(metadata) - names), sorted(required - set(metadata))
+        if unknown or missing:
+            raise ValueError(
+                f"sxdm_geometry must hold {sorted(names)} (energy in eV); missing {missing}, unknown {unknown}"
+            )
+        return cls(**{**metadata, "center_px": tuple(metadata["center_px"])})
+
     @property
     def wavelength_A(self) -> float:
-        """lambda = 12.398419843320026 / E[keV], angstrom."""
-        return HC_KEV_A / self.energy_keV
+        """lambda = hc / E, angstrom (`analysis.units.wavelength_A`)."""
+        return float(units.wavelength_A(self.energy_eV))
 
     @property
     def k_invA(self) -> float:
         """K = 2 pi / lambda, 1/angstrom."""
-        return 2.0 * np.pi / self.wavelength_A
+        return float(units.wavenumber_invA(self.energy_eV))
 
     @property
     def pixel_rad(self) -> float:
@@ -87,20 +119,21 @@ class SxdmGeometry:
         return self.pixel_m / self.distance_m
 
 
-def bragg_angle(d_A: ArrayLike, energy_keV: float) -> NDArray[np.float64]:
-    """Bragg angle theta_B = arcsin(lambda / (2 d)) in degrees, lambda = 12.3984.../E[keV]."""
-    sin_theta = HC_KEV_A / energy_keV / (2.0 * np.asarray(d_A, dtype=np.float64))
-    if np.any(sin_theta > 1.0):
-        raise ValueError(f"lambda / 2d > 1: no Bragg reflection of d={d_A} A at {energy_keV} keV")
-    return np.degrees(np.arcsin(sin_theta))
+def bragg_angle(d_A: ArrayLike, energy_eV: float) -> NDArray[np.float64]:
+    """Bragg angle theta_B = arcsin(lambda / (2 d)) in degrees; d in A, photon energy in eV
+    (lambda = hc / E, `analysis.units`)."""
+    wavelength = units.wavelength_A(energy_eV)
+    if np.any(wavelength / (2.0 * np.asarray(d_A, dtype=np.float64)) > 1.0):
+        raise ValueError(f"lambda / 2d > 1: no Bragg reflection of d={d_A} A at {energy_eV} eV")
+    return units.d_to_two_theta(d_A, float(wavelength)) / 2.0
 
 
-def bragg_angle_003(c_A: ArrayLike, energy_keV: float) -> NDArray[np.float64]:
+def bragg_angle_003(c_A: ArrayLike, energy_eV: float) -> NDArray[np.float64]:
     """Bragg angle (deg) of the (003) reflection of a hexagonal (R-3m) cell of axis c (A).
 
     1/d^2 = 4(h^2+hk+k^2)/(3a^2) + l^2/c^2 gives d_003 = c / 3; theta_B = arcsin(lambda / (2 d_003)).
     """
-    return bragg_angle(np.asarray(c_A, dtype=np.float64) / 3.0, energy_keV)
+    return bragg_angle(np.asarray(c_A, dtype=np.float64) / 3.0, energy_eV)
 
 
 def q_from_d_tilts(d_A: ArrayLike, theta_xy_deg: ArrayLike, theta_xz_deg: ArrayLike) -> NDArray[np.float64]:
@@ -110,7 +143,7 @@ def q_from_d_tilts(d_A: ArrayLike, theta_xy_deg: ArrayLike, theta_xz_deg: ArrayL
     Q = |Q| (-cos theta_xy sin theta_xz, sin theta_xy, -cos theta_xy cos theta_xz);
     (0, 0) tilt is the nominal direction (0, 0, -|Q|).
     """
-    q_abs = d_to_q(d_A)
+    q_abs = units.d_to_q(d_A)
     txy = np.radians(np.asarray(theta_xy_deg, dtype=np.float64))
     txz = np.radians(np.asarray(theta_xz_deg, dtype=np.float64))
     q_abs, txy, txz = np.broadcast_arrays(q_abs, txy, txz)

@@ -26,16 +26,11 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from nanostrain.analysis.sxdm import (
-    SxdmAccumulator,
-    SxdmGeometry,
-    bragg_angle_003,
-    d_tilts_from_q,
-    q_from_d_tilts,
-    render_frames,
-)
+from nanostrain.analysis.sxdm import SxdmAccumulator
+from nanostrain.analysis.sxdm_geometry import SxdmGeometry, bragg_angle_003, d_tilts_from_q, q_from_d_tilts
+from nanostrain.sim.sxdm_render import render_frames
 
-ENERGY_KEV = 12.0
+ENERGY_EV = 12000.0
 C_A = 14.2
 PEAK_SIGMA_INVA = 0.003
 PEAK_COUNTS = 200.0
@@ -45,8 +40,8 @@ ROCKING_HALF_RANGE_DEG = 1.0
 def setup(frame: int, raster: int, n_angles: int) -> tuple[SxdmGeometry, np.ndarray, dict[str, np.ndarray]]:
     """Geometry (55 um pixels at 0.5 m), rocking angles around the (003) Bragg angle and a
     particle filling ~60% of the raster: core-shell strain up to 1e-3, two tilted regions."""
-    theta_b = float(bragg_angle_003(C_A, ENERGY_KEV))
-    geometry = SxdmGeometry(ENERGY_KEV, 0.5, 55e-6, ((frame - 1) / 2, (frame - 1) / 2), 2 * theta_b)
+    theta_b = float(bragg_angle_003(C_A, ENERGY_EV))
+    geometry = SxdmGeometry(ENERGY_EV, 0.5, 55e-6, ((frame - 1) / 2, (frame - 1) / 2), 2 * theta_b)
     thetas = theta_b + np.linspace(-ROCKING_HALF_RANGE_DEG, ROCKING_HALF_RANGE_DEG, n_angles)
     y, x = (np.mgrid[:raster, :raster] - (raster - 1) / 2) / (0.4 * raster)
     r = np.hypot(y, x)
@@ -199,7 +194,7 @@ def bench_xsocs(
     # Same geometry in xrayutilities: beam along +z, sample rocking about +y at th - 90 deg,
     # detector arm 2theta about +y then gamma about -x, flat detector with rows along -y.
     t0 = time.perf_counter()
-    qconv = xu.experiment.QConversion(["y+"], ["y+", "x-"], [0, 0, 1], en=ENERGY_KEV * 1e3)
+    qconv = xu.experiment.QConversion(["y+"], ["y+", "x-"], [0, 0, 1], en=geometry.energy_eV)
     qconv.init_area(
         "y-",
         "x+",

@@ -34,16 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.sxdm import SxdmAccumulator, SxdmGeometry, SxdmMaps
+from ..analysis.sxdm import SxdmAccumulator, SxdmMaps
+from ..analysis.sxdm_geometry import SxdmGeometry
+from ..schema.start import SXDM, require_start
 from .derived import AnalysisCallback
 
 MAP_NAMES = ("intensity", "dd_over_d", "theta_xy", "theta_xz")
 """The per-pixel maps published as the frames arrive and at the end."""
-
-
-def geometry_from_metadata(geometry: dict[str, Any]) -> SxdmGeometry:
-    """`SxdmGeometry` from the ``sxdm_geometry`` start metadata (its fields)."""
-    return SxdmGeometry(**{**geometry, "center_px": tuple(geometry["center_px"])})
 
 
 class SxdmCallback(AnalysisCallback):
@@ -58,7 +55,7 @@ class SxdmCallback(AnalysisCallback):
     """
 
     analysis = "sxdm_strain"
-    techniques = ("sxdm",)
+    techniques = (SXDM,)
 
     def __init__(
         self,
@@ -69,8 +66,9 @@ class SxdmCallback(AnalysisCallback):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.batch_frames, self.registration = batch_frames, registration
-        self.mask_fraction, self.d_ref_A = mask_fraction, d_ref_A
+        self.batch_frames, self.registration = int(batch_frames), bool(registration)
+        self.mask_fraction = float(mask_fraction)
+        self.d_ref_A = None if d_ref_A is None else float(d_ref_A)
         self.live_signal("angles_done", int, 0)
         self.live_signal("sigma_strain", float, math.nan)
         self.live_signal("sigma_theta_xy", float, math.nan)
@@ -78,6 +76,8 @@ class SxdmCallback(AnalysisCallback):
         self.maps: SxdmMaps | None = None
 
     def parameters(self) -> dict[str, Any]:
+        """The constructor's keyword arguments (JSON-able): ``SxdmCallback(**parameters())``
+        rebuilds this analysis."""
         return {
             **super().parameters(),
             "batch_frames": self.batch_frames,
@@ -87,19 +87,17 @@ class SxdmCallback(AnalysisCallback):
         }
 
     def open_run(self, start: dict[str, Any]) -> None:
-        missing = [key for key in ("sxdm_geometry", "sxdm_thetas_deg", "sxdm_raster") if key not in start]
-        if missing:
-            raise ValueError(f"An sxdm run must record {missing} in its start document.")
+        require_start(start, SXDM)
         raster = start["sxdm_raster"]
         if list(raster.get("order", [])) != ["theta", "y", "x"]:
             raise ValueError(f"unsupported raster order {raster.get('order')!r} (expected theta, y, x)")
         self.thetas = np.asarray(start["sxdm_thetas_deg"], dtype=np.float64)
-        self.geometry = geometry_from_metadata(start["sxdm_geometry"])
+        self.geometry = SxdmGeometry.from_metadata(start["sxdm_geometry"])
         self.raster_shape = (int(raster["shape"][0]), int(raster["shape"][1]))
         self.fly = raster.get("mode") == "fly"
-        roi = start.get("sxdm_roi")
+        roi = start["sxdm_roi"]
         self.accumulator_settings = {
-            "background": float(start.get("sxdm_background", 0.0)),
+            "background": float(start["sxdm_background"]),
             "roi": None if roi is None else tuple(roi),
         }
         self.accumulator: SxdmAccumulator | None = None  # built at the first frame (its shape)

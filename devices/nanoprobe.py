@@ -18,7 +18,11 @@ PV prefixes (and suffixes) are constructor arguments. The simulated twins, `SimA
 names and bluesky protocols (the beam monitor twin is `devices.beam.SimBeamMonitor`);
 what they see comes from `sim.nanoprobe.NanoprobeSimulation`, evaluated at the positions
 of the simulated axes when each frame or count is taken. `make_sim_nanoprobe` builds the
-simulated instrument.
+simulated instrument. Importing this module (and building a real class) does not import
+`nanostrain.sim`: only `make_sim_nanoprobe` imports it, when called.
+
+`SCANNER_TRAVEL_UM` and `ROCKING_TRAVEL_DEG` are the instrument's travel: the simulated
+axes' soft limits and the default limits the SXDM plans check arguments against.
 
 Fly scans in the simulation: `SimAxis` moves instantly (``time_scale=0``) but records
 each move as a constant-velocity `Trajectory`. When a detector prepared for N > 1 frames
@@ -34,8 +38,8 @@ import asyncio
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 from typing import Annotated as A
-from typing import Any
 
 import numpy as np
 from ophyd_async.core import (
@@ -67,15 +71,17 @@ from ophyd_async.epics.adcore import (
     prepare_exposures,
     trigger_info_from_num_images,
 )
-from ophyd_async.epics.admerlin import MerlinDetector
+from ophyd_async.epics.admerlin import MerlinDriverIO, MerlinTriggerLogic
 from ophyd_async.epics.core import PvSuffix, epics_signal_r, epics_signal_rw
 from ophyd_async.epics.motor import Motor
 
-from nanostrain.analysis.sxdm import SxdmGeometry
-from nanostrain.sim.nanoprobe import NanoprobeSimulation
+from nanostrain.analysis.sxdm_geometry import SxdmGeometry
 
 from .beam import SimBeamMonitor
 from .sim_area_detector import SimAreaDetector
+
+if TYPE_CHECKING:
+    from nanostrain.sim.nanoprobe import NanoprobeSimulation
 
 __all__ = [
     "EigerDriverIO",
@@ -84,6 +90,8 @@ __all__ = [
     "IonChamber",
     "MerlinPixelDetector",
     "NanoprobeScanner",
+    "ROCKING_TRAVEL_DEG",
+    "SCANNER_TRAVEL_UM",
     "SimAxis",
     "SimNanoprobeScanner",
     "SimPixelDetector",
@@ -95,15 +103,16 @@ __all__ = [
 ]
 
 SCANNER_TRAVEL_UM = (-50.0, 50.0)
-"""Travel of the simulated piezo scanner axes (um)."""
+"""Travel of the sample scanner axes (um): the simulated axes' soft limits, the plans' default."""
 
 ROCKING_TRAVEL_DEG = (-5.0, 60.0)
-"""Travel of the simulated rocking rotation (deg)."""
+"""Travel of the rocking rotation (deg): the simulated axis's soft limits, the plans' default."""
 
 
 def as_geometry(geometry: SxdmGeometry | dict[str, Any]) -> SxdmGeometry:
-    """An `SxdmGeometry` from itself or from its keyword arguments (a beamline TOML table)."""
-    return geometry if isinstance(geometry, SxdmGeometry) else SxdmGeometry(**geometry)
+    """An `SxdmGeometry` from itself or from its record (`SxdmGeometry.from_metadata`: a
+    beamline TOML table or a start document's ``sxdm_geometry``)."""
+    return geometry if isinstance(geometry, SxdmGeometry) else SxdmGeometry.from_metadata(geometry)
 
 
 # --------------------------------------------------------------------------------------
@@ -111,10 +120,10 @@ def as_geometry(geometry: SxdmGeometry | dict[str, Any]) -> SxdmGeometry:
 # --------------------------------------------------------------------------------------
 class SxdmGeometrySignals(Device):
     """The detector geometry (`SxdmGeometry`) as configuration signals, so every
-    descriptor records it: ``energy_keV``, ``distance_m``, ``pixel_m``, ``center_row``,
+    descriptor records it: ``energy_eV``, ``distance_m``, ``pixel_m``, ``center_row``,
     ``center_col`` (px), ``two_theta_deg``, ``gamma_deg`` (deg); NaN until set."""
 
-    FIELDS = ("energy_keV", "distance_m", "pixel_m", "center_row", "center_col", "two_theta_deg", "gamma_deg")
+    FIELDS = ("energy_eV", "distance_m", "pixel_m", "center_row", "center_col", "two_theta_deg", "gamma_deg")
 
     def __init__(self, geometry: SxdmGeometry | dict[str, Any] | None = None, name: str = "") -> None:
         self._setters = {}
@@ -134,7 +143,7 @@ class SxdmGeometrySignals(Device):
     def update(self, geometry: SxdmGeometry | dict[str, Any]) -> None:
         """Record a new geometry (an `SxdmGeometry` or its keyword arguments)."""
         geometry = as_geometry(geometry)
-        values = (geometry.energy_keV, geometry.distance_m, geometry.pixel_m, *geometry.center_px,
+        values = (geometry.energy_eV, geometry.distance_m, geometry.pixel_m, *geometry.center_px,
                   geometry.two_theta_deg, geometry.gamma_deg)
         for field_name, value in zip(self.FIELDS, values, strict=True):
             self._setters[field_name](float(value))
@@ -194,12 +203,14 @@ class _StatsAfterEachFrame:
         )
 
 
-class MerlinPixelDetector(_StatsAfterEachFrame, MerlinDetector, _HasSxdmGeometry):
-    """Quantum Detectors Merlin (Medipix3, 55 um pixels) through ADMerlin.
+class _PixelDetector(_StatsAfterEachFrame, AreaDetector, _HasSxdmGeometry):
+    """An areaDetector pixel-array detector for SXDM: driver ``prefix + driver_suffix``,
+    HDF5 plugin ``prefix + hdf_suffix``, NDStats ``prefix + stats_suffix`` (``stats``),
+    the geometry as configuration signals. Subclasses give the driver and its logic
+    (`_driver_parts`).
 
-    prefix: IOC prefix (driver ``cam1:``, HDF5 plugin ``HDF1:``, NDStats ``Stats1:``;
-    suffixes are arguments); path_provider: where the IOC writes HDF5 files (a folder the
-    catalog server reads); geometry: `SxdmGeometry` (or its keyword arguments).
+    prefix: IOC prefix; path_provider: where the IOC writes HDF5 files (a folder the
+    catalog server reads); geometry: `SxdmGeometry` (or its record, `SxdmGeometry.from_metadata`).
     """
 
     needs_path_provider = True
@@ -215,15 +226,34 @@ class MerlinPixelDetector(_StatsAfterEachFrame, MerlinDetector, _HasSxdmGeometry
         stats_suffix: str = "Stats1:",
     ) -> None:
         self.geometry = SxdmGeometrySignals(geometry)
-        stats = NDStatsIO(prefix + stats_suffix)
+        driver, acquire_logic, trigger_logic, driver_config = self._driver_parts(prefix + driver_suffix)
         super().__init__(
+            driver,
             prefix,
             ADWriterFactory.hdf(path_provider, writer_suffix=hdf_suffix),
-            driver_suffix=driver_suffix,
-            plugins={"stats": stats},
-            config_sigs=self.geometry.signals,
+            acquire_logic=acquire_logic,
+            trigger_logic=trigger_logic,
+            plugins={"stats": NDStatsIO(prefix + stats_suffix)},
+            config_sigs=(*driver_config, *self.geometry.signals),
             name=name,
         )
+
+    @staticmethod
+    def _driver_parts(
+        driver_prefix: str,
+    ) -> tuple[ADBaseIO, ADAcquireLogic, DetectorTriggerLogic, tuple[SignalR, ...]]:
+        """(driver, acquire logic, trigger logic, driver configuration signals)."""
+        raise NotImplementedError
+
+
+class MerlinPixelDetector(_PixelDetector):
+    """Quantum Detectors Merlin (Medipix3, 55 um pixels) through ADMerlin (its driver and
+    trigger logic); arguments as `_PixelDetector`."""
+
+    @staticmethod
+    def _driver_parts(driver_prefix: str):
+        driver = MerlinDriverIO(driver_prefix)
+        return driver, ADAcquireLogic(driver), MerlinTriggerLogic(driver), ()
 
 
 class EigerTriggerMode(SubsetEnum):
@@ -280,37 +310,18 @@ class EigerTriggerLogic(DetectorTriggerLogic):
         return await trigger_info_from_num_images(self.driver)
 
 
-class EigerPixelDetector(_StatsAfterEachFrame, AreaDetector[EigerDriverIO], _HasSxdmGeometry):
-    """Dectris Eiger (75 um pixels) through ADEiger; arguments as `MerlinPixelDetector`.
+class EigerPixelDetector(_PixelDetector):
+    """Dectris Eiger (75 um pixels) through ADEiger; arguments as `_PixelDetector`.
 
-    Acquire completes when the series is over; ``Armed`` tells when triggers are accepted.
+    Acquire completes when the series is over; ``Armed`` tells when triggers are accepted;
+    the trigger mode is a configuration signal.
     """
 
-    needs_path_provider = True
-
-    def __init__(
-        self,
-        prefix: str,
-        path_provider: PathProvider,
-        geometry: SxdmGeometry | dict[str, Any] | None = None,
-        name: str = "",
-        driver_suffix: str = "cam1:",
-        hdf_suffix: str = "HDF1:",
-        stats_suffix: str = "Stats1:",
-    ) -> None:
-        self.geometry = SxdmGeometrySignals(geometry)
-        driver = EigerDriverIO(prefix + driver_suffix)
-        stats = NDStatsIO(prefix + stats_suffix)
-        super().__init__(
-            driver,
-            prefix,
-            ADWriterFactory.hdf(path_provider, writer_suffix=hdf_suffix),
-            acquire_logic=ADAcquireLogic(driver, driver_armed_signal=driver.armed),
-            trigger_logic=EigerTriggerLogic(driver),
-            plugins={"stats": stats},
-            config_sigs=(driver.trigger_mode, *self.geometry.signals),
-            name=name,
-        )
+    @staticmethod
+    def _driver_parts(driver_prefix: str):
+        driver = EigerDriverIO(driver_prefix)
+        acquire_logic = ADAcquireLogic(driver, driver_armed_signal=driver.armed)
+        return driver, acquire_logic, EigerTriggerLogic(driver), (driver.trigger_mode,)
 
 
 class XrfRoiCounter(StandardReadable):
@@ -589,8 +600,12 @@ def make_sim_nanoprobe(
 ) -> dict[str, Any]:
     """The simulated nanoprobe: scanner ``np_stage`` (x, y, z), rotation ``np_theta``
     (at the nominal Bragg angle), pixel detector ``merlin``, fluorescence counter
-    ``np_xrf`` and beam monitor ``np_i0`` (ophyd v1), sharing one `NanoprobeSimulation`."""
-    simulation = simulation or NanoprobeSimulation()
+    ``np_xrf`` and beam monitor ``np_i0`` (ophyd v1), sharing one `NanoprobeSimulation`
+    (default: a new one; the simulator is imported here, not with the module)."""
+    if simulation is None:
+        from nanostrain.sim.nanoprobe import NanoprobeSimulation
+
+        simulation = NanoprobeSimulation()
     stage = SimNanoprobeScanner(time_scale=time_scale, name="np_stage")
     theta = SimAxis("deg", ROCKING_TRAVEL_DEG, velocity=10.0, max_velocity=30.0,
                     initial=simulation.geometry.two_theta_deg / 2.0, time_scale=time_scale, name="np_theta")

@@ -2,7 +2,7 @@
 
 * `xrf_map`: a fluorescence raster that locates particles (counts-weighted centroid).
 * `find_bragg_peak`: a rocking scan at one position, a Gaussian fit of the detector's
-  total counts (`fit_rocking_curve`), optionally moving the rotation to the peak.
+  total counts (`analysis.sxdm_alignment.fit_rocking_curve`), optionally moving the rotation to the peak.
 * `sxdm_rocking_raster`: at each rocking angle a 2D raster of detector frames, the 5D
   dataset (angle, y, x, detector row, detector column) the live SXDM analysis reduces
   to strain and rotation maps.
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import bluesky.plan_stubs as bps
@@ -43,30 +43,22 @@ import bluesky.preprocessors as bpp
 import numpy as np
 from numpy.typing import NDArray
 from ophyd_async.core import TriggerInfo
-from scipy.optimize import curve_fit
 
-from ..analysis.sxdm import SxdmGeometry
+from ..analysis.sxdm_alignment import XrfMap, fit_rocking_curve, xrf_centroid
+from ..analysis.sxdm_geometry import SxdmGeometry
+from ..devices.nanoprobe import ROCKING_TRAVEL_DEG, SCANNER_TRAVEL_UM
+from ..schema.start import SXDM, SXDM_ROCKING_CURVE, XRF_MAP, start_metadata
 from .validation import PlanArgumentError, require_count, require_finite, require_positive, require_within_limits
 
 __all__ = [
     "RasterPlan",
-    "RockingCurveFit",
-    "XrfMap",
     "check_axis_limits",
     "estimate_duration_s",
     "find_bragg_peak",
-    "fit_rocking_curve",
     "plan_raster",
     "sxdm_rocking_raster",
-    "xrf_centroid",
     "xrf_map",
 ]
-
-SCANNER_LIMITS_UM = (-50.0, 50.0)
-"""Default travel of the sample scanner (um), checked before any message."""
-
-ROTATION_LIMITS_DEG = (-5.0, 60.0)
-"""Default range of the rocking rotation (deg), checked before any message."""
 
 STEP_OVERHEAD_S = 0.05
 """Per point of a step raster: move, settle, detector readout (s; for the time budget)."""
@@ -91,7 +83,7 @@ Progress = Callable[[str], Any]
 
 
 # --------------------------------------------------------------------------------------
-# Pure pieces: validation, time estimate, rocking-curve fit
+# Pure pieces: validation, time estimate
 # --------------------------------------------------------------------------------------
 def _axis_points(name: str, span: Sequence[float], step_um: float, limits_um: tuple[float, float]) -> NDArray[np.float64]:
     """Inclusive points start, start + step, ..., stop of a raster axis (stop - start must be
@@ -185,8 +177,8 @@ def plan_raster(
     mode: str = "step",
     exposure_s: float = 0.01,
     deadtime_s: float = 0.0,
-    limits_um: tuple[float, float] = SCANNER_LIMITS_UM,
-    limits_deg: tuple[float, float] = ROTATION_LIMITS_DEG,
+    limits_um: tuple[float, float] = SCANNER_TRAVEL_UM,
+    limits_deg: tuple[float, float] = ROCKING_TRAVEL_DEG,
     max_time_s: float = DEFAULT_TIME_BUDGET_S,
 ) -> RasterPlan:
     """Check a rocking raster's arguments (see `sxdm_rocking_raster`); raise
@@ -213,48 +205,6 @@ def plan_raster(
     return raster
 
 
-@dataclass(frozen=True)
-class RockingCurveFit:
-    """Gaussian rocking curve I(theta) = A exp(-(theta - centre)^2 / (2 s^2)) + B:
-    centre_deg, fwhm_deg = 2.3548 s, amplitude A and background B (counts)."""
-
-    centre_deg: float
-    fwhm_deg: float
-    amplitude: float
-    background: float
-
-
-def fit_rocking_curve(thetas_deg: Sequence[float], counts: Sequence[float]) -> RockingCurveFit:
-    """Least-squares Gaussian + constant fit of counts against angle (see `RockingCurveFit`).
-
-    Starts from the counts-weighted moments above the minimum; raises ValueError if the
-    fit fails or puts the centre outside the scanned range (no peak in range).
-    """
-    theta = np.asarray(thetas_deg, dtype=np.float64)
-    y = np.asarray(counts, dtype=np.float64)
-    if theta.size < 4 or theta.size != y.size:
-        raise ValueError("a rocking-curve fit needs >= 4 (angle, counts) pairs")
-    weight = y - y.min()
-    if not weight.sum() > 0:
-        raise ValueError("flat rocking curve: no Bragg peak in the scanned range")
-    centre0 = float(np.sum(weight * theta) / weight.sum())
-    sigma0 = float(np.sqrt(np.sum(weight * (theta - centre0) ** 2) / weight.sum())) or np.ptp(theta) / 4
-
-    def gaussian(t, centre, sigma, amplitude, background):
-        return amplitude * np.exp(-0.5 * ((t - centre) / sigma) ** 2) + background
-
-    try:
-        (centre, sigma, amplitude, background), _ = curve_fit(
-            gaussian, theta, y, p0=(centre0, sigma0, np.ptp(y), y.min())
-        )
-    except RuntimeError as error:
-        raise ValueError(f"rocking-curve fit failed: {error}") from error
-    if not theta.min() <= centre <= theta.max():
-        raise ValueError(f"fitted peak at {centre:.4f} deg is outside the scanned {theta.min()}..{theta.max()} deg")
-    return RockingCurveFit(float(centre), float(2.0 * np.sqrt(2.0 * np.log(2.0)) * abs(sigma)),
-                           float(amplitude), float(background))
-
-
 # --------------------------------------------------------------------------------------
 # Plan stubs
 # --------------------------------------------------------------------------------------
@@ -277,13 +227,15 @@ def check_axis_limits(moves: Sequence[tuple[Any, float, float]], speeds: Sequenc
 
 
 def _geometry_md(detector, geometry: SxdmGeometry | None) -> dict[str, Any]:
+    """The ``sxdm_geometry`` record (`SxdmGeometry.to_metadata`) of the given geometry, else
+    of the detector's."""
     if geometry is None:
         if not hasattr(detector, "sxdm_geometry"):
             raise PlanArgumentError("No detector geometry: pass geometry=SxdmGeometry(...) or use an SXDM detector.")
         geometry = detector.sxdm_geometry()
     if not isinstance(geometry, SxdmGeometry):
         raise PlanArgumentError(f"geometry must be an SxdmGeometry, got {type(geometry).__name__}.")
-    return {**asdict(geometry), "center_px": list(geometry.center_px)}
+    return geometry.to_metadata()
 
 
 def _check_roi(roi: Sequence[int] | None) -> list[int] | None:
@@ -311,8 +263,8 @@ def sxdm_rocking_raster(
     xrf=None,
     background: float = 0.0,
     roi: Sequence[int] | None = None,
-    limits_um: tuple[float, float] = SCANNER_LIMITS_UM,
-    limits_deg: tuple[float, float] = ROTATION_LIMITS_DEG,
+    limits_um: tuple[float, float] = SCANNER_TRAVEL_UM,
+    limits_deg: tuple[float, float] = ROCKING_TRAVEL_DEG,
     max_time_s: float = DEFAULT_TIME_BUDGET_S,
     progress: Progress | None = print,
     sample: dict[str, Any] | None = None,
@@ -339,13 +291,14 @@ def sxdm_rocking_raster(
     background = require_finite("background", background)
     n_theta, ny, nx = raster.shape
     extras = [device for device in (monitor, xrf) if device is not None]
-    metadata = {
-        "technique": "sxdm",
-        "plan_name": "sxdm_rocking_raster",
-        "image_key": detector.name,
-        "sxdm_geometry": geometry_md,
-        "sxdm_thetas_deg": raster.thetas_deg.tolist(),
-        "sxdm_raster": {
+    metadata = start_metadata(
+        SXDM,
+        "sxdm_rocking_raster",
+        md,
+        image_key=detector.name,
+        sxdm_geometry=geometry_md,
+        sxdm_thetas_deg=raster.thetas_deg.tolist(),
+        sxdm_raster={
             "shape": [ny, nx],
             "step_um": raster.step_um,
             "x_um": [float(raster.xs_um[0]), float(raster.xs_um[-1])],
@@ -353,16 +306,15 @@ def sxdm_rocking_raster(
             "order": ["theta", "y", "x"],
             "mode": raster.mode,
         },
-        "sxdm_background": background,
-        "sxdm_roi": roi,
-        "exposure_s": raster.exposure_s,
-        "deadtime_s": raster.deadtime_s,
-        "num_points": n_theta * ny * nx,
-        "estimated_duration_s": raster.duration_s,
-        "motors": [stage.x.name, stage.y.name, theta.name],
+        sxdm_background=background,
+        sxdm_roi=roi,
+        exposure_s=raster.exposure_s,
+        deadtime_s=raster.deadtime_s,
+        num_points=n_theta * ny * nx,
+        estimated_duration_s=raster.duration_s,
+        motors=[stage.x.name, stage.y.name, theta.name],
         **({"sample": sample} if sample else {}),
-        **(md or {}),
-    }
+    )
     x_span = raster.x_span_um
     started = time.monotonic()
 
@@ -432,29 +384,29 @@ def find_bragg_peak(
     exposure_s: float = 0.05,
     move: bool = True,
     monitor=None,
-    limits_deg: tuple[float, float] = ROTATION_LIMITS_DEG,
+    limits_deg: tuple[float, float] = ROCKING_TRAVEL_DEG,
     sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
 ):
     """Rocking scan: one frame per angle of ``thetas`` (deg) at the current position (stream
     ``primary``), the detector's total counts (``detector.stats.total``, stream ``stats``)
-    fitted by `fit_rocking_curve`; with
+    fitted by `analysis.sxdm_alignment.fit_rocking_curve`; with
     ``move`` the rotation goes to the fitted centre. Records ``technique="sxdm_rocking_curve"``.
-    Returns the `RockingCurveFit` (raises ValueError, without moving, if no peak is found).
+    Returns the `analysis.sxdm_alignment.RockingCurveFit` (raises ValueError, without moving, if no peak is found).
     """
     angles = _angles("thetas", thetas, limits_deg).tolist()
     if len(angles) < 4:
         raise PlanArgumentError(f"a rocking scan needs >= 4 angles, got {len(angles)}.")
     require_positive("exposure_s", exposure_s)
-    metadata = {
-        "technique": "sxdm_rocking_curve",
-        "plan_name": "find_bragg_peak",
-        "image_key": detector.name,
-        "exposure_s": exposure_s,
-        "motors": [theta.name],
+    metadata = start_metadata(
+        SXDM_ROCKING_CURVE,
+        "find_bragg_peak",
+        md,
+        image_key=detector.name,
+        exposure_s=exposure_s,
+        motors=[theta.name],
         **({"sample": sample} if sample else {}),
-        **(md or {}),
-    }
+    )
     counts: list[float] = []
     readers = [detector, theta] + ([monitor] if monitor is not None else [])
 
@@ -476,27 +428,6 @@ def find_bragg_peak(
     return fit
 
 
-@dataclass(frozen=True)
-class XrfMap:
-    """A fluorescence map: y and x points (um), counts (ny, nx) and the counts-weighted
-    centroid (y, x) (um) of the pixels above threshold x the map's range above its minimum."""
-
-    ys_um: NDArray[np.float64]
-    xs_um: NDArray[np.float64]
-    counts: NDArray[np.float64]
-    centroid_um: tuple[float, float]
-
-
-def xrf_centroid(ys_um: NDArray, xs_um: NDArray, counts: NDArray, threshold: float = 0.5) -> tuple[float, float]:
-    """Centroid (y, x) (um) of w = counts - min over pixels where w >= threshold max(w)."""
-    weight = np.asarray(counts, dtype=np.float64) - np.min(counts)
-    weight = np.where(weight >= threshold * weight.max(), weight, 0.0)
-    if not weight.sum() > 0:
-        raise ValueError("flat fluorescence map: no particle found")
-    yy, xx = np.meshgrid(ys_um, xs_um, indexing="ij")
-    return float(np.sum(weight * yy) / weight.sum()), float(np.sum(weight * xx) / weight.sum())
-
-
 def xrf_map(
     xrf,
     stage,
@@ -508,14 +439,14 @@ def xrf_map(
     monitor=None,
     threshold: float = 0.5,
     move_to_particle: bool = False,
-    limits_um: tuple[float, float] = SCANNER_LIMITS_UM,
+    limits_um: tuple[float, float] = SCANNER_TRAVEL_UM,
     max_time_s: float = DEFAULT_TIME_BUDGET_S,
     sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
 ):
     """Fluorescence step raster over x, y = (start, stop) (um) with ``step`` (um), counting
     ``exposure_s`` s per point with ``xrf`` (``counts``, ``acquire_time``); the particle is
-    the counts-weighted centroid of the pixels above ``threshold`` (`xrf_centroid`), where
+    the counts-weighted centroid of the pixels above ``threshold`` (`analysis.sxdm_alignment.xrf_centroid`), where
     the stage goes with ``move_to_particle``. Records ``technique="xrf_map"``. Returns an `XrfMap`.
     """
     if not 0 < threshold < 1:
@@ -524,16 +455,16 @@ def xrf_map(
     exposure_s = require_positive("exposure_s", exposure_s)
     xs, ys = _axis_points("x", x, step, limits_um), _axis_points("y", y, step, limits_um)
     _within_budget(ys.size * xs.size * (exposure_s + STEP_OVERHEAD_S), max_time_s, f"the {ys.size} x {xs.size} map")
-    metadata = {
-        "technique": "xrf_map",
-        "plan_name": "xrf_map",
-        "xrf_raster": {"shape": [ys.size, xs.size], "step_um": step, "x_um": [float(xs[0]), float(xs[-1])],
-                       "y_um": [float(ys[0]), float(ys[-1])], "order": ["y", "x"]},
-        "exposure_s": exposure_s,
-        "motors": [stage.x.name, stage.y.name],
+    metadata = start_metadata(
+        XRF_MAP,
+        "xrf_map",
+        md,
+        xrf_raster={"shape": [ys.size, xs.size], "step_um": step, "x_um": [float(xs[0]), float(xs[-1])],
+                    "y_um": [float(ys[0]), float(ys[-1])], "order": ["y", "x"]},
+        exposure_s=exposure_s,
+        motors=[stage.x.name, stage.y.name],
         **({"sample": sample} if sample else {}),
-        **(md or {}),
-    }
+    )
     counts = np.zeros((ys.size, xs.size))
     readers = [xrf, stage.x, stage.y] + ([monitor] if monitor is not None else [])
 

@@ -34,9 +34,12 @@ TECHNIQUES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     # cycling without frames (GITT, formation)
     ELECTROCHEMISTRY: ("active_mass_g", "echem_keys"),
     # rocking rasters: the 5D dataset
-    SXDM: ("image_key", "sxdm_geometry", "sxdm_thetas_deg", "sxdm_raster"),
+    # the geometry (`SxdmGeometry.to_metadata`, energy in eV), the angles, the raster and
+    # the background / ROI the analysis subtracts and crops
+    SXDM: ("image_key", "sxdm_geometry", "sxdm_thetas_deg", "sxdm_raster", "sxdm_background", "sxdm_roi"),
     SXDM_ROCKING_CURVE: ("image_key",),
-    XRF_MAP: (),
+    # the fluorescence raster (shape, step, ranges, order) its counts are read on
+    XRF_MAP: ("xrf_raster",),
     # full-field XANES (tomography or 2D)
     TXM: ("image_key", "txm_mode", "energies_eV", "angles_deg", "txm_keys"),
     TXM_ENERGY_CALIBRATION: ("image_key", "energies_eV", "reference_edge_eV"),

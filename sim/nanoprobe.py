@@ -24,7 +24,7 @@ The simulated SXDM experiment (SCIENCE.md section 3):
   angle. The beam position on the sample is the stage position minus the drift of the
   rotation axis, d(theta) (`LinearDrift`, um), so the per-angle maps of a rocking raster
   are shifted copies of each other and need registration. A frame is one Bragg peak
-  rendered by `analysis.sxdm.render_frames`: an isotropic 3D Gaussian around Q of
+  rendered by `sim.sxdm_render.render_frames`: an isotropic 3D Gaussian around Q of
   amplitude A = rate t exposure (flux / nominal flux) counts in its brightest pixel,
   width from the convergence of the focused beam (`NanoprobeBeam.peak_sigma_invA`), on a
   flat background, Poisson noise, saturating at the detector's dtype. Fluorescence counts
@@ -36,6 +36,7 @@ exposures in s, rates in counts/s.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,9 +44,12 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 from scipy import ndimage
 
-from nanostrain.analysis.sxdm import SxdmGeometry, bragg_angle_003, q_from_d_tilts, render_frames
+from nanostrain.analysis.sxdm_alignment import FWHM_PER_SIGMA
+from nanostrain.analysis.sxdm_geometry import SxdmGeometry, bragg_angle_003, q_from_d_tilts
+from nanostrain.analysis.units import wavelength_A, wavenumber_invA
 
 from .cathode import CathodeParticle, Crack, SurfaceLayer, charged_particle
+from .sxdm_render import render_frames
 
 __all__ = [
     "LinearDrift",
@@ -57,9 +61,6 @@ __all__ = [
     "project_particle",
     "sxdm_sample",
 ]
-
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
-"""Full width at half maximum of a Gaussian over its standard deviation, 2 sqrt(2 ln 2)."""
 
 Drift = Callable[[float], tuple[float, float]]
 """Drift model: rocking angle (deg) -> (dy, dx) shift of the beam on the sample (um)."""
@@ -219,32 +220,33 @@ class NanoprobeBeam:
     xrf_cps_per_um: float = 2.0e4
     xrf_background_cps: float = 50.0
 
-    def convergence_rad(self, energy_keV: float) -> float:
-        """Full convergence angle 2 NA = 1.02 lambda / focus (rad), lambda = 12.398.../E."""
-        return 1.02 * (12.398419843320026 / energy_keV) / (self.focus_nm * 10.0)
+    def convergence_rad(self, energy_eV: float) -> float:
+        """Full convergence angle 2 NA = 1.02 lambda / focus (rad), lambda = hc / E (E in eV)."""
+        return 1.02 * float(wavelength_A(energy_eV)) / (self.focus_nm * 10.0)
 
-    def peak_sigma_invA(self, energy_keV: float) -> float:
+    def peak_sigma_invA(self, energy_eV: float) -> float:
         """Width (sigma, 1/A) of the Bragg peak in reciprocal space: the incident wave
-        vectors of a converging beam spread over K 2 NA (FWHM), sigma = K 2 NA / 2.3548."""
-        k = 2.0 * np.pi * energy_keV / 12.398419843320026
-        return k * self.convergence_rad(energy_keV) / FWHM_PER_SIGMA
+        vectors of a converging beam spread over K 2 NA (FWHM), sigma = K 2 NA / 2.3548
+        (E in eV)."""
+        return float(wavenumber_invA(energy_eV)) * self.convergence_rad(energy_eV) / FWHM_PER_SIGMA
 
 
 def nanoprobe_geometry(
     c_A: float = 14.0,
-    energy_keV: float = 12.0,
+    energy_eV: float = 12000.0,
     frame_shape: tuple[int, int] = (64, 64),
     distance_m: float = 0.35,
     pixel_m: float = 55e-6,
 ) -> SxdmGeometry:
     """A pixel-array detector (default: a 64 x 64 crop of a Merlin, 55 um pixels, at 0.35 m)
-    centred on the (003) reflection of a cell of axis c (A): 2theta_0 = 2 theta_B(c / 3)."""
+    centred on the (003) reflection of a cell of axis c (A): 2theta_0 = 2 theta_B(c / 3);
+    photon energy in eV."""
     return SxdmGeometry(
-        energy_keV,
-        distance_m,
-        pixel_m,
-        ((frame_shape[0] - 1) / 2.0, (frame_shape[1] - 1) / 2.0),
-        2.0 * float(bragg_angle_003(c_A, energy_keV)),
+        energy_eV=energy_eV,
+        distance_m=distance_m,
+        pixel_m=pixel_m,
+        center_px=((frame_shape[0] - 1) / 2.0, (frame_shape[1] - 1) / 2.0),
+        two_theta_deg=2.0 * float(bragg_angle_003(c_A, energy_eV)),
     )
 
 
@@ -276,13 +278,8 @@ class NanoprobeSimulation:
 
     def point_detector_at(self, c_A: float) -> None:
         """Move the detector arm to 2theta of the (003) reflection of a cell of axis c (A)."""
-        self.geometry = SxdmGeometry(
-            self.geometry.energy_keV,
-            self.geometry.distance_m,
-            self.geometry.pixel_m,
-            self.geometry.center_px,
-            2.0 * float(bragg_angle_003(c_A, self.geometry.energy_keV)),
-            self.geometry.gamma_deg,
+        self.geometry = dataclasses.replace(
+            self.geometry, two_theta_deg=2.0 * float(bragg_angle_003(c_A, self.geometry.energy_eV))
         )
 
     def beam_position(self, theta_deg: float, y_um: float, x_um: float) -> tuple[float, float]:
@@ -311,7 +308,7 @@ class NanoprobeSimulation:
             [theta_deg],
             q.reshape(3, 1, 1),
             np.array([[max(amplitude, 0.0)]]),
-            self.beam.peak_sigma_invA(self.geometry.energy_keV),
+            self.beam.peak_sigma_invA(self.geometry.energy_eV),
             self.frame_shape,
             background=self.beam.background_cps * exposure_s * flux_scale,
             rng=self.rng,

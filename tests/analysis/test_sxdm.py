@@ -6,31 +6,31 @@ two tilted regions) with Poisson noise, then analysed; the analysis must return 
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from nanostrain.analysis.sxdm import (
-    SxdmAccumulator,
+from nanostrain.analysis.sxdm import SxdmAccumulator, refine_gaussian, strain_maps
+from nanostrain.analysis.sxdm_alignment import FWHM_PER_SIGMA, fit_rocking_curve, xrf_centroid
+from nanostrain.analysis.sxdm_geometry import (
     SxdmGeometry,
     bragg_angle,
     bragg_angle_003,
     bragg_peak_position,
     d_tilts_from_q,
+    lab_q,
     q_from_d_tilts,
     q_vectors,
-    refine_gaussian,
-    register_maps,
-    render_frames,
-    strain_maps,
+    sample_rotation,
 )
-from nanostrain.analysis.sxdm_geometry import lab_q, sample_rotation
+from nanostrain.analysis.sxdm_register import cross_correlation_shift, register_maps
 from nanostrain.analysis.units import d_to_q
-from nanostrain.analysis.sxdm_register import cross_correlation_shift
+from nanostrain.sim.sxdm_render import render_frames
 
-ENERGY_KEV = 12.0
+ENERGY_EV = 12000.0
 C_A = 14.2
 D003_A = C_A / 3.0
 FRAME = (64, 64)
@@ -42,7 +42,7 @@ TILT_TOL_DEG = 0.005
 
 @pytest.fixture(scope="module")
 def geometry() -> SxdmGeometry:
-    return SxdmGeometry(ENERGY_KEV, 0.5, 55e-6, (31.5, 31.5), 2.0 * float(bragg_angle_003(C_A, ENERGY_KEV)))
+    return SxdmGeometry(ENERGY_EV, 0.5, 55e-6, (31.5, 31.5), 2.0 * float(bragg_angle_003(C_A, ENERGY_EV)))
 
 
 @pytest.fixture(scope="module")
@@ -105,33 +105,56 @@ def maps16(frames16, thetas, geometry):
 
 
 def test_wavelength_and_wavevector():
-    g = SxdmGeometry(12.398419843320026, 1.0, 1e-4, (0, 0), 10.0)
+    g = SxdmGeometry(12398.419843320026, 1.0, 1e-4, (0, 0), 10.0)
     assert g.wavelength_A == pytest.approx(1.0, rel=1e-15)
     assert g.k_invA == pytest.approx(2 * np.pi, rel=1e-15)
     assert g.pixel_rad == pytest.approx(1e-4)
 
 
-@pytest.mark.parametrize("field,value", [("energy_keV", 0.0), ("distance_m", -1.0), ("two_theta_deg", 190.0)])
+@pytest.mark.parametrize("field,value", [("energy_eV", 0.0), ("distance_m", -1.0), ("two_theta_deg", 190.0)])
 def test_geometry_rejects_bad_values(field, value):
-    kwargs = dict(energy_keV=10.0, distance_m=1.0, pixel_m=1e-4, center_px=(0, 0), two_theta_deg=10.0)
+    kwargs = dict(energy_eV=10000.0, distance_m=1.0, pixel_m=1e-4, center_px=(0, 0), two_theta_deg=10.0)
     kwargs[field] = value
     with pytest.raises(ValueError, match=field):
         SxdmGeometry(**kwargs)
 
 
+def test_geometry_record_round_trips_through_json():
+    geometry = SxdmGeometry(8333.0, 0.42, 75e-6, (101.25, 40.5), 21.7, gamma_deg=-1.25)
+    record = geometry.to_metadata()
+    assert record == {"energy_eV": 8333.0, "distance_m": 0.42, "pixel_m": 75e-6, "center_px": [101.25, 40.5],
+                      "two_theta_deg": 21.7, "gamma_deg": -1.25}
+    assert SxdmGeometry.from_metadata(json.loads(json.dumps(record))) == geometry
+    without_gamma = {key: value for key, value in record.items() if key != "gamma_deg"}
+    assert SxdmGeometry.from_metadata(without_gamma).gamma_deg == 0.0  # the field's default
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"energy_keV": 12.0}, r"missing \['energy_eV'\], unknown \['energy_keV'\]"),  # a record in keV
+    ({}, r"missing \['distance_m'\]"),
+])
+def test_geometry_record_with_missing_or_unknown_keys_is_refused(change, match):
+    record = {"energy_eV": 12000.0, "pixel_m": 55e-6, "center_px": [1, 2], "two_theta_deg": 12.0, **change}
+    if "energy_keV" in change:
+        record.pop("energy_eV")
+        record["distance_m"] = 0.5
+    with pytest.raises(ValueError, match=match):
+        SxdmGeometry.from_metadata(record)
+
+
 def test_d_to_q_and_bragg_angle_003():
     assert d_to_q(2 * np.pi) == pytest.approx(1.0)
-    wavelength = 12.398419843320026 / 12.0
-    assert bragg_angle_003(14.2, 12.0) == pytest.approx(
+    wavelength = 12398.419843320026 / 12000.0
+    assert bragg_angle_003(14.2, 12000.0) == pytest.approx(
         np.degrees(np.arcsin(wavelength / (2 * 14.2 / 3))), rel=1e-14
     )
-    assert bragg_angle(wavelength / 2, 12.0) == pytest.approx(90.0)
+    assert bragg_angle(wavelength / 2, 12000.0) == pytest.approx(90.0)
     with pytest.raises(ValueError, match="no Bragg"):
-        bragg_angle(0.1, 12.0)
+        bragg_angle(0.1, 12000.0)
 
 
 def test_q_is_along_minus_z_with_bragg_magnitude_at_nominal_condition():
-    g = SxdmGeometry(10.0, 0.8, 75e-6, (20, 30), 18.0)
+    g = SxdmGeometry(10000.0, 0.8, 75e-6, (20, 30), 18.0)
     q = q_vectors(g, 9.0, (40, 60))[:, 20, 30]
     q_bragg = 2 * g.k_invA * np.sin(np.radians(9.0))
     np.testing.assert_allclose(q, [0.0, 0.0, -q_bragg], atol=1e-13)
@@ -213,9 +236,102 @@ def test_a_pure_rocking_tilt_moves_theta_xz_not_theta_xy(geometry, thetas):
 
 
 def test_detector_beyond_gamma_equal_two_theta_is_rejected():
-    g = SxdmGeometry(10.0, 0.1, 1e-3, (50, 50), 1.0)
+    g = SxdmGeometry(10000.0, 0.1, 1e-3, (50, 50), 1.0)
     with pytest.raises(ValueError, match="gamma"):
         q_vectors(g, 0.5, (100, 100))
+
+
+# --- the Q convention against xrayutilities ---------------------------------------------------
+# Our lab frame in xrayutilities: beam along +z, the sample rocks about +y at th - 90 deg, the
+# detector arm turns by alpha about +y then by gamma about -x, so the arm (alpha, gamma) points
+# where our pixel (2theta, gamma) does (cos 2theta = cos gamma cos alpha). A flat detector on
+# that arm has its rows along -y and its columns along +x.
+
+XU_DETECTOR = (256, 256)
+
+
+def xu_conversion(energy_eV: float, sample_sense: str = "y+"):
+    xu = pytest.importorskip("xrayutilities")
+    return xu.experiment.QConversion([sample_sense], ["y+", "x-"], [0, 0, 1], en=energy_eV)
+
+
+def pixel_angles(geometry: SxdmGeometry, shape):
+    """(2theta, gamma) in radians of every pixel, the module convention (linear in the index)."""
+    rows, cols = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    two_theta = np.radians(geometry.two_theta_deg) + (cols - geometry.center_px[1]) * geometry.pixel_rad
+    gamma = np.radians(geometry.gamma_deg) + (geometry.center_px[0] - rows) * geometry.pixel_rad
+    return two_theta, gamma
+
+
+def xu_point_q(geometry: SxdmGeometry, theta_deg: float, shape, sample_sense: str = "y+") -> np.ndarray:
+    """q' (3, rows, cols) from xrayutilities' QConversion.point, pixel by pixel at arm (alpha, gamma)."""
+    two_theta, gamma = pixel_angles(geometry, shape)
+    alpha = np.degrees(np.arccos(np.cos(two_theta) / np.cos(gamma))).ravel()
+    q = xu_conversion(geometry.energy_eV, sample_sense).point(
+        np.full(alpha.size, theta_deg - 90.0), alpha, np.degrees(gamma).ravel()
+    )
+    return np.stack(q).reshape(3, *shape)
+
+
+def xu_flat_detector_q(geometry: SxdmGeometry, thetas_deg: np.ndarray, shape) -> np.ndarray:
+    """q' (n_theta, 3, rows, cols) of a flat detector normal to the arm at the centre pixel
+    (xrayutilities' QConversion.area)."""
+    qconv = xu_conversion(geometry.energy_eV)
+    qconv.init_area("y-", "x+", cch1=geometry.center_px[0], cch2=geometry.center_px[1], Nch1=shape[0],
+                    Nch2=shape[1], distance=geometry.distance_m, pwidth1=geometry.pixel_m, pwidth2=geometry.pixel_m)
+    alpha0 = np.degrees(np.arccos(np.cos(np.radians(geometry.two_theta_deg)) / np.cos(np.radians(geometry.gamma_deg))))
+    n = thetas_deg.size
+    return np.stack(qconv.area(thetas_deg - 90.0, np.full(n, alpha0), np.full(n, geometry.gamma_deg)), axis=1)
+
+
+def xu_geometry(gamma_deg: float) -> SxdmGeometry:
+    """The module docstring's example: 256 x 256, 55 um pixels at 0.5 m, (003) at 12 keV;
+    an integer centre pixel so that one pixel sits exactly at (2theta_0, gamma_0)."""
+    two_theta = 2.0 * float(bragg_angle_003(C_A, ENERGY_EV))
+    return SxdmGeometry(ENERGY_EV, 0.5, 55e-6, (128.0, 128.0), two_theta, gamma_deg)
+
+
+@pytest.mark.parametrize("gamma_deg", [0.0, 1.5, -3.0])
+def test_q_vectors_equal_xrayutilities_pixel_by_pixel_over_the_whole_detector(gamma_deg):
+    geometry = xu_geometry(gamma_deg)
+    thetas = geometry.two_theta_deg / 2 + np.array([-1.0, 0.0, 0.7])
+    ours = q_vectors(geometry, thetas, XU_DETECTOR)
+    for t, theta in enumerate(thetas):
+        np.testing.assert_allclose(ours[t], xu_point_q(geometry, theta, XU_DETECTOR), rtol=0, atol=1e-12)
+
+
+def test_the_sample_rotation_sense_is_the_one_xrayutilities_sees():
+    """The same angle about -y (the opposite sense) is our convention at 180 deg - th, far
+    from ours at th: the pixel-by-pixel agreement above pins the sense."""
+    geometry = xu_geometry(1.5)
+    theta = geometry.two_theta_deg / 2 + 0.5
+    reversed_sense = xu_point_q(geometry, theta, XU_DETECTOR, sample_sense="y-")
+    np.testing.assert_allclose(reversed_sense, q_vectors(geometry, 180.0 - theta, XU_DETECTOR), atol=1e-12)
+    distance = np.linalg.norm(q_vectors(geometry, theta, XU_DETECTOR) - reversed_sense, axis=0)
+    assert distance.min() > 0.1  # 1/A: every pixel's q' moves by ~|q| sin(180 deg - 2 th)
+
+
+@pytest.mark.parametrize("gamma_deg, corner_invA", [(0.0, 2.9e-3), (1.5, 1.45e-2), (-3.0, 2.8e-2)])
+def test_linear_angles_depart_from_a_flat_detector_as_the_module_docstring_states(gamma_deg, corner_invA):
+    geometry = xu_geometry(gamma_deg)
+    thetas = geometry.two_theta_deg / 2 + np.array([-1.0, 0.0, 0.7])
+    ours, flat = q_vectors(geometry, thetas, XU_DETECTOR), xu_flat_detector_q(geometry, thetas, XU_DETECTOR)
+    difference = np.linalg.norm(ours - flat, axis=1)
+    assert difference[:, 128, 128].max() < 1e-8  # the centre pixel: the same point
+    # the docstring's bound, every pixel at every angle:
+    # K |u (sin 2theta_0 / sin alpha_0 - 1) - v sin gamma_0 cot alpha_0| + K (u^2 + v^2) / (2 tan alpha_0)
+    two_theta, gamma = pixel_angles(geometry, XU_DETECTOR)
+    tt0, g0 = np.radians(geometry.two_theta_deg), np.radians(geometry.gamma_deg)
+    u, v = two_theta - tt0, gamma - g0
+    alpha0 = np.arccos(np.cos(tt0) / np.cos(g0))
+    k = geometry.k_invA
+    bound = k * np.abs(u * (np.sin(tt0) / np.sin(alpha0) - 1) - v * np.sin(g0) / np.tan(alpha0)) + k * (
+        u * u + v * v
+    ) / (2 * np.tan(alpha0))
+    np.testing.assert_array_less(difference, np.broadcast_to(1.05 * bound + 1e-12, difference.shape))
+    # and the docstring's numbers: largest at a corner
+    corners = difference[:, [0, 0, -1, -1], [0, -1, 0, -1]].max()
+    assert corners == difference.max() == pytest.approx(corner_invA, rel=0.02)
 
 
 # --- rendering ----------------------------------------------------------------------------
@@ -500,3 +616,73 @@ def test_repeated_raster_pixels_in_one_batch_add_up(frames16, thetas, geometry):
     single = frames16[3, 5, 7].sum(dtype=np.float64)
     assert acc.intensity_by_angle[3, 5, 7] == pytest.approx(2 * single, rel=1e-7)
     assert acc.intensity_by_angle[3, 5, 8] == pytest.approx(frames16[3, 5, 8].sum(dtype=np.float64), rel=1e-7)
+
+
+# --- alignment: rocking-curve fit and fluorescence centroid ---------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rocking_curve_fit_recovers_centre_and_fwhm_of_a_noisy_gaussian(seed):
+    rng = np.random.default_rng(seed)
+    theta = np.linspace(5.5, 6.5, 21)
+    centre, sigma, amplitude, background = 6.037, 0.12, 2000.0, 50.0
+    counts = rng.poisson(amplitude * np.exp(-0.5 * ((theta - centre) / sigma) ** 2) + background)
+    fit = fit_rocking_curve(theta, counts)
+    assert fit.centre_deg == pytest.approx(centre, abs=0.003)
+    assert fit.fwhm_deg == pytest.approx(2.0 * np.sqrt(2.0 * np.log(2.0)) * sigma, rel=0.03)
+    assert fit.amplitude == pytest.approx(amplitude, rel=0.05)
+    assert fit.background == pytest.approx(background, abs=15)
+
+
+def test_rocking_curve_fit_is_exact_on_a_noiseless_off_grid_gaussian():
+    theta = np.linspace(-1.0, 1.0, 15)
+    fit = fit_rocking_curve(theta, 300.0 * np.exp(-0.5 * ((theta - 0.2345) / 0.3) ** 2) + 7.0)
+    assert (fit.centre_deg, fit.fwhm_deg, fit.amplitude, fit.background) == (
+        pytest.approx(0.2345, abs=1e-7), pytest.approx(FWHM_PER_SIGMA * 0.3, rel=1e-6),
+        pytest.approx(300.0, rel=1e-6), pytest.approx(7.0, abs=1e-4),
+    )
+
+
+@pytest.mark.parametrize("theta, counts, match", [
+    (np.linspace(0, 1, 21), np.full(21, 7.0), "flat"),
+    (np.linspace(0, 1, 3), [1.0, 5.0, 1.0], ">= 4"),
+    (np.linspace(0, 1, 5), [1.0, 5.0, np.nan, 1.0, 0.0], "finite"),
+    # a rising edge only: the Gaussian's centre lies beyond the scanned range
+    (np.linspace(0, 1, 11), 100.0 * np.exp(-0.5 * ((np.linspace(0, 1, 11) - 1.6) / 0.3) ** 2), "outside"),
+])
+def test_rocking_curve_fit_refuses_curves_without_a_peak_in_range(theta, counts, match):
+    with pytest.raises(ValueError, match=match):
+        fit_rocking_curve(theta, counts)
+
+
+def test_xrf_centroid_of_a_synthetic_blob_is_its_centre():
+    ys, xs = np.linspace(-2.0, 2.0, 41), np.linspace(-3.0, 1.0, 41)  # 0.1 um steps
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+
+    def blob(y0, x0):
+        return 800.0 * np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * 0.3**2)) + 40.0
+
+    # centred on a raster node the thresholded weights are symmetric about it: exact
+    assert xrf_centroid(ys, xs, blob(0.6, -1.3)) == pytest.approx((0.6, -1.3), abs=1e-12)
+    # off the nodes, with Poisson noise: within a third of a step
+    counts = np.random.default_rng(3).poisson(blob(0.63, -1.27))
+    assert xrf_centroid(ys, xs, counts) == pytest.approx((0.63, -1.27), abs=0.03)
+
+
+def test_xrf_centroid_ignores_the_background_below_threshold():
+    ys, xs = np.arange(10.0), np.arange(12.0)
+    counts = np.full((10, 12), 5.0)
+    counts[2:4, 8:10] = 50.0  # particle: centre (2.5, 8.5)
+    counts[7, 1] = 20.0  # a weaker speck below half the particle's counts
+    assert xrf_centroid(ys, xs, counts) == pytest.approx((2.5, 8.5))
+    assert xrf_centroid(ys, xs, counts, threshold=0.2) != pytest.approx((2.5, 8.5))
+
+
+@pytest.mark.parametrize("counts, threshold, match", [
+    (np.ones((3, 4)), 0.5, "flat"),
+    (np.ones((4, 3)), 0.5, "counts must be"),
+    (np.eye(3, 4), 1.5, "threshold"),
+])
+def test_xrf_centroid_refuses_bad_maps(counts, threshold, match):
+    with pytest.raises(ValueError, match=match):
+        xrf_centroid(np.arange(3.0), np.arange(4.0), counts, threshold)

@@ -11,13 +11,15 @@ maps are too faint to register (they take the shift of the nearest bright angle)
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop
 from event_model import compose_run
 
-from nanostrain.analysis.sxdm import bragg_angle
+from nanostrain.analysis.sxdm_geometry import bragg_angle
 from nanostrain.beamline import connect_devices, detector_path_provider
 from nanostrain.callbacks.frames import FrameSource, resource_path
 from nanostrain.callbacks.sxdm import SxdmCallback
@@ -80,7 +82,7 @@ def instrument(RE, tmp_path):
         )
         simulation = NanoprobeSimulation(crystal=crystal, seed=SEED)
         simulation.point_detector_at(3.0 * D0_A)
-        theta_b = float(bragg_angle(D0_A, simulation.geometry.energy_keV))
+        theta_b = float(bragg_angle(D0_A, simulation.geometry.energy_eV))
         simulation.drift = whole_step_drift(theta_b) if drift else (lambda theta_deg: (0.0, 0.0))
         devices = make_sim_nanoprobe(detector_path_provider(tmp_path / "det"), simulation)
         connect_devices(devices)
@@ -177,6 +179,18 @@ def test_replay_order_gives_identical_maps_holding_no_frames(RE, instrument):
         assert not replayed._frames and len(replayed._batch) < 8
     for name in ("dd_over_d", "theta_xy", "theta_xz", "intensity"):
         np.testing.assert_array_equal(getattr(replayed.maps, name), getattr(live.maps, name))
+
+
+def test_parameters_are_the_json_constructor_arguments_that_rebuild_the_analysis():
+    callback = SxdmCallback(batch_frames=np.int64(8), registration=np.bool_(False), mask_fraction=np.float32(0.25),
+                            d_ref_A=np.float64(4.7), image_key="merlin", stream="primary")
+    parameters = callback.parameters()
+    assert json.loads(json.dumps(parameters)) == parameters == {
+        "image_key": "merlin", "stream": "primary", "batch_frames": 8, "registration": False,
+        "mask_fraction": 0.25, "d_ref_A": 4.7,
+    }
+    assert SxdmCallback(**parameters).parameters() == parameters
+    assert SxdmCallback().parameters()["d_ref_A"] is None
 
 
 def test_other_techniques_are_ignored_and_bad_metadata_is_refused():

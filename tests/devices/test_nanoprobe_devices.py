@@ -10,6 +10,7 @@ ophyd-async mock mode (the PVs written), as is the limit logic of the twins.
 from __future__ import annotations
 
 import secrets
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,14 +22,17 @@ import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop
 from bluesky.utils import FailedStatus
 from ophyd_async.core import DetectorTrigger
+from ophyd_async.epics.admerlin import MerlinDriverIO
 
-from nanostrain.analysis.sxdm import SxdmGeometry, bragg_peak_position, q_from_d_tilts
+from nanostrain.analysis.sxdm_geometry import SxdmGeometry, bragg_peak_position, q_from_d_tilts
 from nanostrain.beamline import connect_devices, detector_path_provider, real_devices
 from nanostrain.callbacks.frames import resource_path
 from nanostrain.devices.nanoprobe import (
+    EigerDriverIO,
     EigerPixelDetector,
     EigerTriggerMode,
     IonChamber,
+    MerlinPixelDetector,
     NanoprobeScanner,
     SimAxisLimitError,
     Trajectory,
@@ -116,7 +120,7 @@ class TestDetectorsOverCA:
 
     @pytest.fixture
     def detectors(self, RE, softioc_prefix, geometry, tmp_path):
-        fields = {"energy_keV": geometry.energy_keV, "distance_m": geometry.distance_m, "pixel_m": geometry.pixel_m,
+        fields = {"energy_eV": geometry.energy_eV, "distance_m": geometry.distance_m, "pixel_m": geometry.pixel_m,
                   "center_px": list(geometry.center_px), "two_theta_deg": geometry.two_theta_deg}
         config = {"devices": {
             "merlin": {"class": "nanostrain.devices.nanoprobe:MerlinPixelDetector",
@@ -179,6 +183,43 @@ def test_eiger_external_triggers_write_the_adeiger_modes_in_mock_mode(RE, tmp_pa
     assert value(eiger.driver.trigger_mode) == EigerTriggerMode.EXTERNAL_ENABLE
     assert value(eiger.driver.num_triggers) == 3
     assert {DetectorTrigger.EXTERNAL_EDGE, DetectorTrigger.EXTERNAL_LEVEL} <= eiger._supported_triggers
+
+
+def test_real_classes_import_and_build_without_the_simulator(tmp_path):
+    code = f"""
+import sys
+from pathlib import Path
+from ophyd_async.core import StaticFilenameProvider, StaticPathProvider
+from nanostrain.devices import nanoprobe
+paths = StaticPathProvider(StaticFilenameProvider("f"), Path({str(tmp_path)!r}))
+geometry = {{"energy_eV": 12000.0, "distance_m": 0.5, "pixel_m": 55e-6, "center_px": [31.5, 31.5], "two_theta_deg": 12.0}}
+nanoprobe.MerlinPixelDetector("X:", paths, geometry, name="merlin")
+nanoprobe.EigerPixelDetector("Y:", paths, geometry, name="eiger")
+nanoprobe.NanoprobeScanner("Z:", name="stage"); nanoprobe.XrfRoiCounter("W:"); nanoprobe.IonChamber("V:")
+sim = sorted(m for m in sys.modules if m.startswith("nanostrain.sim"))
+sys.exit("imported " + ", ".join(sim) if sim else 0)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("cls, name, driver_type, extra_config", [
+    (MerlinPixelDetector, "merlin", MerlinDriverIO, ()),
+    (EigerPixelDetector, "eiger", EigerDriverIO, ("eiger-driver-trigger_mode",)),
+])
+def test_merlin_and_eiger_are_wired_alike_from_their_suffixes(RE, tmp_path, cls, name, driver_type, extra_config):
+    geometry = nanoprobe_geometry()
+    detector = cls("MOCK:DET:", detector_path_provider(tmp_path), geometry.to_metadata(), name=name,
+                   driver_suffix="CAM:", hdf_suffix="H5:", stats_suffix="ST:")
+    connect_devices({"det": detector}, mock=True)
+    assert isinstance(detector.driver, driver_type)
+    assert "://MOCK:DET:CAM:Acquire" in detector.driver.acquire.source
+    assert "://MOCK:DET:ST:Total_RBV" in detector.stats.total.source
+    assert "://MOCK:DET:H5:FilePath" in detector.hdf.file_path.source
+    assert detector.sxdm_geometry() == geometry
+    configuration = call_in_bluesky_event_loop(detector.read_configuration())
+    assert configuration[f"{detector.name}-geometry-energy_eV"]["value"] == 12000.0
+    assert all(key in configuration for key in extra_config)
 
 
 def test_real_and_simulated_classes_share_signal_names(RE, tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from event_model import DocumentNames, schema_validators
 
+from nanostrain.analysis.sxdm_geometry import SxdmGeometry
 from nanostrain.callbacks.sxdm import SxdmCallback
 from nanostrain.callbacks.sxdm_plots import maps_from_derived_run
 from nanostrain.replay import replay
@@ -52,11 +53,16 @@ def test_raw_run_and_derived_maps_land_in_the_catalog(sxdm_session):
     session, uid = sxdm_session
     raw = session.catalog[uid]
     assert raw.metadata["start"]["technique"] == "sxdm"
+    # the geometry (energy in eV) and the analysis's parameters survive the catalog's JSON
+    recorded = raw.metadata["start"]["sxdm_geometry"]
+    assert SxdmGeometry.from_metadata(recorded) == session.devices["merlin"].sxdm_geometry()
     frames = raw["primary"]["merlin"]
     assert frames.shape[0] == 5 * 6 * 6 and frames.shape[-2:] == (64, 64)
     derived = sxdm_derived(session, uid)
     assert derived.metadata["start"]["derived_from"] == uid
     assert derived.metadata["stop"]["exit_status"] == "success"
+    parameters = dict(derived.metadata["start"]["parameters"])
+    assert SxdmCallback(**parameters).parameters() == parameters
     maps = maps_from_derived_run(derived)
     assert maps["dd_over_d"].shape == (6, 6) and maps["mask"].sum() >= 8
     assert maps["sigma_dd_over_d"] > 3e-4  # the reaction front of SC-NM91 mid-charge

@@ -19,7 +19,7 @@ only some unicast searches, so the tests run one at a time):
       and HDF5 plugin, with the ADMerlin / ADEiger trigger records. Acquire (busy) takes
       NumImages frames; each is `NanoprobeSimulation.frame` of a uniform crystal of d =
       D (A) and rotation theta_xz = T (deg), seen at its Bragg angle, on the default
-      nanoprobe geometry (64 x 64, 12 keV, 0.35 m); Stats1:Total_RBV = its sum.
+      nanoprobe geometry (64 x 64, 12000 eV, 0.35 m); Stats1:Total_RBV = its sum.
 
 Prints ``READY <prefix>`` once serving. Run with EPICS_CAS_INTF_ADDR_LIST=127.0.0.1 and
 clients with EPICS_CA_ADDR_LIST=127.0.0.1, EPICS_CA_AUTO_ADDR_LIST=NO.
@@ -56,7 +56,7 @@ def serve_softioc(prefix: str, flux: float, xrf_rate: float, d_A: float, theta_x
     import ad_ioc
     from softioc import asyncio_dispatcher, builder, softioc
 
-    from nanostrain.analysis.sxdm import bragg_angle
+    from nanostrain.analysis.sxdm_geometry import bragg_angle
     from nanostrain.sim.nanoprobe import NanoprobeSimulation, ProjectedCrystal
 
     builder.SetDeviceName(prefix + "I0")
@@ -78,7 +78,7 @@ def serve_softioc(prefix: str, flux: float, xrf_rate: float, d_A: float, theta_x
     crystal = ProjectedCrystal.from_maps(np.full((3, 3), d_A), 0.0, theta_xz_deg, np.ones((3, 3)), (-1.0, -1.0), 1.0)
     simulation = NanoprobeSimulation(crystal=crystal, drift=lambda theta: (0.0, 0.0), seed=1)
     simulation.point_detector_at(3.0 * d_A)
-    theta_bragg = float(bragg_angle(d_A, simulation.geometry.energy_keV)) - theta_xz_deg
+    theta_bragg = float(bragg_angle(d_A, simulation.geometry.energy_eV)) - theta_xz_deg
     for port, trigger_modes in (("MERLIN", MERLIN_TRIGGER_MODES), ("EIGER", EIGER_TRIGGER_MODES)):
         hdf = ad_ioc.HdfPlugin(f"{prefix}{port}:", simulation.frame_shape)
         stats = StatsPlugin(f"{prefix}{port}:", simulation.frame_shape)

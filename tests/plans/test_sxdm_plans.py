@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop
 
-from nanostrain.analysis.sxdm import bragg_angle
+from nanostrain.analysis.sxdm_geometry import SxdmGeometry, bragg_angle
 from nanostrain.beamline import connect_devices, detector_path_provider
 from nanostrain.devices.nanoprobe import make_sim_nanoprobe
 from nanostrain.plans.sxdm import (
@@ -20,11 +20,11 @@ from nanostrain.plans.sxdm import (
     STEP_OVERHEAD_S,
     estimate_duration_s,
     find_bragg_peak,
-    fit_rocking_curve,
     sxdm_rocking_raster,
     xrf_map,
 )
 from nanostrain.plans.validation import PlanArgumentError
+from nanostrain.schema.start import StartDocumentError
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.nanoprobe import NanoprobeSimulation, ProjectedCrystal, project_particle
 
@@ -96,13 +96,25 @@ def of(docs, name):
         ({"x": (49.6, 50.0), "mode": "fly"}, "soft limits"),  # the run-up leaves the travel
         ({"max_time_s": 1.0}, "would take"),
         ({"roi": (10, 5, 0, 64)}, "roi"),
-        ({"geometry": {"energy_keV": 12.0}}, "SxdmGeometry"),
+        ({"geometry": {"energy_eV": 12000.0}}, "SxdmGeometry"),
     ],
 )
 def test_raster_refuses_bad_arguments_before_any_message(nanoprobe, overrides, match):
     plan = raster(nanoprobe, **overrides)
     with pytest.raises(PlanArgumentError, match=match):
         next(plan)
+
+
+@pytest.mark.parametrize("plan_factory, read_by_analysis", [
+    (lambda d, md: raster(d, md=md), "sxdm_geometry"),
+    (lambda d, md: find_bragg_peak(d["merlin"], d["np_theta"], [6.0, 6.1, 6.2, 6.3], md=md), "image_key"),
+    (lambda d, md: xrf_map(d["np_xrf"], d["np_stage"], (-1, 1), (-1, 1), 0.5, md=md), "xrf_raster"),
+])
+def test_md_may_add_keys_but_not_replace_what_the_analysis_reads(nanoprobe, plan_factory, read_by_analysis):
+    for key in ("technique", read_by_analysis):
+        with pytest.raises(StartDocumentError, match=f"md may not replace.*{key}"):
+            next(plan_factory(nanoprobe, {key: "x"}))
+    assert next(plan_factory(nanoprobe, {"operator": "me"})) is not None  # other keys are the user's
 
 
 def test_raster_needs_a_geometry_from_the_detector_or_the_caller(nanoprobe):
@@ -164,8 +176,10 @@ def test_step_raster_records_frames_positions_and_analysis_metadata(RE, nanoprob
     uid, docs = collect(RE, raster(nanoprobe, progress=lines.append, background=0.1, roi=(8, 56, 8, 56)))
     (start,) = of(docs, "start")
     assert start["uid"] == uid and start["technique"] == "sxdm" and start["image_key"] == "merlin"
-    geometry = asdict(nanoprobe["merlin"].sxdm_geometry())
-    assert start["sxdm_geometry"] == {**geometry, "center_px": list(geometry["center_px"])}
+    geometry = nanoprobe["merlin"].sxdm_geometry()
+    assert start["sxdm_geometry"]["energy_eV"] == geometry.energy_eV == 12000.0
+    assert start["sxdm_geometry"] == {**asdict(geometry), "center_px": list(geometry.center_px)}
+    assert SxdmGeometry.from_metadata(start["sxdm_geometry"]) == geometry  # what the analysis rebuilds
     assert start["sxdm_thetas_deg"] == [6.0, 6.1]
     assert start["sxdm_raster"] == {"shape": [5, 5], "step_um": STEP, "x_um": [-0.2, 0.2], "y_um": [-0.2, 0.2],
                                     "order": ["theta", "y", "x"], "mode": "step"}
@@ -198,20 +212,8 @@ def test_fly_raster_streams_one_datum_per_row_and_restores_the_speed(RE, nanopro
 # --- known answers ------------------------------------------------------------------------------
 
 
-def test_rocking_curve_fit_finds_a_known_gaussian():
-    rng = np.random.default_rng(0)
-    theta = np.linspace(5.5, 6.5, 21)
-    counts = rng.poisson(2000 * np.exp(-0.5 * ((theta - 6.037) / 0.12) ** 2) + 50)
-    fit = fit_rocking_curve(theta, counts)
-    assert fit.centre_deg == pytest.approx(6.037, abs=0.003)
-    assert fit.fwhm_deg == pytest.approx(2.3548 * 0.12, rel=0.03)
-    assert fit.background == pytest.approx(50, abs=15)
-    with pytest.raises(ValueError, match="flat"):
-        fit_rocking_curve(theta, np.full(21, 7.0))
-
-
 def test_find_bragg_peak_moves_the_rotation_to_the_rotated_crystals_peak(RE, nanoprobe):
-    theta_peak = float(bragg_angle(D_A, 12.0)) - THETA_XZ  # a rotation theta_xz shifts the rocking angle
+    theta_peak = float(bragg_angle(D_A, 12000.0)) - THETA_XZ  # a rotation theta_xz shifts the rocking angle
     fit, docs = collect(RE, find_bragg_peak(nanoprobe["merlin"], nanoprobe["np_theta"],
                                             theta_peak + np.linspace(-0.6, 0.6, 13), exposure_s=0.01))
     assert of(docs, "start")[0]["technique"] == "sxdm_rocking_curve"

@@ -18,6 +18,8 @@ from scipy import ndimage
 
 from nanostrain.analysis.sxdm_geometry import SxdmGeometry, detector_lab_q, pixel_of_kf, sample_rotation
 
+__all__ = ["N_SIGMA", "PEAKS_PER_CHUNK", "render_frames"]
+
 N_SIGMA = 5.0
 """Half-width of the rendered region, in peak sigmas (exp(-12.5) ~ 4e-6 of the peak is dropped)."""
 
