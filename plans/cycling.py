@@ -17,7 +17,7 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 
-from ..devices.cycler import CyclerState, CyclerStep
+from ..schema.cycler import CyclerState, CyclerStep
 from .protocols import Protocol, ProtocolStep, gitt as gitt_protocol
 from .validation import PlanArgumentError, require_positive, require_range
 

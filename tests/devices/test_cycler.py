@@ -17,15 +17,8 @@ import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop
 
 from nanostrain.beamline import connect_devices
-from nanostrain.devices.cycler import (
-    CYCLER_PVS,
-    CyclerFaultError,
-    CyclerMode,
-    CyclerState,
-    CyclerStep,
-    EpicsCycler,
-    SimCycler,
-)
+from nanostrain.devices.cycler import CyclerFaultError, EpicsCycler, SimCycler
+from nanostrain.schema.cycler import CYCLER_PVS, CyclerMode, CyclerState, CyclerStep
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.cycler_engine import ACTIVE_MASS_G, CyclerEngine, WallClock
 
