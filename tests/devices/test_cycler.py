@@ -393,3 +393,11 @@ def test_the_pv_table_documents_exactly_the_interface():
     documented = re.findall(r"^\| `\{prefix\}([^`]+)`", (REPO / "docs" / "cycler-pvs.md").read_text(), re.M)
 
     assert sorted(documented) == sorted(pv.suffix for pv in CYCLER_PVS.values())
+
+
+def test_the_engine_publishes_every_readback_record_state_last():
+    readbacks = new_engine().readbacks()
+
+    assert set(readbacks) == {attr for attr, pv in CYCLER_PVS.items() if not pv.writable}
+    assert list(readbacks)[-1] == "state"
+    assert all(isinstance(readbacks[attr], CYCLER_PVS[attr].datatype) for attr in readbacks)
