@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.electrochem import capacity_retention, coulombic_efficiency, cycle_capacities, gitt_diffusion
+from ..schema.start import ELECTROCHEMISTRY, XRD, require_start
 from .derived import AnalysisCallback
 
 
@@ -37,7 +38,7 @@ class ElectrochemistryCallback(AnalysisCallback):
     """
 
     analysis = "electrochemistry"
-    techniques = ("xrd", "electrochemistry")
+    techniques = (XRD, ELECTROCHEMISTRY)
     needs_frames = False
 
     def __init__(self, gitt_radius_um: float = 2.0, **kwargs: Any):
@@ -45,8 +46,10 @@ class ElectrochemistryCallback(AnalysisCallback):
         self.gitt_radius_um = gitt_radius_um
 
     def open_run(self, start: dict[str, Any]) -> None:
-        self.keys = start.get("echem_keys", {})
-        self.mass_g = start.get("active_mass_g")
+        # an XRD run records the electrochemistry keys too: check only those this reads
+        require_start(start, ELECTROCHEMISTRY)
+        self.keys = start["echem_keys"]
+        self.mass_g = start["active_mass_g"]
         self.is_gitt = start.get("plan_name") == "gitt"
         sample = start.get("sample") or {}
         self.radius_um = sample.get("radius_um", self.gitt_radius_um) if isinstance(sample, dict) else self.gitt_radius_um

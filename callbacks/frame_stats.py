@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.frames import frame_statistics
+from ..schema.start import ALIGNMENT
 from .derived import AnalysisCallback
 
 
@@ -22,7 +23,7 @@ class FrameStatisticsCallback(AnalysisCallback):
 
     analysis = "frame_statistics"
     #: the quick look of alignment scans; technique runs have their own analyses
-    techniques = ("alignment",)
+    techniques = (ALIGNMENT,)
 
     def __init__(self, image_key: str | None = None, background: float | None = None, **kwargs: Any):
         super().__init__(image_key=image_key, **kwargs)

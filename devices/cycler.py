@@ -16,10 +16,13 @@ Both are a `Cycler`: the same signals under the same names, the same ``set(step)
   ``stop(success=True)``). Watchers see the potential against the voltage limit, or the
   step time against the duration.
 
-`EpicsCycler` talks to the Channel Access interface `CYCLER_PVS` (documented in
-docs/cycler-pvs.md; served for tests by tests/iocs/cycler_ioc.py). `SimCycler` drives a
-`nanostrain.sim.cycler_engine.CyclerEngine` from a background task, ``time_scale``
-simulated seconds per wall second (default 3600: one wall second is one simulated hour).
+`EpicsCycler` talks to the Channel Access interface `nanostrain.schema.cycler.CYCLER_PVS`
+(documented in docs/cycler-pvs.md; served for tests by tests/iocs/cycler_ioc.py).
+`SimCycler` drives a `nanostrain.sim.cycler_engine.CyclerEngine` from a background task,
+``time_scale`` simulated seconds per wall second (default 3600: one wall second is one
+simulated hour). Modes, states and steps are the neutral `nanostrain.schema.cycler`
+types; importing this module (and using `EpicsCycler`) loads nothing of
+`nanostrain.sim`: only a connected `SimCycler` imports the simulator's clock.
 """
 
 from __future__ import annotations
@@ -27,10 +30,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from abc import abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bluesky.protocols import Checkable, Movable, Stoppable
 from ophyd_async.core import (
@@ -50,100 +51,12 @@ from ophyd_async.core import (
 )
 from ophyd_async.epics.core import epics_signal_r, epics_signal_rw, epics_triggerable_command
 
-from nanostrain.sim.cycler_engine import CyclerEngine, CyclerMode, CyclerState, CyclerStep, WallClock
+from nanostrain.schema.cycler import CYCLER_PVS, CyclerMode, CyclerState, CyclerStep
 
-__all__ = [
-    "CYCLER_PVS",
-    "Cycler",
-    "CyclerFaultError",
-    "CyclerMode",
-    "CyclerPv",
-    "CyclerState",
-    "CyclerStep",
-    "EpicsCycler",
-    "SimCycler",
-    "engine_readbacks",
-]
+if TYPE_CHECKING:  # the simulator is imported only where a twin runs (`SimCycler.connect`)
+    from nanostrain.sim.cycler_engine import CyclerEngine, WallClock
 
-
-@dataclass(frozen=True)
-class CyclerPv:
-    """One record of the cycler's Channel Access interface, ``<prefix><suffix>``.
-
-    datatype: value type (float, int, bool, str or an enum of the record's choices);
-    initial: value at IOC start (and of the soft twin); units, precision: EGU and PREC
-    of numeric records; writable: an output record (setpoint or command).
-    """
-
-    suffix: str
-    datatype: type
-    initial: Any
-    units: str | None = None
-    precision: int | None = None
-    writable: bool = False
-    description: str = ""
-
-
-#: The PV interface, by device attribute name (docs/cycler-pvs.md is its table).
-CYCLER_PVS: Mapping[str, CyclerPv] = MappingProxyType({
-    # setpoints of the next step and the commands
-    "mode": CyclerPv("Mode", CyclerMode, CyclerMode.REST, writable=True, description="mode of the next step"),
-    "current_setpoint": CyclerPv(
-        "Current-SP", float, 0.0, "mA", 4, writable=True,
-        description="current magnitude of the next step (>= 0; the mode sets the sign)"),
-    "voltage_max": CyclerPv(
-        "VoltageMax-SP", float, 4.5, "V", 4, writable=True,
-        description="upper voltage limit (ends a charge), 2.0-4.8 V"),
-    "voltage_min": CyclerPv(
-        "VoltageMin-SP", float, 2.7, "V", 4, writable=True,
-        description="lower voltage limit (ends a discharge), 2.0-4.8 V"),
-    "duration": CyclerPv(
-        "Duration-SP", float, 0.0, "s", 1, writable=True,
-        description="step duration, 0 = until the voltage limit (required for REST/OCV)"),
-    "start_step": CyclerPv(
-        "Start", bool, False, writable=True,
-        description="busy: a put of 1 starts a step from the setpoints and, put with callback, "
-                    "completes when the step ends; reads 1 while it runs"),
-    "stop_step": CyclerPv("Stop", bool, False, writable=True, description="a put of 1 stops the running step"),
-    # readbacks
-    "potential": CyclerPv("Potential-RB", float, 0.0, "V", 4, description="cell potential vs Li/Li+"),
-    "current": CyclerPv("Current-RB", float, 0.0, "mA", 4, description="current, + charge, - discharge"),
-    "step_capacity": CyclerPv(
-        "StepCapacity-RB", float, 0.0, "mAh", 6,
-        description="charge passed in the running (or last) step, + charge"),
-    "total_charge": CyclerPv(
-        "TotalCharge-RB", float, 0.0, "mAh", 6,
-        description="net charge passed since the channel started, + charge"),
-    "step_time": CyclerPv(
-        "StepTime-RB", float, 0.0, "s", 1,
-        description="time since the running step started (the last step's duration once it ended)"),
-    "step_index": CyclerPv("Step-RB", int, 0, "", description="steps started so far"),
-    "cycle_index": CyclerPv(
-        "Cycle-RB", int, 0, "", description="cycle number, from 0; + 1 on each charge after a discharge"),
-    "state": CyclerPv("State-RB", CyclerState, CyclerState.IDLE, description="channel state"),
-    "current_limit": CyclerPv(
-        "CurrentMax-RB", float, 0.0, "mA", 4, description="safety maximum of the current"),
-    "message": CyclerPv(
-        "Message-RB", str, "", description="what the channel does, how the last step ended, or why it faulted"),
-})
-
-
-def engine_readbacks(engine: CyclerEngine) -> dict[str, Any]:
-    """The readback values of a channel run by ``engine``, by attribute name (`CYCLER_PVS`
-    keys); ``state`` comes last, so a publisher that follows this order updates the
-    values before the state that announces them."""
-    return {
-        "potential": engine.potential_V,
-        "current": engine.current_mA,
-        "step_capacity": engine.step_capacity_mAh,
-        "total_charge": engine.total_charge_mAh,
-        "step_time": engine.step_time_s,
-        "step_index": engine.step_index,
-        "cycle_index": engine.cycle_index,
-        "current_limit": engine.max_current_mA,
-        "message": engine.message,
-        "state": engine.state,
-    }
+__all__ = ["Cycler", "CyclerFaultError", "EpicsCycler", "SimCycler"]
 
 
 class CyclerFaultError(RuntimeError):
@@ -347,11 +260,13 @@ class SimCycler(Cycler):
         """Connect the soft signals and start the simulated clock (not in mock mode)."""
         await super().connect(mock=mock, timeout=timeout, force_reconnect=force_reconnect)
         if not mock and (self._clock_task is None or self._clock_task.done()):
+            from nanostrain.sim.cycler_engine import WallClock
+
             clock = WallClock(self.engine)
             self._clock_task = asyncio.create_task(_run_clock(weakref.ref(self), clock, self.update_period_s))
 
     def _publish(self) -> None:
-        for attr, value in engine_readbacks(self.engine).items():
+        for attr, value in self.engine.readbacks().items():
             self._signals.setters[attr](value)
 
     async def _run_step(self) -> None:

@@ -8,6 +8,7 @@ import bluesky.plan_stubs as bps
 import bluesky.plans as bp
 import numpy as np
 
+from ..schema.start import ALIGNMENT, start_metadata
 from .validation import require_count, require_positive, require_within_limits
 
 
@@ -26,8 +27,10 @@ def alignment_scan(
     """Step ``stage`` from ``start_mm`` to ``stop_mm`` in ``num`` points, one ``cam``
     frame (``exposure_s`` seconds) and one ``monitor`` reading per point.
 
-    The run's start document records ``technique="alignment"`` and ``image_key`` (the
-    camera's frame data key), which the live frame-statistics analysis uses.
+    The run's start document follows the alignment contract of `nanostrain.schema.start`
+    (``technique="alignment"``, ``plan_name="alignment_scan"``, ``image_key``: the camera's
+    frame data key, which the live frame-statistics analysis uses); ``md`` may add keys,
+    not replace those.
     Raises PlanArgumentError before anything moves if a position is outside
     ``limits_mm`` or the counts/exposure are not sensible.
     """
@@ -35,12 +38,7 @@ def alignment_scan(
     require_positive("exposure_s", exposure_s)
     require_within_limits("stage", list(np.linspace(start_mm, stop_mm, num)), limits_mm, "mm")
     detectors = [cam] + ([monitor] if monitor is not None else [])
-    metadata = {
-        "technique": "alignment",
-        "image_key": cam.name,
-        "exposure_s": exposure_s,
-        **(md or {}),
-    }
+    metadata = start_metadata(ALIGNMENT, "alignment_scan", md, image_key=cam.name, exposure_s=exposure_s)
     from ophyd_async.core import TriggerInfo
 
     yield from bps.prepare(cam, TriggerInfo(livetime=exposure_s), wait=True)

@@ -17,7 +17,8 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 
-from ..devices.cycler import CyclerState, CyclerStep
+from ..schema.cycler import CyclerState, CyclerStep
+from ..schema.start import ELECTROCHEMISTRY, XRD, start_metadata
 from .protocols import Protocol, ProtocolStep, gitt as gitt_protocol
 from .validation import PlanArgumentError, require_positive, require_range
 
@@ -133,6 +134,8 @@ def operando_xrd(
     exposure_s: detector exposure (s). monitor, min_flux: skip frames while the monitor
     reads below ``min_flux`` (beam off); cycling and echem recording go on.
     poll_s: wall-clock seconds between echem readings.
+    md: extra start metadata; it may not replace what the contract
+    (`nanostrain.schema.start`) records for the live analyses.
     All arguments are checked before the cycler is touched.
     """
     _validate(protocol, active_mass_g, poll_s)
@@ -143,19 +146,17 @@ def operando_xrd(
             raise PlanArgumentError("No detector geometry: pass geometry=ai.get_config() (from the PONI calibration).")
         geometry = detector.geometry_config()
     readers = [detector, cycler] + ([monitor] if monitor is not None else [])
-    metadata = {
-        "technique": "xrd",
-        "plan_name": "operando_xrd",
-        "image_key": detector.name,
-        "xrd_geometry": geometry,
-        "active_mass_g": active_mass_g,
-        "protocol": _protocol_md(protocol),
-        "cadence": vars(cadence),
-        "exposure_s": exposure_s,
-        "echem_keys": echem_keys(cycler),
+    metadata = start_metadata(
+        XRD, "operando_xrd", md,
+        image_key=detector.name,
+        xrd_geometry=geometry,
+        active_mass_g=active_mass_g,
+        echem_keys=echem_keys(cycler),
+        protocol=_protocol_md(protocol),
+        cadence=vars(cadence),
+        exposure_s=exposure_s,
         **({"sample": sample} if sample else {}),
-        **(md or {}),
-    }
+    )
     state = {"next": 0.0, "step": -1, "frames": 0, "skipped": 0}
 
     def take_frame(index: int, step: ProtocolStep | None):
@@ -201,18 +202,17 @@ def gitt(
 ):
     """Galvanostatic intermittent titration (SCIENCE.md eq. 2): pulses and rests
     (default `protocols.gitt()`: 20 min at 20 mA/g, 140 min rest, 2.8-4.5 V) until a pulse
-    reaches the voltage limit; the ``echem`` stream holds the transient for the analysis."""
+    reaches the voltage limit; the ``echem`` stream holds the transient for the analysis.
+    The start document follows the electrochemistry contract of `nanostrain.schema.start`."""
     protocol = gitt_protocol() if protocol is None else protocol
     _validate(protocol, active_mass_g, poll_s)
-    metadata = {
-        "technique": "electrochemistry",
-        "plan_name": "gitt",
-        "active_mass_g": active_mass_g,
-        "protocol": _protocol_md(protocol),
-        "echem_keys": echem_keys(cycler),
+    metadata = start_metadata(
+        ELECTROCHEMISTRY, "gitt", md,
+        active_mass_g=active_mass_g,
+        echem_keys=echem_keys(cycler),
+        protocol=_protocol_md(protocol),
         **({"sample": sample} if sample else {}),
-        **(md or {}),
-    }
+    )
 
     def no_frames(index, step):
         return

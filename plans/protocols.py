@@ -11,19 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..schema.cycler import MAX_RATE_MA_G, VOLTAGE_WINDOW_V
 from .validation import PlanArgumentError, require_count, require_positive, require_range
 
 Mode = Literal["CC_CHARGE", "CC_DISCHARGE", "REST"]
 
-#: The cycler's safe window and the highest specific current plans accept (~5C).
-VOLTAGE_LIMITS_V = (2.0, 4.8)
-MAX_RATE_MA_G = 1400.0
-
 
 @dataclass(frozen=True)
 class ProtocolStep:
-    """One cycler step: ``mode``, specific current ``rate_mA_g`` (>= 0; 0 for REST),
-    voltage window ``v_min``..``v_max`` (V) that ends a CC step, ``duration_s`` (0 = until
+    """One cycler step: ``mode``, specific current ``rate_mA_g`` (>= 0; 0 for REST; at most
+    the cell's safety maximum `MAX_RATE_MA_G`), voltage window ``v_min``..``v_max`` (V,
+    inside the cell's safe `VOLTAGE_WINDOW_V`) that ends a CC step, ``duration_s`` (0 = until
     the voltage limit; required for REST), ``label`` for the record (e.g. "formation 1")."""
 
     mode: Mode
@@ -36,8 +34,8 @@ class ProtocolStep:
     def __post_init__(self) -> None:
         if self.mode not in ("CC_CHARGE", "CC_DISCHARGE", "REST"):
             raise PlanArgumentError(f"mode must be CC_CHARGE, CC_DISCHARGE or REST, got {self.mode!r}.")
-        require_range("v_min", self.v_min, *VOLTAGE_LIMITS_V, unit="V")
-        require_range("v_max", self.v_max, *VOLTAGE_LIMITS_V, unit="V")
+        require_range("v_min", self.v_min, *VOLTAGE_WINDOW_V, unit="V")
+        require_range("v_max", self.v_max, *VOLTAGE_WINDOW_V, unit="V")
         if self.v_min >= self.v_max:
             raise PlanArgumentError(f"v_min ({self.v_min} V) must be below v_max ({self.v_max} V).")
         if self.mode == "REST":

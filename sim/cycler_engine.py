@@ -30,112 +30,26 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
-from ophyd_async.core import StrictEnum
-
+from nanostrain.schema.cycler import (
+    CONSTANT_CURRENT_MODES,
+    MAX_RATE_MA_G,
+    CyclerMode,
+    CyclerState,
+    CyclerStep,
+)
 from nanostrain.sim.cathode import CathodeParticle
 
-__all__ = [
-    "ACTIVE_MASS_G",
-    "MAX_RATE_MA_G",
-    "VOLTAGE_WINDOW_V",
-    "CyclerEngine",
-    "CyclerMode",
-    "CyclerState",
-    "CyclerStep",
-    "WallClock",
-]
+__all__ = ["ACTIVE_MASS_G", "CyclerEngine", "WallClock"]
 
 ACTIVE_MASS_G = 4e-3 * 1.54
 """Active mass of the reference coin cell: 4 mg/cm2 on a 14 mm disc (1.54 cm2), g."""
-
-VOLTAGE_WINDOW_V = (2.0, 4.8)
-"""Safe window of the cell, V vs Li/Li+: every voltage limit must lie inside it."""
-
-MAX_RATE_MA_G = 1400.0
-"""Safety maximum of the specific current, mA/g (~5C for ~275 mAh/g)."""
 
 SECONDS_PER_HOUR = 3600.0
 
 EMPTY_LI_FRACTION = 1e-9
 """Li fraction (of the mean, to 0 or from 1) below which the cathode counts as empty/full."""
-
-
-class CyclerMode(StrictEnum):
-    """What a step does (the ``Mode`` record's choices, in this order)."""
-
-    REST = "REST"
-    CC_CHARGE = "CC_CHARGE"
-    CC_DISCHARGE = "CC_DISCHARGE"
-    OCV = "OCV"
-
-
-class CyclerState(StrictEnum):
-    """What the channel is doing, or how its last step ended (``State-RB`` choices)."""
-
-    IDLE = "IDLE"
-    """No step has run yet, or the last one was stopped."""
-    RUNNING = "RUNNING"
-    LIMIT_REACHED = "LIMIT_REACHED"
-    """The last CC step ended on its voltage limit."""
-    TIME_REACHED = "TIME_REACHED"
-    """The last step ran for its duration."""
-    FAULT = "FAULT"
-    """A command was refused or the channel failed; `CyclerEngine.message` says why."""
-
-
-_CONSTANT_CURRENT = (CyclerMode.CC_CHARGE, CyclerMode.CC_DISCHARGE)
-
-
-@dataclass(frozen=True)
-class CyclerStep:
-    """One step of a cycler channel (validated on construction, ValueError if bad).
-
-    mode: a `CyclerMode` (or its name). current_mA: current magnitude, mA (> 0 for the CC
-    modes, 0 for REST/OCV; the mode sets the sign). v_min, v_max: voltage limits, V,
-    inside `VOLTAGE_WINDOW_V`; a CC step ends on the limit in its direction.
-    duration_s: step duration, s (0 = until the voltage limit; required for REST/OCV).
-    """
-
-    mode: CyclerMode
-    current_mA: float = 0.0
-    v_min: float = 2.7
-    v_max: float = 4.5
-    duration_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in CyclerMode.__members__:
-            raise ValueError(f"mode must be one of {list(CyclerMode.__members__)}, got {self.mode!r}")
-        object.__setattr__(self, "mode", CyclerMode(self.mode))
-        for field in ("current_mA", "v_min", "v_max", "duration_s"):
-            if not math.isfinite(getattr(self, field)):
-                raise ValueError(f"{field} must be a finite number, got {getattr(self, field)}")
-        if self.current_mA < 0.0:
-            raise ValueError(
-                f"current_mA is a magnitude (>= 0; the mode sets the direction), got {self.current_mA}"
-            )
-        low, high = VOLTAGE_WINDOW_V
-        for field in ("v_min", "v_max"):
-            if not low <= getattr(self, field) <= high:
-                raise ValueError(f"{field} = {getattr(self, field)} V is outside the cell's safe window {low}-{high} V")
-        if self.v_min >= self.v_max:
-            raise ValueError(f"v_min ({self.v_min} V) must be below v_max ({self.v_max} V)")
-        if self.duration_s < 0.0:
-            raise ValueError(f"duration_s must be >= 0 (0 = until the voltage limit), got {self.duration_s}")
-        if self.mode in _CONSTANT_CURRENT and self.current_mA == 0.0:
-            raise ValueError(f"a {self.mode.value} step needs a current > 0 mA")
-        if self.mode not in _CONSTANT_CURRENT:
-            if self.current_mA != 0.0:
-                raise ValueError(f"a {self.mode.value} step carries no current, got {self.current_mA} mA")
-            if self.duration_s == 0.0:
-                raise ValueError(f"a {self.mode.value} step needs a duration_s > 0")
-
-    @property
-    def signed_current_mA(self) -> float:
-        """The current the step drives, mA: +I on charge, -I on discharge, 0 at rest."""
-        sign = {CyclerMode.CC_CHARGE: 1.0, CyclerMode.CC_DISCHARGE: -1.0}.get(self.mode, 0.0)
-        return sign * self.current_mA
 
 
 class CyclerEngine:
@@ -203,7 +117,7 @@ class CyclerEngine:
         self._end_step()
         if step.mode is CyclerMode.CC_CHARGE and self._last_cc_mode is CyclerMode.CC_DISCHARGE:
             self._cycle_index += 1
-        if step.mode in _CONSTANT_CURRENT:
+        if step.mode in CONSTANT_CURRENT_MODES:
             self._last_cc_mode = step.mode
         self._step = step
         self._step_index += 1
@@ -383,6 +297,23 @@ class CyclerEngine:
     def cycle_index(self) -> int:
         """Cycle number: starts at 0 and increases on each charge step after a discharge."""
         return self._cycle_index
+
+    def readbacks(self) -> dict[str, Any]:
+        """The channel's readback values by device attribute name (the read-only keys of
+        `nanostrain.schema.cycler.CYCLER_PVS`); ``state`` comes last, so a publisher that
+        follows this order updates the values before the state that announces them."""
+        return {
+            "potential": self.potential_V,
+            "current": self.current_mA,
+            "step_capacity": self.step_capacity_mAh,
+            "total_charge": self.total_charge_mAh,
+            "step_time": self.step_time_s,
+            "step_index": self.step_index,
+            "cycle_index": self.cycle_index,
+            "current_limit": self.max_current_mA,
+            "message": self.message,
+            "state": self.state,
+        }
 
 
 class WallClock:

@@ -45,3 +45,22 @@ def test_rate_test_visits_each_rate():
 def test_bad_steps_are_refused_with_a_clear_message(kwargs, message):
     with pytest.raises(PlanArgumentError, match=message):
         ProtocolStep(**kwargs)
+
+
+def test_the_plans_accept_exactly_what_the_cycler_accepts():
+    from nanostrain.plans.cycling import cycler_step
+    from nanostrain.schema.cycler import MAX_RATE_MA_G, VOLTAGE_WINDOW_V, CyclerMode
+    from nanostrain.sim.cathode import CathodeParticle
+    from nanostrain.sim.cycler_engine import ACTIVE_MASS_G, CyclerEngine
+
+    low, high = VOLTAGE_WINDOW_V
+    edge = ProtocolStep("CC_CHARGE", MAX_RATE_MA_G, low, high)  # every limit at its edge
+    engine = CyclerEngine(CathodeParticle("NC91", "PC"), ACTIVE_MASS_G)
+
+    engine.start(cycler_step(edge, ACTIVE_MASS_G))  # the channel refuses nothing the plan accepts
+
+    assert engine.state == "RUNNING"
+    assert {"CC_CHARGE", "CC_DISCHARGE", "REST"} <= set(CyclerMode.__members__)
+    for beyond in ({"rate_mA_g": MAX_RATE_MA_G * 1.001}, {"v_min": low - 0.01}, {"v_max": high + 0.01}):
+        with pytest.raises(PlanArgumentError):
+            ProtocolStep(**{"mode": "CC_CHARGE", "rate_mA_g": 100.0, **beyond})

@@ -17,15 +17,8 @@ import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop
 
 from nanostrain.beamline import connect_devices
-from nanostrain.devices.cycler import (
-    CYCLER_PVS,
-    CyclerFaultError,
-    CyclerMode,
-    CyclerState,
-    CyclerStep,
-    EpicsCycler,
-    SimCycler,
-)
+from nanostrain.devices.cycler import CyclerFaultError, EpicsCycler, SimCycler
+from nanostrain.schema.cycler import CYCLER_PVS, CyclerMode, CyclerState, CyclerStep
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.cycler_engine import ACTIVE_MASS_G, CyclerEngine, WallClock
 
@@ -400,3 +393,11 @@ def test_the_pv_table_documents_exactly_the_interface():
     documented = re.findall(r"^\| `\{prefix\}([^`]+)`", (REPO / "docs" / "cycler-pvs.md").read_text(), re.M)
 
     assert sorted(documented) == sorted(pv.suffix for pv in CYCLER_PVS.values())
+
+
+def test_the_engine_publishes_every_readback_record_state_last():
+    readbacks = new_engine().readbacks()
+
+    assert set(readbacks) == {attr for attr, pv in CYCLER_PVS.items() if not pv.writable}
+    assert list(readbacks)[-1] == "state"
+    assert all(isinstance(readbacks[attr], CYCLER_PVS[attr].datatype) for attr in readbacks)

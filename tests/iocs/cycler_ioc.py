@@ -1,7 +1,7 @@
 """A soft cycler IOC: one channel of `nanostrain.sim.cycler_engine.CyclerEngine`, driving a
 simulated coin cell, served over Channel Access by pythonSoftIOC.
 
-It serves exactly the records of `nanostrain.devices.cycler.CYCLER_PVS` under
+It serves exactly the records of `nanostrain.schema.cycler.CYCLER_PVS` under
 ``--prefix`` (docs/cycler-pvs.md), with their units and precision, and behaves as
 `EpicsCycler` expects:
 
@@ -28,9 +28,9 @@ from typing import Any
 
 from softioc import asyncio_dispatcher, builder, softioc
 
-from nanostrain.devices.cycler import CYCLER_PVS, CyclerPv, engine_readbacks
+from nanostrain.schema.cycler import CYCLER_PVS, CyclerMode, CyclerPv, CyclerState
 from nanostrain.sim.cathode import CathodeParticle
-from nanostrain.sim.cycler_engine import ACTIVE_MASS_G, CyclerEngine, CyclerMode, CyclerState, WallClock
+from nanostrain.sim.cycler_engine import ACTIVE_MASS_G, CyclerEngine, WallClock
 
 MESSAGE_LENGTH = 256
 """Characters of Message-RB (a long string: a char waveform)."""
@@ -82,7 +82,7 @@ class CyclerIoc:
 
     def publish(self) -> None:
         """Write the engine's readbacks that changed into their records (state last)."""
-        for attr, value in engine_readbacks(self.engine).items():
+        for attr, value in self.engine.readbacks().items():
             if self._published.get(attr) != value:
                 self.records[attr].set(record_value(value))
                 self._published[attr] = value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nanostrain.devices.cycler import CyclerStep
+from nanostrain.schema.cycler import CyclerStep
 from nanostrain.plans.cycling import cycler_step, gitt, operando_xrd
 from nanostrain.plans.protocols import ProtocolStep, galvanostatic
 from nanostrain.plans.validation import PlanArgumentError
