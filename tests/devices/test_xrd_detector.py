@@ -14,6 +14,7 @@ import asyncio
 import json
 import math
 import secrets
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -60,6 +61,20 @@ def c_from_frame(geometry, frame) -> float:
     """c = 3 d(003) from the integrated frame (A)."""
     q, intensity = Integrator(geometry, npt=500, q_range=(1.0, 2.0))(frame)
     return 3 * fit_reflection(q, intensity, (1.22, 1.46)).d[0]
+
+
+def test_the_real_detector_module_does_not_import_the_simulator():
+    """Importing devices/xrd (and building the real class) loads no nanostrain.sim module."""
+    code = (
+        "import sys;"
+        "from nanostrain.devices.xrd import PerkinElmerDetector;"
+        "from ophyd_async.core import StaticPathProvider, StaticFilenameProvider;"
+        "PerkinElmerDetector('XF:TEST:', StaticPathProvider(StaticFilenameProvider('f'), '/tmp'), name='xrd');"
+        "loaded = [m for m in sys.modules if m.startswith('nanostrain.sim')];"
+        "sys.exit(str(loaded) if loaded else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 # --------------------------------------------------------------------------------------
