@@ -222,8 +222,6 @@ def perkinelmer_geometry(
     if distance_m <= 0 or wavelength_A <= 0:
         raise ValueError(f"distance_m and wavelength_A must be positive, got {distance_m}, {wavelength_A}")
     detector = detector_factory("Perkin")
-    if tuple(detector.shape) != PERKINELMER_SHAPE or detector.pixel1 != PERKINELMER_PIXEL_M:
-        raise RuntimeError(f"pyFAI 'Perkin' detector is not 2048x2048 x 200 um: {detector}")
     detector.binning = tuple(b * binning for b in detector.binning)  # 'Perkin' is 100 um pixels binned 2x2
     pixel_m = PERKINELMER_PIXEL_M * binning
     shape = (PERKINELMER_SHAPE[0] // binning, PERKINELMER_SHAPE[1] // binning)

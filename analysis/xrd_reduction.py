@@ -27,7 +27,7 @@ Units (DESIGN.md): Q in 1/A, lengths in A, angles in degrees, wavelength in A.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from pyFAI.geometry import Geometry
@@ -144,7 +144,7 @@ class XrdFrame:
 
     def scalars(self) -> dict[str, float | int]:
         """Every field but ``intensity``, in declaration order."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "intensity"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "intensity"}
 
 
 class XrdReducer:

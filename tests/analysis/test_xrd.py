@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from pyFAI.detectors import detector_factory
+from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 from nanostrain.analysis import units, xrd
 
@@ -268,6 +270,12 @@ def test_integrator_integrates_a_stack_like_single_frames(integrator, frame, int
     _, stacked = integrator(np.stack([frame, 2 * frame]))
     assert stacked.shape == (2, NPT)
     np.testing.assert_allclose(stacked, [integrated[1], 2 * integrated[1]], rtol=1e-6)
+
+
+def test_integrator_needs_a_wavelength():
+    ai = AzimuthalIntegrator(dist=1.0, detector=detector_factory("Perkin"))  # no wavelength
+    with pytest.raises(ValueError, match="wavelength"):
+        xrd.Integrator(ai, npt=100)
 
 
 def test_integrator_rejects_a_frame_of_the_wrong_shape(integrator):
