@@ -15,10 +15,12 @@ Relations used throughout::
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from io import StringIO
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -29,6 +31,7 @@ from numpy.polynomial import chebyshev
 from pyFAI.detectors import detector_factory
 from pyFAI.geometry import Geometry
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+from pyFAI.io.ponifile import PoniFile
 from scipy.optimize import least_squares
 from scipy.signal import find_peaks
 from scipy.special import erf
@@ -200,38 +203,62 @@ def williamson_hall(
 # Geometry and azimuthal integration
 # --------------------------------------------------------------------------------------
 def perkinelmer_geometry(
-    distance_m: float,
-    wavelength_A: float,
+    distance_m: float = 1.5,
+    wavelength_A: float = 0.1665,
+    binning: int = 1,
     center_px: tuple[float, float] | None = None,
 ) -> AzimuthalIntegrator:
-    """pyFAI geometry of a PerkinElmer 2048 x 2048, 200 um flat panel normal to the beam.
+    """pyFAI geometry of a PerkinElmer XRD 1621 flat panel (2048 x 2048 pixels of 200 um)
+    normal to the beam (no tilt), read out with ``binning`` x ``binning`` binning (e.g. 4:
+    512 x 512 pixels of 800 um).
 
-    distance_m: sample-detector distance (m); wavelength_A: angstrom; center_px: direct
-    beam (row, column) in pixel coordinates, pyFAI convention (pixel i spans [i, i+1)),
-    default the middle of the panel (1024, 1024). No tilt.
+    distance_m: sample-detector distance (m; default 1.5 m, 11-ID-C); wavelength_A:
+    angstrom (default 0.1665 A, 11-ID-C); center_px: direct beam (row, column) in binned
+    pixel coordinates, pyFAI convention (pixel i spans [i, i+1)), default the middle of
+    the panel: PONI = center_px x binned pixel size.
     """
+    if binning < 1 or PERKINELMER_SHAPE[0] % binning:
+        raise ValueError(f"binning must be a positive divisor of {PERKINELMER_SHAPE[0]}, got {binning}")
+    if distance_m <= 0 or wavelength_A <= 0:
+        raise ValueError(f"distance_m and wavelength_A must be positive, got {distance_m}, {wavelength_A}")
     detector = detector_factory("Perkin")
-    if detector.shape != PERKINELMER_SHAPE or detector.pixel1 != PERKINELMER_PIXEL_M:
-        raise RuntimeError(f"pyFAI 'Perkin' detector is not 2048x2048 x 200 um: {detector}")
-    row, col = center_px if center_px is not None else (PERKINELMER_SHAPE[0] / 2, PERKINELMER_SHAPE[1] / 2)
+    detector.binning = tuple(b * binning for b in detector.binning)  # 'Perkin' is 100 um pixels binned 2x2
+    pixel_m = PERKINELMER_PIXEL_M * binning
+    shape = (PERKINELMER_SHAPE[0] // binning, PERKINELMER_SHAPE[1] // binning)
+    if tuple(detector.shape) != shape or not math.isclose(detector.pixel1, pixel_m):
+        raise RuntimeError(f"pyFAI 'Perkin' binned {binning}x is not {shape} x {pixel_m} m: {detector}")
+    row, col = center_px if center_px is not None else (shape[0] / 2, shape[1] / 2)
     return AzimuthalIntegrator(
         dist=distance_m,
-        poni1=row * PERKINELMER_PIXEL_M,
-        poni2=col * PERKINELMER_PIXEL_M,
+        poni1=row * pixel_m,
+        poni2=col * pixel_m,
         detector=detector,
         wavelength=wavelength_A * M_PER_A,
     )
 
 
+def geometry_config(geometry: Geometry) -> dict:
+    """pyFAI's geometry config (``Geometry.get_config()``) as plain JSON types: what
+    detectors record, runs carry as ``xrd_geometry`` and `pyfai_geometry` reads back."""
+    return json.loads(json.dumps(geometry.get_config()))
+
+
 def pyfai_geometry(config: dict | str) -> Geometry:
     """A pyFAI geometry from a pyFAI config (dict, or its JSON text), as runs record it
     in their start document (``xrd_geometry``)."""
-    import json
-
     return pyFAI.load(json.loads(config) if isinstance(config, str) else dict(config))
 
 
-def _as_geometry(poni: str | os.PathLike | Geometry) -> Geometry:
+def poni_text(geometry: Geometry) -> str:
+    """The PONI file text of a geometry (pyFAI's format, version 2.1); write it with
+    ``Path.write_text``: pyFAI's own ``Geometry.save`` appends to an existing file."""
+    buffer = StringIO()
+    PoniFile(geometry).write(buffer)
+    return buffer.getvalue()
+
+
+def load_geometry(poni: str | os.PathLike | Geometry) -> Geometry:
+    """A pyFAI geometry as given, or read from a PONI file path."""
     if isinstance(poni, Geometry):
         return poni
     if isinstance(poni, (str, os.PathLike)):
@@ -244,7 +271,7 @@ def pixel_q(poni: str | os.PathLike | Geometry) -> np.ndarray:
 
     Use it to render a simulated frame from a 1D pattern: ``np.interp(pixel_q(ai), q, I)``.
     """
-    return _as_geometry(poni).qArray() / INV_NM_PER_INV_A
+    return load_geometry(poni).qArray() / INV_NM_PER_INV_A
 
 
 class Integrator:
@@ -290,8 +317,12 @@ class Integrator:
         mask: np.ndarray | None = None,
         polarization_factor: float | None = None,
     ) -> None:
-        geometry = _as_geometry(poni)
+        geometry = load_geometry(poni)
+        if geometry.wavelength is None:
+            raise ValueError("The geometry has no wavelength: Q needs one.")
         self.shape: tuple[int, int] = tuple(geometry.detector.shape)
+        #: wavelength of the geometry, A
+        self.wavelength_A = geometry.wavelength / M_PER_A
         q_pix = pixel_q(geometry).ravel()
         correction = geometry.solidAngleArray()
         if polarization_factor is not None:

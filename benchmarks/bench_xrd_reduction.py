@@ -46,7 +46,7 @@ def subpixel_q(distance_m: float, wavelength_A: float) -> list[np.ndarray]:
     centre = xrd.PERKINELMER_SHAPE[0] / 2
     shifts = [(dy, dx) for dy in (-0.25, 0.25) for dx in (-0.25, 0.25)]
     return [
-        xrd.pixel_q(xrd.perkinelmer_geometry(distance_m, wavelength_A, (centre - dy, centre - dx)))
+        xrd.pixel_q(xrd.perkinelmer_geometry(distance_m, wavelength_A, center_px=(centre - dy, centre - dx)))
         .astype(np.float32)
         for dy, dx in shifts
     ]

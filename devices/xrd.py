@@ -16,7 +16,9 @@ signals so that every descriptor holds it and the analysis needs nothing but the
 the generic ophyd-async areaDetector pieces (ADBaseIO, `ADAcquireLogic`, HDF writer)
 plus the PerkinElmer records it uses (trigger modes, sync mode, offset/dark frames).
 `SimXrdDetector` is a `SimAreaDetector` whose frames `sim.powder.PowderRenderer` draws
-from the state of a shared `CathodeParticle` at the moment each frame is taken.
+from the state of a shared `CathodeParticle` at the moment each frame is taken; it imports
+the simulator (`nanostrain.sim`) in its constructor, so importing this module, or using
+the real detector, does not.
 """
 
 from __future__ import annotations
@@ -27,11 +29,10 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
 from typing import Annotated as A
-from typing import Literal, Protocol
 
 import numpy as np
-import pyFAI
 from ophyd_async.core import (
     AsyncStatus,
     DetectorTriggerLogic,
@@ -57,11 +58,14 @@ from ophyd_async.epics.adcore import (
 from ophyd_async.epics.core import EpicsOptions, PvSuffix, wait_for_good_state
 from pyFAI.geometry import Geometry
 
-from nanostrain.analysis.xrd import PERKINELMER_SHAPE
-from nanostrain.sim.cathode import CathodeParticle
-from nanostrain.sim.powder import PowderRenderer, binned_perkinelmer_geometry, geometry_config
+from nanostrain.analysis.units import M_PER_A
+from nanostrain.analysis.xrd import PERKINELMER_SHAPE, geometry_config, load_geometry, perkinelmer_geometry
 
 from .sim_area_detector import SimAreaDetector
+
+if TYPE_CHECKING:  # the simulator is imported where a simulated detector is built
+    from nanostrain.sim.cathode import CathodeParticle
+    from nanostrain.sim.powder import PowderRenderer
 
 __all__ = [
     "CALIBRANT",
@@ -81,10 +85,6 @@ CALIBRANT = "CeO2"
 # --------------------------------------------------------------------------------------
 # Geometry shared by the real and the simulated detector
 # --------------------------------------------------------------------------------------
-def _load_geometry(geometry: Geometry | str | os.PathLike) -> Geometry:
-    return geometry if isinstance(geometry, Geometry) else pyFAI.load(os.fspath(geometry))
-
-
 class XrdGeometry(Device):
     """The detector geometry the beamline believes, as configuration signals.
 
@@ -109,12 +109,12 @@ class XrdGeometry(Device):
 
     def update(self, geometry: Geometry | str | os.PathLike) -> None:
         """Record a new geometry (pyFAI geometry or PONI file path)."""
-        geometry = _load_geometry(geometry)
+        geometry = load_geometry(geometry)
         if geometry.wavelength is None:
             raise ValueError("The geometry has no wavelength: calibrate with a known energy.")
         self._config = geometry_config(geometry)
         self._set_config(json.dumps(self._config, sort_keys=True))
-        self._set_wavelength(geometry.wavelength * 1e10)
+        self._set_wavelength(geometry.wavelength / M_PER_A)
         self._set_distance(float(geometry.dist))
 
     def config(self) -> dict:
@@ -255,6 +255,8 @@ class BeamMonitor(Protocol):
 
 
 def _sample_name(sample: CathodeParticle | Literal["CeO2"]) -> str:
+    from nanostrain.sim.cathode import CathodeParticle
+
     if isinstance(sample, CathodeParticle):
         return f"{sample.material.name} {sample.morphology.name}"
     if sample == CALIBRANT:
@@ -333,9 +335,11 @@ class SimXrdDetector(SimAreaDetector, _HasGeometry):
             rows, cols = shape or PERKINELMER_SHAPE
             if rows != cols or PERKINELMER_SHAPE[0] % rows:
                 raise ValueError(f"shape must be square and divide {PERKINELMER_SHAPE}, got {shape}")
-            geometry = binned_perkinelmer_geometry(binning=PERKINELMER_SHAPE[0] // rows)
+            geometry = perkinelmer_geometry(binning=PERKINELMER_SHAPE[0] // rows)
         elif shape is not None and tuple(shape) != tuple(geometry.detector.shape):
             raise ValueError(f"shape {shape} does not match the geometry's detector {geometry.detector.shape}")
+        from nanostrain.sim.powder import PowderRenderer
+
         self.powder = PowderRenderer(geometry, **renderer_options)
         self._scene = _PowderScene(self.powder, particle, monitor, crystallite_size_A, seed)
         self.geometry = XrdGeometry(nominal_geometry if nominal_geometry is not None else geometry)

@@ -74,25 +74,17 @@ Shells with equal (a, c, eps) are merged first: a homogeneous particle costs one
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
 from collections.abc import Mapping
-from io import StringIO
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from pyFAI.detectors import detector_factory
 from pyFAI.geometry import Geometry
-from pyFAI.integrator.azimuthal import AzimuthalIntegrator
-from pyFAI.io.ponifile import PoniFile
 
+from nanostrain.analysis.units import M_PER_A
 from nanostrain.analysis.xrd import (
     AL_LATTICE_A,
-    PERKINELMER_PIXEL_M,
-    PERKINELMER_SHAPE,
     al_reflections,
     hexagonal_d,
     pixel_q,
@@ -105,12 +97,8 @@ __all__ = [
     "CEO2_LATTICE_A",
     "LAYERED_OXIDE_RELATIVE_AREAS",
     "PowderRenderer",
-    "binned_perkinelmer_geometry",
     "form_factor",
-    "geometry_config",
     "line_intensity",
-    "poni_text",
-    "write_poni",
 ]
 
 #: CeO2 (NIST SRM 674b) lattice parameter, angstrom.
@@ -218,64 +206,6 @@ LAYERED_OXIDE_RELATIVE_AREAS: Mapping[tuple[int, int, int], float] = _relative_a
 
 
 # --------------------------------------------------------------------------------------
-# Geometry helpers
-# --------------------------------------------------------------------------------------
-def binned_perkinelmer_geometry(
-    distance_m: float = 1.5,
-    wavelength_A: float = 0.1665,
-    binning: int = 1,
-    center_px: tuple[float, float] | None = None,
-) -> AzimuthalIntegrator:
-    """pyFAI geometry of a PerkinElmer 2048 x 2048, 200 um panel read out with
-    ``binning`` x ``binning`` binning (e.g. 4: 512 x 512 pixels of 800 um), normal to the
-    beam at ``distance_m`` (m), wavelength in angstrom; ``center_px`` the direct beam
-    (row, column) in binned pixels, default the panel centre. No tilt.
-    """
-    if binning < 1 or PERKINELMER_SHAPE[0] % binning:
-        raise ValueError(f"binning must divide {PERKINELMER_SHAPE[0]}, got {binning}")
-    if distance_m <= 0 or wavelength_A <= 0:
-        raise ValueError(f"distance_m and wavelength_A must be positive, got {distance_m}, {wavelength_A}")
-    detector = detector_factory("Perkin")
-    detector.binning = tuple(b * binning for b in detector.binning)
-    pixel_m = PERKINELMER_PIXEL_M * binning
-    shape = (PERKINELMER_SHAPE[0] // binning, PERKINELMER_SHAPE[1] // binning)
-    if tuple(detector.shape) != shape or not math.isclose(detector.pixel1, pixel_m):
-        raise RuntimeError(f"pyFAI 'Perkin' binned {binning}x is not {shape} x {pixel_m} m: {detector}")
-    row, col = center_px if center_px is not None else (shape[0] / 2, shape[1] / 2)
-    return AzimuthalIntegrator(
-        dist=distance_m,
-        poni1=row * pixel_m,
-        poni2=col * pixel_m,
-        detector=detector,
-        wavelength=wavelength_A * 1e-10,
-    )
-
-
-def geometry_config(geometry: Geometry) -> dict:
-    """pyFAI's geometry config as plain JSON types (what ``pyFAI.load`` reads back, and
-    what the XRD analysis expects as ``xrd_geometry``)."""
-    return json.loads(json.dumps(geometry.get_config()))
-
-
-def poni_text(geometry: Geometry) -> str:
-    """The PONI file text of a geometry (pyFAI format, version 2.1)."""
-    buffer = StringIO()
-    PoniFile(geometry).write(buffer)
-    return buffer.getvalue()
-
-
-def write_poni(geometry: Geometry, path: str | os.PathLike) -> Path:
-    """Write ``geometry`` as a PONI file at ``path``, replacing any existing file.
-
-    pyFAI's own ``Geometry.save`` appends to an existing file (a second calibration would
-    leave both in one file) and only logs write errors; this raises them.
-    """
-    path = Path(path)
-    path.write_text(poni_text(geometry))
-    return path
-
-
-# --------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------
 class _Lines(NamedTuple):
@@ -338,7 +268,7 @@ class PowderRenderer:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         self.geometry = geometry
         self.shape: tuple[int, int] = tuple(geometry.detector.shape)
-        self.wavelength_A = geometry.wavelength * 1e10
+        self.wavelength_A = geometry.wavelength / M_PER_A
         self.cathode_area, self.al_area, self.calibrant_area = cathode_area, al_area, calibrant_area
         self.background, self.dark_rate = background, dark_rate
         pixel_rad = math.sqrt(geometry.detector.pixel1 * geometry.detector.pixel2) / geometry.dist

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
+from pyFAI.detectors import detector_factory
+from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 from nanostrain.analysis import units, xrd
 
@@ -153,6 +156,45 @@ def test_perkinelmer_geometry_puts_the_beam_at_the_requested_pixel():
     assert q[1000, 1000] == pytest.approx(expected, rel=1e-6)
 
 
+def test_binned_perkinelmer_geometry_is_the_panel_binned():
+    ai = xrd.perkinelmer_geometry(1.5, WAVELENGTH_A, binning=4)
+    assert ai.detector.shape == (512, 512)
+    assert ai.detector.pixel1 == pytest.approx(800e-6)
+    assert (ai.poni1, ai.poni2) == pytest.approx((0.2048, 0.2048))  # the panel centre
+    # binning changes the pixels, not the Q the panel sees at a given place
+    full = xrd.pixel_q(xrd.perkinelmer_geometry(1.5, WAVELENGTH_A))
+    np.testing.assert_allclose(xrd.pixel_q(ai)[100, 200], full[401:403, 801:803].mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{"binning": 3}, {"binning": 0}, {"distance_m": -1.0}, {"wavelength_A": 0.0}])
+def test_perkinelmer_geometry_refuses_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match="binning|positive"):
+        xrd.perkinelmer_geometry(**kwargs)
+
+
+def test_geometry_config_is_json_that_rebuilds_the_geometry():
+    ai = xrd.perkinelmer_geometry(1.48, 0.4520, binning=4, center_px=(255.2, 257.9))
+    ai.rot1 = 0.01
+    config = xrd.geometry_config(ai)
+    assert json.loads(json.dumps(config)) == config
+    for source in (config, json.dumps(config)):
+        rebuilt = xrd.pyfai_geometry(source)
+        assert xrd.geometry_config(rebuilt) == config
+        np.testing.assert_array_equal(xrd.pixel_q(rebuilt), xrd.pixel_q(ai))
+
+
+def test_poni_text_round_trips_through_a_file(tmp_path):
+    ai = xrd.perkinelmer_geometry(2.0, 0.4520, binning=4, center_px=(250.5, 260.25))
+    path = tmp_path / "calib.poni"
+    path.write_text(xrd.poni_text(ai))
+    loaded = xrd.load_geometry(path)
+    assert xrd.geometry_config(loaded) == xrd.geometry_config(ai)
+    assert xrd.load_geometry(str(path)).dist == 2.0
+    assert xrd.load_geometry(ai) is ai
+    with pytest.raises(TypeError, match="PONI"):
+        xrd.load_geometry(2.0)
+
+
 def isolated(lines: list[xrd.Reflection], gap: float = 0.1) -> list[xrd.Reflection]:
     """The lines with no neighbour closer than gap (1/A): (003), (104), (015), (113)."""
     return [
@@ -228,6 +270,12 @@ def test_integrator_integrates_a_stack_like_single_frames(integrator, frame, int
     _, stacked = integrator(np.stack([frame, 2 * frame]))
     assert stacked.shape == (2, NPT)
     np.testing.assert_allclose(stacked, [integrated[1], 2 * integrated[1]], rtol=1e-6)
+
+
+def test_integrator_needs_a_wavelength():
+    ai = AzimuthalIntegrator(dist=1.0, detector=detector_factory("Perkin"))  # no wavelength
+    with pytest.raises(ValueError, match="wavelength"):
+        xrd.Integrator(ai, npt=100)
 
 
 def test_integrator_rejects_a_frame_of_the_wrong_shape(integrator):

@@ -5,19 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nanostrain.analysis.xrd import perkinelmer_geometry
 from nanostrain.analysis.xrd_calibration import calibrate_geometry
-from nanostrain.sim.powder import PowderRenderer, binned_perkinelmer_geometry
+from nanostrain.sim.powder import PowderRenderer
 
 
 @pytest.fixture(scope="module")
 def ceo2():
-    truth = binned_perkinelmer_geometry(binning=2)
+    truth = perkinelmer_geometry(binning=2)
     return truth, PowderRenderer(truth).render_calibrant(1.0, np.random.default_rng(0))
 
 
 def test_distance_and_beam_centre_are_recovered_from_a_2_percent_wrong_start(ceo2):
     truth, image = ceo2
-    start = binned_perkinelmer_geometry(binning=2)
+    start = perkinelmer_geometry(binning=2)
     start.dist, start.poni1, start.poni2 = truth.dist * 1.02, truth.poni1 + 8e-4, truth.poni2 - 6e-4
     result = calibrate_geometry(image, start)
     assert result.geometry.dist == pytest.approx(truth.dist, abs=1e-4)  # 0.1 mm of 1.5 m

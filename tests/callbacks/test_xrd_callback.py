@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from event_model import DocumentNames, compose_run, schema_validators
 
 from nanostrain.analysis.xrd import al_reflections, perkinelmer_geometry, pixel_q, pseudo_voigt, r3m_reflections
+from nanostrain.analysis.xrd_reduction import XrdReducer, reduction_integrator
 from nanostrain.callbacks.xrd import XrdCallback
 
 WAVELENGTH_A = 0.1665
@@ -152,3 +155,33 @@ def test_live_plot_draws_the_operando_figure_from_the_derived_documents(rng):
     assert axes[0].collections, "the (003) contour map is drawn"
     c_line = axes[2].lines[0]
     assert np.allclose(c_line.get_ydata(), [r["c_A"] / rows[0]["c_A"] for r in rows])
+
+
+def test_published_rows_are_the_reducers_results(rng):
+    """The callback routes: its ``xrd`` rows are `XrdReducer.add` of the same frames
+    (plus the raw seq_num and the electrochemistry), its patterns the reducer's I(Q)."""
+    ai = small_geometry()
+    frames = [frame(ai, [(2.870, 14.20, 1.0)], rng), frame(ai, [(2.860, 14.30, 1.0)], rng)]
+    callback, out, rows = run_frames(frames)
+    reducer = XrdReducer(reduction_integrator(ai))
+    expected = [reducer.add(f) for f in frames]
+    for seq_num, (row, result) in enumerate(zip(rows, expected), start=1):
+        assert row == {"raw_seq_num": seq_num, "potential_V": 3.5 + 0.1 * seq_num, **result.scalars()}
+    patterns = [doc["data"]["intensity"] for name, doc in out if name == "event" and "intensity" in doc["data"]]
+    np.testing.assert_array_equal(patterns, [np.nan_to_num(r.intensity) for r in expected])
+    assert callback.signals["lattice_change_A"]._connector.backend.reading["value"] == expected[1].lattice_change_A
+
+
+def test_parameters_rebuild_the_same_analysis():
+    """parameters() are JSON constructor arguments: XrdCallback(**parameters) is the same
+    analysis, and a changed (003) window reaches the reduction."""
+    callback = XrdCallback(npt=900, q_max=4.5, instrument_fwhm_deg=0.003, q003_window=(1.25, 1.45), image_key="xrd")
+    parameters = json.loads(json.dumps(callback.parameters()))
+    assert parameters == callback.parameters()
+    rebuilt = XrdCallback(**parameters)
+    assert rebuilt.parameters() == parameters
+    assert set(parameters) == {"npt", "q_max", "instrument_fwhm_deg", "q003_window", "image_key", "stream"}
+    md = {"technique": "xrd", "image_key": "xrd", "xrd_geometry": small_geometry().get_config()}
+    rebuilt("start", compose_run(metadata=md).start_doc)
+    assert rebuilt.reducer.q003_window == (1.25, 1.45)
+    assert rebuilt.reducer.q_max == 4.5 and rebuilt.reducer.integrator.npt == 900

@@ -14,6 +14,7 @@ import asyncio
 import json
 import math
 import secrets
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -29,12 +30,11 @@ from ophyd_async.core import wait_for_value
 from ophyd_async.epics.adcore import ADImageMode, ADState
 from ophyd_async.epics.core import stop_busy_record
 
-from nanostrain.analysis.xrd import Integrator, fit_reflection
+from nanostrain.analysis.xrd import Integrator, fit_reflection, geometry_config, perkinelmer_geometry, poni_text
 from nanostrain.beamline import connect_devices, detector_path_provider, real_devices
 from nanostrain.devices.beam import SimBeamMonitor
 from nanostrain.devices.xrd import CALIBRANT, PerkinElmerDetector, PerkinElmerTriggerMode, SimXrdDetector
 from nanostrain.sim.cathode import CathodeParticle
-from nanostrain.sim.powder import binned_perkinelmer_geometry, geometry_config, write_poni
 from ..conftest import running_ioc
 
 IOC_SCRIPT = Path(__file__).resolve().parents[1] / "iocs" / "ad_ioc.py"
@@ -61,6 +61,20 @@ def c_from_frame(geometry, frame) -> float:
     """c = 3 d(003) from the integrated frame (A)."""
     q, intensity = Integrator(geometry, npt=500, q_range=(1.0, 2.0))(frame)
     return 3 * fit_reflection(q, intensity, (1.22, 1.46)).d[0]
+
+
+def test_the_real_detector_module_does_not_import_the_simulator():
+    """Importing devices/xrd (and building the real class) loads no nanostrain.sim module."""
+    code = (
+        "import sys;"
+        "from nanostrain.devices.xrd import PerkinElmerDetector;"
+        "from ophyd_async.core import StaticPathProvider, StaticFilenameProvider;"
+        "PerkinElmerDetector('XF:TEST:', StaticPathProvider(StaticFilenameProvider('f'), '/tmp'), name='xrd');"
+        "loaded = [m for m in sys.modules if m.startswith('nanostrain.sim')];"
+        "sys.exit(str(loaded) if loaded else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 # --------------------------------------------------------------------------------------
@@ -140,8 +154,10 @@ def test_sim_calibrant_mode_shows_ceo2_and_records_it(RE, sim_xrd):
 
 def test_sim_set_geometry_records_a_calibration(RE, sim_xrd, tmp_path):
     detector, _ = sim_xrd
-    calibrated = binned_perkinelmer_geometry(1.48, 0.1665, binning=4, center_px=(255.2, 257.9))
-    detector.set_geometry(write_poni(calibrated, tmp_path / "calib.poni"))
+    calibrated = perkinelmer_geometry(1.48, 0.1665, binning=4, center_px=(255.2, 257.9))
+    poni = tmp_path / "calib.poni"
+    poni.write_text(poni_text(calibrated))
+    detector.set_geometry(poni)
 
     docs = run_collect(RE, bp.count([detector]))
 
@@ -152,7 +168,7 @@ def test_sim_set_geometry_records_a_calibration(RE, sim_xrd, tmp_path):
 
 def test_sim_refuses_a_shape_that_does_not_match_the_geometry(tmp_path, particle):
     with pytest.raises(ValueError, match="shape"):
-        SimXrdDetector(detector_path_provider(tmp_path), particle, binned_perkinelmer_geometry(binning=4),
+        SimXrdDetector(detector_path_provider(tmp_path), particle, perkinelmer_geometry(binning=4),
                        shape=(256, 256))
 
 
@@ -237,7 +253,8 @@ def test_perkinelmer_stop_aborts_a_continuous_acquisition(RE, perkinelmer):
 
 @pytest.mark.ioc
 def test_perkinelmer_records_a_poni_calibration(RE, pe_ioc, tmp_path):
-    poni = write_poni(binned_perkinelmer_geometry(1.2, 0.4520, binning=16), tmp_path / "ceo2.poni")
+    poni = tmp_path / "ceo2.poni"
+    poni.write_text(poni_text(perkinelmer_geometry(1.2, 0.4520, binning=16)))
     detector = PerkinElmerDetector(pe_ioc, detector_path_provider(tmp_path / "det"), name="xrd", poni=poni)
     connect_devices({"xrd": detector})
 

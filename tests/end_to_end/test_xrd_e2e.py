@@ -121,11 +121,11 @@ def test_gitt_run_yields_one_diffusivity_per_titration(session):
 def test_calibrate_xrd_corrects_a_wrong_recorded_geometry(session, tmp_path):
     """CeO2 on the simulated panel whose recorded geometry is 2 % off in distance: the
     plan + live calibration write a PONI file and the detector records the true geometry."""
-    from nanostrain.sim.powder import binned_perkinelmer_geometry
+    from nanostrain.analysis.xrd import perkinelmer_geometry
 
     xrd = session.devices["xrd"]
     truth = xrd.geometry_config()
-    wrong = binned_perkinelmer_geometry(binning=2)
+    wrong = perkinelmer_geometry(binning=2)
     wrong.dist = truth["dist"] * 1.02
     xrd.set_geometry(wrong)
     xrd.set_sample("CeO2")

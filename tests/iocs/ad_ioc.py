@@ -39,8 +39,9 @@ import h5py
 import numpy as np
 from softioc import asyncio_dispatcher, builder, softioc
 
+from nanostrain.analysis.xrd import perkinelmer_geometry
 from nanostrain.sim.cathode import LatticeState
-from nanostrain.sim.powder import PowderRenderer, binned_perkinelmer_geometry
+from nanostrain.sim.powder import PowderRenderer
 
 DATA_PATH = "/entry/data/data"
 AD_STATES = ("Idle", "Acquire", "Readout", "Correct", "Saving", "Aborting", "Error",
@@ -248,7 +249,7 @@ class PerkinElmerDriver:
     """ADPerkinElmer driver records; frames from a PowderRenderer."""
 
     def __init__(self, prefix: str, binning: int, hdf: HdfPlugin) -> None:
-        self.renderer = PowderRenderer(binned_perkinelmer_geometry(1.5, 0.1665, binning))
+        self.renderer = PowderRenderer(perkinelmer_geometry(1.5, 0.1665, binning))
         self.lattice = LatticeState(np.array([2.87]), np.array([14.2]), np.array([1.0]))
         self.rng = np.random.default_rng(0)
         self.hdf = hdf

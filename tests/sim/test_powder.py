@@ -14,6 +14,7 @@ from nanostrain.analysis.xrd import (
     AL_LATTICE_A,
     Integrator,
     fit_reflection,
+    perkinelmer_geometry,
     r3m_reflections,
     williamson_hall,
 )
@@ -24,9 +25,6 @@ from nanostrain.sim.powder import (
     LAYERED_OXIDE_RELATIVE_AREAS,
     SCHERRER_K,
     PowderRenderer,
-    binned_perkinelmer_geometry,
-    geometry_config,
-    write_poni,
 )
 
 WAVELENGTH_A = 0.1665
@@ -41,7 +39,7 @@ def lattice(*shells: tuple[float, float, float]) -> LatticeState:
 @pytest.fixture(scope="module")
 def geometry():
     """PerkinElmer binned 4x (512 x 512, 800 um) at 1.5 m, 0.1665 A."""
-    return binned_perkinelmer_geometry(1.5, WAVELENGTH_A, binning=4)
+    return perkinelmer_geometry(1.5, WAVELENGTH_A, binning=4)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +105,7 @@ def test_calibrant_lines_at_pyfai_ceo2_d_spacings(geometry, integrate, rng):
 def test_microstrain_and_size_broaden_lines_by_williamson_hall():
     """1D pattern of the full-resolution panel: the Lorentzian widths of isolated lines
     are 2 pi K / D + 2 eps Q, and Williamson-Hall gives back D and eps."""
-    renderer = PowderRenderer(binned_perkinelmer_geometry(1.5, WAVELENGTH_A), al_area=0.0)
+    renderer = PowderRenderer(perkinelmer_geometry(1.5, WAVELENGTH_A), al_area=0.0)
     q = np.linspace(1.0, 5.0, 16000)
     eps, size = 2e-3, 2000.0
     pattern = renderer.render_pattern_1d(q, lattice((2.87, 14.2, 1.0)), eps, size)
@@ -161,25 +159,6 @@ def test_expected_counts_scale_with_exposure_and_flux(geometry):
     half = renderer.expected_frame(cell, 0.0, 4e4, 1.0, flux_scale=0.5)
     np.testing.assert_allclose(half - 20.0, (one - 20.0) / 2, rtol=1e-4)  # the dark does not halve
     np.testing.assert_allclose(renderer.expected_frame(cell, 0.0, 4e4, 2.0, flux_scale=0.0), 40.0)
-
-
-def test_binned_geometry_is_the_panel_binned(geometry):
-    assert geometry.detector.shape == (512, 512)
-    assert geometry.detector.pixel1 == pytest.approx(800e-6)
-    assert (geometry.poni1, geometry.poni2) == pytest.approx((0.2048, 0.2048))
-    with pytest.raises(ValueError, match="binning"):
-        binned_perkinelmer_geometry(binning=3)
-
-
-def test_write_poni_round_trips_and_replaces(geometry, tmp_path):
-    path = tmp_path / "calib.poni"
-    write_poni(binned_perkinelmer_geometry(2.0, 0.4520, binning=4), path)
-    write_poni(geometry, path)
-
-    loaded = pyFAI.load(str(path))
-
-    assert geometry_config(loaded) == geometry_config(geometry)
-    assert path.read_text().count("Distance:") == 1
 
 
 def test_bad_inputs_are_refused(renderer, rng):
