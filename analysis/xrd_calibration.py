@@ -251,19 +251,18 @@ def calibrate_geometry(
 
 def ring_contrast(image: np.ndarray, two_theta: np.ndarray, ring_2theta: float, pixel_2theta: float) -> float:
     """How far a ring stands out of its background: z = (mean I over |2theta - 2theta_k| <= 2 w)
-    - (mean I over 4 w <= |2theta - 2theta_k| <= 8 w), divided by the standard deviation of I
-    over that flank over sqrt(number of ring pixels); w = ``pixel_2theta``, the angle a pixel
-    subtends. Counting noise alone gives z ~ N(0, 1). Angles in radians, any consistent unit."""
+    - (mean I over 4 w <= |2theta - 2theta_k| <= 8 w), divided by s / sqrt(number of ring
+    pixels), s the standard deviation of I over that flank but at least the counting noise
+    sqrt(max(mean flank, 1)); w = ``pixel_2theta``, the angle a pixel subtends. Counting
+    noise alone gives z ~ N(0, 1). Angles in radians (any one unit), I in counts."""
     offset = np.abs(two_theta - ring_2theta)
     ring = image[offset <= 2 * pixel_2theta]
     flank = image[(offset >= 4 * pixel_2theta) & (offset <= 8 * pixel_2theta)]
     if ring.size == 0 or flank.size < 2:
         return 0.0
-    spread = float(np.std(flank))
-    excess = float(np.mean(ring) - np.mean(flank))
-    if spread == 0.0:
-        return 0.0 if excess <= 0 else float("inf")
-    return excess / (spread / np.sqrt(ring.size))
+    background = float(np.mean(flank))
+    spread = max(float(np.std(flank)), np.sqrt(max(background, 1.0)))
+    return (float(np.mean(ring)) - background) / (spread / np.sqrt(ring.size))
 
 
 def ring_residuals(
