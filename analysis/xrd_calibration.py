@@ -27,6 +27,8 @@ Residual of control point p on ring k: 2theta_calc(p) - 2theta_k, with
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,6 +181,19 @@ def beam_centre_px(geometry: Geometry) -> tuple[float, float]:
     return fit2d["centerY"] - 0.5, fit2d["centerX"] - 0.5
 
 
+@contextmanager
+def _seeded_global_rng(seed: int) -> Iterator[None]:
+    """pyFAI's massif peak picker shuffles its candidate pixels with numpy's global random
+    state: seed it for the extraction (and give the caller's state back) so that one frame
+    always gives one geometry, live and in replay."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def calibrate_geometry(
     image: np.ndarray,
     initial: Geometry,
@@ -222,7 +237,8 @@ def calibrate_geometry(
         single = SingleGeometry(
             "calibration", image=image, calibrant=reference, detector=initial.detector, geometry=geometry,
         )
-        single.extract_cp(max_rings=max_rings)
+        with _seeded_global_rng(index):
+            single.extract_cp(max_rings=max_rings)
         points = np.asarray(single.control_points.getListRing(), dtype=float).reshape(-1, 3)  # (row, col, ring)
         if len(set(points[:, 2].astype(int).tolist())) < MIN_RINGS:
             raise ValueError(

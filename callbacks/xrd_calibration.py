@@ -5,7 +5,8 @@ For a ``technique="xrd_calibration"`` run (plan `calibrate_xrd`), each frame is 
 (``xrd_geometry``). The refined geometry leaves by one channel only, and writes no file:
 
 * documents: the derived ``calibration`` stream (PONI parameters, pyFAI config, rms
-  residual, and per ring: index, hkl, d, control points, rms residual, contrast);
+  residual, one event per frame) and ``rings`` stream (the residual per ring: index, h, k,
+  l, d, expected 2theta, control points, rms residual, contrast; one event per ring);
 * the live value ``geometry`` (a str soft signal): JSON ``{"raw_uid", "raw_seq_num",
   "pyfai_config", "rms_2theta_deg"}``, or ``{"raw_uid", "raw_seq_num", "error"}`` when the
   refinement failed (the error is raised again, so the derived run is closed as failed).
@@ -76,24 +77,23 @@ class XrdCalibrationCallback(AnalysisCallback):
                 refine=tuple(self.refine), passes=self.passes, max_rms_deg=self.max_rms_deg,
                 centre_search_px=self.centre_search_px,
             )
-        except ValueError as error:
+        except Exception as error:  # the plan waiting for this run learns why, then the run fails
             self.set_live("geometry", json.dumps({**message, "error": str(error)}))
             raise
         geometry = result.geometry
         config = json.loads(json.dumps(geometry.get_config()))
-        rings = result.rings
         self.derived.event("calibration", {
             "raw_seq_num": seq_num,
             "dist_m": geometry.dist, "poni1_m": geometry.poni1, "poni2_m": geometry.poni2,
             "rot1_rad": geometry.rot1, "rot2_rad": geometry.rot2, "rot3_rad": geometry.rot3,
             "rms_2theta_deg": result.rms_2theta_deg, "n_rings": result.n_rings, "n_points": result.n_points,
-            "centre_shift_px": np.asarray(result.centre_shift_px),
-            "ring_index": np.asarray([r.ring for r in rings]),
-            "ring_hkl": np.asarray([r.hkl for r in rings]),
-            "ring_d_A": np.asarray([r.d_A for r in rings]),
-            "ring_n_points": np.asarray([r.n_points for r in rings]),
-            "ring_rms_2theta_deg": np.asarray([r.rms_2theta_deg for r in rings]),
-            "ring_contrast": np.asarray([r.contrast for r in rings]),
+            "centre_shift_row_px": result.centre_shift_px[0], "centre_shift_col_px": result.centre_shift_px[1],
             "pyfai_config": json.dumps(config),
         })
+        for ring in result.rings:
+            self.derived.event("rings", {
+                "raw_seq_num": seq_num, "ring": ring.ring, **dict(zip("hkl", ring.hkl)), "d_A": ring.d_A,
+                "two_theta_deg": ring.two_theta_deg, "n_points": ring.n_points,
+                "rms_2theta_deg": ring.rms_2theta_deg, "contrast": ring.contrast,
+            })
         self.set_live("geometry", json.dumps({**message, "pyfai_config": config, "rms_2theta_deg": result.rms_2theta_deg}))
