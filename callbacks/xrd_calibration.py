@@ -2,51 +2,98 @@
 
 For a ``technique="xrd_calibration"`` run (plan `calibrate_xrd`), each frame is passed to
 `analysis.xrd_calibration.calibrate_geometry` starting from the geometry the plan recorded
-(``xrd_geometry``); the refined geometry is published in a derived ``calibration`` stream
-(PONI parameters, residual) and, if the start document names ``poni_path``, written
-there as a PONI file for the detector and the reduction to use.
+(``xrd_geometry``). The refined geometry leaves by one channel only, and writes no file:
+
+* documents: the derived ``calibration`` stream (PONI parameters, pyFAI config, rms
+  residual, one event per frame) and ``rings`` stream (the residual per ring: index, h, k,
+  l, d, expected 2theta, control points, rms residual, contrast; one event per ring);
+* the live value ``geometry`` (a str soft signal): JSON ``{"raw_uid", "raw_seq_num",
+  "pyfai_config", "rms_2theta_deg"}``, or ``{"raw_uid", "raw_seq_num", "error"}`` when the
+  refinement failed (the error is raised again, so the derived run is closed as failed).
+
+The plan that took the frame waits for the value of ITS run, writes the PONI file and
+sets the detector; a replay of the run publishes the same documents and touches no file.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..analysis.xrd import pyfai_geometry
-from ..analysis.xrd_calibration import calibrate_geometry
+from ..analysis.xrd_calibration import PONI_PARAMETERS, calibrate_geometry
+from ..schema.start import XRD_CALIBRATION, require_start
 from .derived import AnalysisCallback
 
 
 class XrdCalibrationCallback(AnalysisCallback):
-    """Geometry refinement from calibrant frames; see the module docstring."""
+    """Geometry refinement from calibrant frames; see the module docstring.
+
+    refine, max_rings, passes, max_rms_deg, centre_search_px: as `calibrate_geometry`.
+    """
 
     analysis = "xrd_calibration"
-    techniques = ("xrd_calibration",)
+    techniques = (XRD_CALIBRATION,)
 
-    def __init__(self, **kwargs: Any):
+    def __init__(
+        self,
+        refine: list[str] | tuple[str, ...] = PONI_PARAMETERS,
+        max_rings: int = 10,
+        passes: int = 4,
+        max_rms_deg: float = 0.02,
+        centre_search_px: float = 100.0,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
-        self.live_signal("rms_2theta_deg", float, float("nan"))
+        self.refine = list(refine)
+        self.max_rings = int(max_rings)
+        self.passes = int(passes)
+        self.max_rms_deg = float(max_rms_deg)
+        self.centre_search_px = float(centre_search_px)
+        self.live_signal("geometry", str, "")
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            **super().parameters(),
+            "refine": list(self.refine),
+            "max_rings": self.max_rings,
+            "passes": self.passes,
+            "max_rms_deg": self.max_rms_deg,
+            "centre_search_px": self.centre_search_px,
+        }
 
     def open_run(self, start: dict[str, Any]) -> None:
+        require_start(start, XRD_CALIBRATION)
         self.initial = pyfai_geometry(start["xrd_geometry"])
-        self.calibrant = start.get("calibrant", "CeO2")
-        self.poni_path = start.get("poni_path")
+        self.calibrant = start["calibrant"]
 
     def process_row(self, seq_num: int, data: dict[str, Any], frame: np.ndarray | None) -> None:
-        result = calibrate_geometry(frame, self.initial, calibrant=self.calibrant)
+        message: dict[str, Any] = {"raw_uid": self.raw_start["uid"], "raw_seq_num": seq_num}
+        try:
+            result = calibrate_geometry(
+                frame, self.initial, calibrant=self.calibrant, max_rings=self.max_rings,
+                refine=tuple(self.refine), passes=self.passes, max_rms_deg=self.max_rms_deg,
+                centre_search_px=self.centre_search_px,
+            )
+        except Exception as error:  # the plan waiting for this run learns why, then the run fails
+            self.set_live("geometry", json.dumps({**message, "error": str(error)}))
+            raise
         geometry = result.geometry
+        config = json.loads(json.dumps(geometry.get_config()))
         self.derived.event("calibration", {
             "raw_seq_num": seq_num,
             "dist_m": geometry.dist, "poni1_m": geometry.poni1, "poni2_m": geometry.poni2,
             "rot1_rad": geometry.rot1, "rot2_rad": geometry.rot2, "rot3_rad": geometry.rot3,
             "rms_2theta_deg": result.rms_2theta_deg, "n_rings": result.n_rings, "n_points": result.n_points,
-            "pyfai_config": json.dumps(geometry.get_config()),
+            "centre_shift_row_px": result.centre_shift_px[0], "centre_shift_col_px": result.centre_shift_px[1],
+            "pyfai_config": json.dumps(config),
         })
-        self.set_live("rms_2theta_deg", result.rms_2theta_deg)
-        if self.poni_path:
-            path = Path(self.poni_path)
-            path.unlink(missing_ok=True)  # pyFAI appends to an existing PONI file
-            geometry.save(str(path))
+        for ring in result.rings:
+            self.derived.event("rings", {
+                "raw_seq_num": seq_num, "ring": ring.ring, **dict(zip("hkl", ring.hkl)), "d_A": ring.d_A,
+                "two_theta_deg": ring.two_theta_deg, "n_points": ring.n_points,
+                "rms_2theta_deg": ring.rms_2theta_deg, "contrast": ring.contrast,
+            })
+        self.set_live("geometry", json.dumps({**message, "pyfai_config": config, "rms_2theta_deg": result.rms_2theta_deg}))

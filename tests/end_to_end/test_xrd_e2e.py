@@ -116,22 +116,3 @@ def test_gitt_run_yields_one_diffusivity_per_titration(session):
     assert np.all((measured > 1e-12) & (measured < 1e-9))
     soc = np.asarray(table["soc"])
     assert np.all(np.diff(soc) > 0)
-
-
-def test_calibrate_xrd_corrects_a_wrong_recorded_geometry(session, tmp_path):
-    """CeO2 on the simulated panel whose recorded geometry is 2 % off in distance: the
-    plan + live calibration write a PONI file and the detector records the true geometry."""
-    from nanostrain.analysis.xrd import perkinelmer_geometry
-
-    xrd = session.devices["xrd"]
-    truth = xrd.geometry_config()
-    wrong = perkinelmer_geometry(binning=2)
-    wrong.dist = truth["dist"] * 1.02
-    xrd.set_geometry(wrong)
-    xrd.set_sample("CeO2")
-    poni = tmp_path / "ceo2.poni"
-    (uid,) = session.RE(session.plans["calibrate_xrd"](xrd, poni, exposure_s=1.0))
-    assert poni.exists()
-    assert xrd.geometry_config()["dist"] == pytest.approx(truth["dist"], abs=2e-4)
-    (calibration,) = [r for r in session.derived_runs(uid) if r.metadata["start"]["analysis"] == "xrd_calibration"]
-    assert float(np.asarray(calibration["calibration"]["rms_2theta_deg"].read())[0]) < 0.005
