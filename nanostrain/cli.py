@@ -62,25 +62,25 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import replay
+    from .replaying import replay
 
     client, server = _client(args)
     try:
         if args.uid not in client:
             print(f"No run {args.uid!r} in the catalog.", file=sys.stderr)
             return 2
-        published = replay(client[args.uid])
+        writer = None
+        if args.write:
+            from bluesky_tiled_plugins import TiledWriter
+
+            writer = TiledWriter(client)
+        published = replay(client[args.uid], catalog=client, writer=writer)
         starts = [doc for name, doc in published if name == "start"]
         events = sum(1 for name, _ in published if name == "event")
         for doc in starts:
             print(f"derived run {doc['uid']} ({doc['analysis']}) from {doc['derived_from']}")
         print(f"{len(starts)} derived run(s), {events} event(s)")
         if args.write:
-            from bluesky_tiled_plugins import TiledWriter
-
-            writer = TiledWriter(client)
-            for name, doc in published:
-                writer(name, doc)
             print("written to the catalog")
         return 0
     finally:
