@@ -114,6 +114,10 @@ def make_session(
         settings, `callbacks.registry.default_analyses`).
     live_plots: draw the live figures (operando XRD) as the analyses publish.
     """
+    live: list[AnalysisCallback] = []
+    if live_analysis:
+        live = default_analyses() if analyses is None else list(analyses)
+        live_signals(live)  # refuse clashing names before anything starts
     settings = CatalogSettings(data_dir=Path(data_dir or "nanostrain-data"), **({"api_key": api_key} if api_key else {}))
     server = None
     if catalog_uri is None:
@@ -131,16 +135,12 @@ def make_session(
     writer = TiledWriter(client, backup_directory=str(settings.backup_dir))
     RE.subscribe(writer)
 
-    live: list[AnalysisCallback] = []
     guards: list[GuardedCallback] = []
-    if live_analysis:
-        live = default_analyses() if analyses is None else list(analyses)
-        live_signals(live)  # refuse clashing names before anything runs
-        for analysis in live:
-            analysis.subscribe(writer)
-            guard = GuardedCallback(analysis)
-            guards.append(guard)
-            RE.subscribe(guard)
+    for analysis in live:
+        analysis.subscribe(writer)
+        guard = GuardedCallback(analysis)
+        guards.append(guard)
+        RE.subscribe(guard)
     if live_plots:
         from .callbacks.xrd_plots import XrdLivePlot
 
