@@ -12,19 +12,36 @@
   so the catalog stores it like any run and a replay can be compared with it;
 * exposes live values as ophyd-async soft signals (``self.signals``) that plans may read
   (``bps.rd``), the only channel from analysis back to the experiment.
+
+Lifecycle: a derived run always ends with exactly one stop document. Whatever an analysis
+raises while handling a document of a raw run (its start metadata, a frame it cannot read,
+a row, the final fit) closes the derived run with ``exit_status="fail"`` and a reason
+naming the exception, releases the frame source, and the analysis ignores the rest of
+that raw run; the exception is then re-raised for `GuardedCallback` to log and keep.
+
+Parameters: `AnalysisCallback.parameters` returns the JSON-able constructor keyword
+arguments the analysis runs with (recorded in the derived run's start document) and
+`AnalysisCallback.from_parameters` rebuilds an equal analysis from them (replay).
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Self
 
 import event_model
 import numpy as np
+from bluesky.callbacks.core import make_callback_safe
 from ophyd_async.core import SignalR, soft_signal_r_and_setter
 
+from ..schema.start import TECHNIQUES, require_start
 from .frames import FrameSource, HDF5FrameSource
+
+logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 Emitter = Callable[[str, Document], None]
@@ -94,6 +111,11 @@ class DerivedRun:
         self._emit("stop", self._bundle.compose_stop(exit_status=exit_status, reason=reason))
 
 
+def _json_form(value: Any) -> Any:
+    """``value`` as it reads back from a document (tuples become lists, ...)."""
+    return json.loads(json.dumps(value))
+
+
 class AnalysisCallback(event_model.DocumentRouter):
     """Base of the live analyses; subclasses implement ``process_row`` and ``finish``.
 
@@ -103,7 +125,8 @@ class AnalysisCallback(event_model.DocumentRouter):
         run's ``image_key`` start metadata (which nanostrain plans record).
     stream: the raw stream analysed (default ``primary``).
     frame_source: where frames are read from; live default is the detector's HDF5 file,
-        replay passes a `TiledFrameSource`.
+        replay passes a `TiledFrameSource`. It is closed at the raw run's stop (or when
+        the analysis fails).
     """
 
     analysis: str = "analysis"
@@ -145,8 +168,38 @@ class AnalysisCallback(event_model.DocumentRouter):
         self._setters[name](value)
 
     def parameters(self) -> dict[str, Any]:
-        """What the analysis was run with, recorded in the derived run's start document."""
+        """The constructor keyword arguments the analysis runs with (JSON-able), recorded
+        in the derived run's start document; `from_parameters` rebuilds the analysis."""
         return {"image_key": self.image_key, "stream": self.stream}
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> Self:
+        """The analysis a derived run recorded ``parameters`` for (see `parameters`).
+
+        Keys the constructor does not take are accepted only if the rebuilt analysis
+        reports the same value for them (a constant recorded for the record, such as a
+        fixed fit window); any other mismatch raises ValueError, since a replay with
+        other settings than the live run's would not be faithful. Keys missing from
+        ``parameters`` take the constructor's defaults.
+        """
+        accepted = set()
+        for klass in cls.__mro__:
+            if issubclass(klass, AnalysisCallback):
+                accepted |= {
+                    name for name, p in inspect.signature(klass.__init__).parameters.items()
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "self"
+                }
+        accepted.discard("frame_source")
+        analysis = cls(**{key: value for key, value in parameters.items() if key in accepted})
+        rebuilt = _json_form(analysis.parameters())
+        recorded = _json_form(dict(parameters))
+        differ = sorted(key for key, value in recorded.items() if key not in rebuilt or rebuilt[key] != value)
+        if differ:
+            raise ValueError(
+                f"{cls.__name__}.from_parameters cannot reproduce the recorded {differ}: "
+                f"recorded {dict(parameters)}, rebuilt {rebuilt}"
+            )
+        return analysis
 
     # -- subclass interface -------------------------------------------------------------
     def open_run(self, start: Document) -> None:
@@ -168,10 +221,43 @@ class AnalysisCallback(event_model.DocumentRouter):
         self._next_seq = 1
 
     def accepts(self, start: Document) -> bool:
-        """Whether this analysis applies to the raw run that ``start`` opens."""
-        if self.techniques is not None and start.get("technique") not in self.techniques:
+        """Whether this analysis applies to the raw run that ``start`` opens.
+
+        A run of a technique the start-document contract knows is accepted on its
+        technique alone: if it lacks metadata, `start` fails its derived run saying so.
+        """
+        technique = start.get("technique")
+        if self.techniques is not None and technique not in self.techniques:
             return False
+        if technique in TECHNIQUES:
+            return True
         return not self.needs_frames or bool(self._configured_image_key or start.get("image_key"))
+
+    def __call__(self, name: str, doc: Document, validate: bool = False):
+        if name == "start" and self.derived is not None:
+            self._fail(RuntimeError("the raw run ended without a stop document"))
+        if name != "start" and not self.active:
+            return None
+        try:
+            return super().__call__(name, doc, validate=validate)
+        except Exception as error:
+            self._fail(error)
+            raise
+
+    def _fail(self, error: Exception) -> None:
+        """Close the derived run as failed and ignore the rest of this raw run."""
+        derived, self.derived, self.active = self.derived, None, False
+        try:
+            if derived is not None:
+                derived.stop(exit_status="fail", reason=f"{self.analysis} failed: {type(error).__name__}: {error}")
+        finally:
+            self._close_frames()
+
+    def _close_frames(self) -> None:
+        self._reset()
+        close = getattr(self.frame_source, "close", None)  # sources holding no handle need none
+        if close is not None:
+            close()
 
     def start(self, doc: Document) -> None:
         self._reset()
@@ -180,13 +266,10 @@ class AnalysisCallback(event_model.DocumentRouter):
             return
         self.image_key = self._configured_image_key or doc.get("image_key")
         self.raw_start = doc
-        self.open_run(doc)
         self.derived = DerivedRun(self._emit, doc, self.analysis, self.parameters())
-
-    def __call__(self, name: str, doc: Document, validate: bool = False):
-        if name != "start" and not self.active:
-            return None
-        return super().__call__(name, doc, validate=validate)
+        if doc.get("technique") in TECHNIQUES:
+            require_start(doc)
+        self.open_run(doc)
 
     def descriptor(self, doc: Document) -> None:
         self._streams[doc["uid"]] = doc["name"]
@@ -223,14 +306,39 @@ class AnalysisCallback(event_model.DocumentRouter):
             self._next_seq += 1
 
     def stop(self, doc: Document) -> None:
-        if self.derived is None:
-            return
-        status = doc.get("exit_status", "success")
+        self.finish()
+        derived, self.derived, self.active = self.derived, None, False
+        self._close_frames()
+        derived.stop(exit_status=doc.get("exit_status", "success"), reason=doc.get("reason", ""))
+
+
+class GuardedCallback:
+    """Runs a live callback so that its failure never stops the experiment.
+
+    An exception is kept in ``errors`` and logged by bluesky's `make_callback_safe`
+    (which re-raises when ``BLUESKY_DEBUG_CALLBACKS=1``, bluesky's debugging switch); the
+    callback then gets no more documents of that run. An `AnalysisCallback` has already
+    closed its derived run as failed when the exception reaches here. (bluesky's
+    `make_class_safe` would make the analysis classes themselves swallow errors, in
+    tests and replay too, and keep no record of them: hence this wrapper instead.)
+    """
+
+    def __init__(self, callback: Callable[[str, Document], Any]):
+        self.callback = callback
+        self.errors: list[BaseException] = []
+        self._failed_run = False
+        self._safe_call = make_callback_safe(self._call, logger=logger)
+
+    def _call(self, name: str, doc: Document) -> None:
         try:
-            self.finish()
+            self.callback(name, doc)
         except Exception as error:
-            self.derived.stop(exit_status="fail", reason=f"{type(error).__name__}: {error}")
+            self._failed_run = True
+            self.errors.append(error)
             raise
-        self.derived.stop(exit_status=status, reason=doc.get("reason", ""))
-        self.derived = None
-        self.active = False
+
+    def __call__(self, name: str, doc: Document) -> None:
+        if name == "start":
+            self._failed_run = False
+        if not self._failed_run:
+            self._safe_call(name, doc)

@@ -41,9 +41,12 @@ class ElectrochemistryCallback(AnalysisCallback):
     techniques = (XRD, ELECTROCHEMISTRY)
     needs_frames = False
 
-    def __init__(self, gitt_radius_um: float = 2.0, **kwargs: Any):
-        super().__init__(stream="echem", **kwargs)
+    def __init__(self, gitt_radius_um: float = 2.0, stream: str = "echem", **kwargs: Any):
+        super().__init__(stream=stream, **kwargs)
         self.gitt_radius_um = gitt_radius_um
+
+    def parameters(self) -> dict[str, Any]:
+        return {**super().parameters(), "gitt_radius_um": self.gitt_radius_um}
 
     def open_run(self, start: dict[str, Any]) -> None:
         # an XRD run records the electrochemistry keys too: check only those this reads

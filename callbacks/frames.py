@@ -26,7 +26,11 @@ Document = dict[str, Any]
 
 
 class FrameSource(Protocol):
-    """Where a callback gets the frames a StreamDatum points at."""
+    """Where a callback gets the frames a StreamDatum points at.
+
+    A source that holds open handles (files) also has a ``close()`` method, which the
+    analysis calls at the raw run's stop or when it fails; the next run reopens.
+    """
 
     def iter_frames(
         self, stream: str, resource: Document, datum: Document
@@ -77,13 +81,18 @@ class HDF5FrameSource:
                 yield seq_nums[lo + offset], frame
 
     def close(self) -> None:
+        """Close every file opened for the run (the writer may then reopen or delete it)."""
         for handle in self._files.values():
             handle.close()
         self._files.clear()
 
 
 class TiledFrameSource:
-    """Reads frames through a catalog run (a `BlueskyRun` Tiled client), for replay."""
+    """Reads frames through a catalog run (a `BlueskyRun` Tiled client), for replay.
+
+    It opens nothing of its own (the run's client and its connection belong to the
+    caller), hence no ``close()``.
+    """
 
     def __init__(self, run, chunk: int = 8):
         self.run = run

@@ -9,9 +9,11 @@ __all__ = ["__version__", "make_session", "replay"]
 
 
 def __getattr__(name: str):
-    # Lazy: `import nanostrain.analysis` must not pull in bluesky, tiled or ophyd.
+    # Lazy: `import nanostrain.analysis` must not pull in bluesky, tiled or ophyd. The
+    # replay function lives in `nanostrain.replaying` (a module named `replay` would
+    # shadow the function here as soon as it is imported).
     if name == "replay":
-        from .replay import replay
+        from .replaying import replay
 
         return replay
     if name == "make_session":

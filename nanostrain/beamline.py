@@ -43,15 +43,28 @@ def detector_path_provider(detector_dir: Path) -> PathProvider:
 SIM_XRD_SHAPE = (1024, 1024)
 
 
-def simulated_devices(path_provider: PathProvider) -> dict[str, Any]:
-    """Every simulated device of the nanostrain beamline, by name.
+#: The coin cell mounted on the simulated beamline from the start (material, morphology):
+#: a single-crystal LiNi0.9Co0.1O2 cathode, until `mount_cell` puts another.
+SIM_CELL = ("NC91", "SC")
 
-    One coin cell (a `CathodeParticle`, SC-NC91 until `mount_cell` puts another) is
-    cycled by ``cycler`` and seen by ``xrd``, so the pattern follows the electrochemistry.
+#: Simulated seconds per wall second of the simulated cycler's clock (the ``time_scale``
+#: signal; change it at any time): 10 simulated minutes per wall second, so that at
+#: 200 mA/g (C/1) a cycle takes ~12 wall s and frames taken every >= 10 mAh/g (3 min,
+#: 0.3 wall s, about what one frame and its live reduction cost) keep their cadence.
+SIM_TIME_SCALE = 600.0
+
+
+def simulated_devices(path_provider: PathProvider) -> dict[str, Any]:
+    """Every simulated device of the nanostrain beamline, by name, ready for its plans.
+
+    One coin cell (`SIM_CELL`, until `mount_cell` puts another) is cycled by ``cycler``
+    on the clock `SIM_TIME_SCALE` and seen by ``xrd``, so the pattern follows the
+    electrochemistry.
     """
     devices = make_alignment_bench(path_provider)
-    cell = CathodeParticle(material("NC91"), "SC")
-    devices["cycler"] = SimCycler(CyclerEngine(cell), name="cycler")
+    name, morphology = SIM_CELL
+    cell = CathodeParticle(material(name), morphology)
+    devices["cycler"] = SimCycler(CyclerEngine(cell), time_scale=SIM_TIME_SCALE, name="cycler")
     devices["xrd"] = SimXrdDetector(path_provider, cell, monitor=devices["i0"], shape=SIM_XRD_SHAPE, name="xrd")
     devices.update(make_sim_nanoprobe(path_provider))
     devices["txm"] = SimTxm(path_provider, name="txm")

@@ -2,7 +2,7 @@
 
     nanostrain demo                       simulated campaign into ./nanostrain-data
     nanostrain serve [--data-dir D]       the catalog server (Tiled) on 127.0.0.1:8000
-    nanostrain shell [--real CONFIG]      IPython with the beamline session loaded
+    nanostrain shell [--real CONFIG] [-c CODE]   IPython with the beamline session loaded
     nanostrain replay UID [--write]       re-run the live analyses on a stored run
     nanostrain catalog ls | recover DIR   list runs / re-ingest backed-up runs
 """
@@ -10,13 +10,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 
 from .catalog import API_KEY_ENV, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, CatalogSettings
-
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "profile"
 
 
 def _settings(args: argparse.Namespace) -> CatalogSettings:
@@ -56,31 +56,37 @@ def cmd_shell(args: argparse.Namespace) -> int:
         env["NANOSTRAIN_CATALOG"] = args.catalog
     if args.real:
         env["NANOSTRAIN_BEAMLINE_CONFIG"] = str(Path(args.real).resolve())
-    command = [sys.executable, "-m", "IPython", f"--profile-dir={PROFILE_DIR}"]
-    os.execvpe(sys.executable, command, env)
+    # The profile's startup files ship in the package (nanostrain.profile); IPython runs
+    # them as exec_files, in order, keeping its own profile (history) where it always is.
+    with resources.as_file(resources.files("nanostrain.profile") / "startup") as startup:
+        files = [str(path) for path in sorted(Path(startup).glob("*.py"))]
+        command = [sys.executable, "-m", "IPython", f"--InteractiveShellApp.exec_files={json.dumps(files)}"]
+        if args.command is not None:
+            command += ["-c", args.command]
+        os.execvpe(sys.executable, command, env)
     return 0  # not reached
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import replay
+    from .replaying import replay
 
     client, server = _client(args)
     try:
         if args.uid not in client:
             print(f"No run {args.uid!r} in the catalog.", file=sys.stderr)
             return 2
-        published = replay(client[args.uid])
+        writer = None
+        if args.write:
+            from bluesky_tiled_plugins import TiledWriter
+
+            writer = TiledWriter(client)
+        published = replay(client[args.uid], catalog=client, writer=writer)
         starts = [doc for name, doc in published if name == "start"]
         events = sum(1 for name, _ in published if name == "event")
         for doc in starts:
             print(f"derived run {doc['uid']} ({doc['analysis']}) from {doc['derived_from']}")
         print(f"{len(starts)} derived run(s), {events} event(s)")
         if args.write:
-            from bluesky_tiled_plugins import TiledWriter
-
-            writer = TiledWriter(client)
-            for name, doc in published:
-                writer(name, doc)
             print("written to the catalog")
         return 0
     finally:
@@ -152,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("shell", help="IPython with the beamline session (sim devices by default)")
     common(p)
     p.add_argument("--real", metavar="CONFIG", help="beamline TOML config: real EPICS devices instead of simulated")
+    p.add_argument("-c", dest="command", metavar="CODE", help="run CODE in the session, then exit (no prompt)")
     p.set_defaults(func=cmd_shell)
 
     p = sub.add_parser("replay", help="re-run the live analyses on a stored run")

@@ -14,50 +14,36 @@ analyses publish derived runs through the same writer.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bluesky import RunEngine
 from bluesky_tiled_plugins import TiledWriter
+from ophyd_async.core import SignalR
 
 from .beamline import make_devices
-from .callbacks.derived import AnalysisCallback
+from .callbacks.derived import AnalysisCallback, GuardedCallback
 from .callbacks.registry import default_analyses
 from .catalog import CatalogSettings, EmbeddedCatalog, connect
 from .plans import registry as plan_registry
-from .replay import replay
-
-logger = logging.getLogger(__name__)
+from .replaying import replay
 
 Document = dict[str, Any]
 
 
-class GuardedCallback:
-    """Runs a live analysis so that its failure never stops the experiment.
-
-    An exception is logged and kept in ``errors``; the analysis skips the rest of that
-    run (its derived run is closed as failed by the analysis itself where possible).
-    """
-
-    def __init__(self, callback: Callable[[str, Document], Any]):
-        self.callback = callback
-        self.errors: list[BaseException] = []
-        self._failed_run = False
-
-    def __call__(self, name: str, doc: Document) -> None:
-        if name == "start":
-            self._failed_run = False
-        if self._failed_run:
-            return
-        try:
-            self.callback(name, doc)
-        except Exception as error:
-            self._failed_run = True
-            self.errors.append(error)
-            logger.exception("Live analysis %r failed on a %s document; it skips the rest of this run.", self.callback, name)
+def live_signals(analyses: Iterable[AnalysisCallback]) -> dict[str, SignalR]:
+    """The live signals of ``analyses`` keyed ``f"{analysis}_{signal}"``; two analyses of
+    one name would clash, which raises ValueError."""
+    signals: dict[str, SignalR] = {}
+    for analysis in analyses:
+        for name, signal in analysis.signals.items():
+            key = f"{analysis.analysis}_{name}"
+            if key in signals:
+                raise ValueError(f"two live analyses publish the live signal {key!r}")
+            signals[key] = signal
+    return signals
 
 
 @dataclass
@@ -81,13 +67,16 @@ class Session:
         results = self.catalog.search(Key("start.derived_from") == uid)
         return [results[key] for key in results]
 
+    @property
+    def live_signals(self) -> dict[str, SignalR]:
+        """Every live analysis's live values (soft signals plans can read), keyed
+        ``f"{analysis}_{signal}"``, e.g. ``"xrd_reduction_lattice_change_A"``."""
+        return live_signals(self.analyses)
+
     def replay(self, uid: str, write: bool = False) -> list[tuple[str, Document]]:
-        """Re-run the live analyses on a stored run; ``write`` stores the new derived runs."""
-        published = replay(self.catalog[uid], default_analyses())
-        if write:
-            for name, doc in published:
-                self.writer(name, doc)
-        return published
+        """Re-run a stored run's analyses as they ran live (`nanostrain.replaying.replay`);
+        ``write`` stores the new derived runs in the catalog."""
+        return replay(self.catalog[uid], catalog=self.catalog, writer=self.writer if write else None)
 
     def close(self) -> None:
         """Write persisted metadata now and stop the embedded catalog (if any)."""
@@ -109,6 +98,7 @@ def make_session(
     persist_metadata: bool = True,
     live_analysis: bool = True,
     live_plots: bool = False,
+    analyses: Iterable[AnalysisCallback] | None = None,
 ) -> Session:
     """Build a beamline session.
 
@@ -120,8 +110,14 @@ def make_session(
     best_effort: subscribe bluesky's BestEffortCallback (tables and plots).
     persist_metadata: keep ``RE.md`` (proposal, sample, ...) between sessions.
     live_analysis: subscribe the live analyses (their derived runs go to the catalog).
+    analyses: the live analyses to run (default: every analysis with its default
+        settings, `callbacks.registry.default_analyses`).
     live_plots: draw the live figures (operando XRD) as the analyses publish.
     """
+    live: list[AnalysisCallback] = []
+    if live_analysis:
+        live = default_analyses() if analyses is None else list(analyses)
+        live_signals(live)  # refuse clashing names before anything starts
     settings = CatalogSettings(data_dir=Path(data_dir or "nanostrain-data"), **({"api_key": api_key} if api_key else {}))
     server = None
     if catalog_uri is None:
@@ -139,19 +135,16 @@ def make_session(
     writer = TiledWriter(client, backup_directory=str(settings.backup_dir))
     RE.subscribe(writer)
 
-    analyses: list[AnalysisCallback] = []
     guards: list[GuardedCallback] = []
-    if live_analysis:
-        analyses = default_analyses()
-        for analysis in analyses:
-            analysis.subscribe(writer)
-            guard = GuardedCallback(analysis)
-            guards.append(guard)
-            RE.subscribe(guard)
+    for analysis in live:
+        analysis.subscribe(writer)
+        guard = GuardedCallback(analysis)
+        guards.append(guard)
+        RE.subscribe(guard)
     if live_plots:
         from .callbacks.xrd_plots import XrdLivePlot
 
-        for analysis in analyses:
+        for analysis in live:
             if analysis.analysis == "xrd_reduction":
                 analysis.subscribe(XrdLivePlot())
     if best_effort:
@@ -167,7 +160,7 @@ def make_session(
         writer=writer,
         devices=devices,
         plans=plan_registry(),
-        analyses=analyses,
+        analyses=live,
         server=server,
         guards=guards,
     )

@@ -14,6 +14,8 @@ KEYS = {"potential_V": "c-potential", "current_mA": "c-current", "step_time_s": 
 
 def echem_run(rows, plan_name="operando_xrd", technique="xrd", sample=None):
     md = {"technique": technique, "plan_name": plan_name, "echem_keys": KEYS, "active_mass_g": 0.005}
+    if technique == "xrd":  # what the start-document contract requires of an xrd run besides
+        md.update(image_key="xrd", xrd_geometry={"detector": "Perkin"})
     if sample:
         md["sample"] = sample
     bundle = compose_run(metadata=md)

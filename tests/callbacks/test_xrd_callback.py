@@ -47,7 +47,7 @@ def frame(ai, phases, rng, **kwargs):
 def run_frames(frames, reference=None):
     ai = small_geometry()
     md = {"technique": "xrd", "image_key": "xrd", "xrd_geometry": ai.get_config(),
-          "echem_keys": {"potential_V": "cycler-potential"}}
+          "echem_keys": {"potential_V": "cycler-potential"}, "active_mass_g": 6.16e-3}
     if reference:
         md["xrd_reference"] = reference
     bundle = compose_run(metadata=md)

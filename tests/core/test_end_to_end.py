@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from event_model import DocumentNames, schema_validators
 
-from nanostrain.replay import replay
+from nanostrain.replaying import replay
 
 from nanostrain.catalog import CatalogSettings
 

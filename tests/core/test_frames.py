@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import pytest
 
 from nanostrain.analysis.frames import clipped_mean, frame_statistics
 from nanostrain.callbacks.frames import HDF5FrameSource, resource_path
@@ -60,3 +61,48 @@ def test_clipped_mean_ignores_a_bright_feature():
 def test_empty_frame_has_no_centroid():
     stats = frame_statistics(np.zeros((4, 4)), background=0.0)
     assert stats.total == 0.0 and np.isnan(stats.centroid_col)
+
+
+def _run_on_file(path, callback) -> None:
+    """A raw run of 3 events whose frames are in ``path`` (dataset /d), through ``callback``."""
+    from .test_derived import raw_run
+
+    for name, doc in raw_run(3, frames_first=True):
+        if name == "stream_resource":
+            doc = {**doc, "uri": f"file://localhost{path}"}
+        callback(name, doc)
+
+
+def _frames_file(path):
+    with h5py.File(path, "w", libver="latest") as f:
+        f["d"] = np.arange(3)[:, None, None] * np.ones((3, 2, 2))
+
+
+def test_the_hdf5_file_is_closed_at_the_raw_stop(tmp_path):
+    from .test_derived import SumRows
+
+    path = tmp_path / "det.h5"
+    _frames_file(path)
+    callback = SumRows(frame_source=HDF5FrameSource())
+    sums = []
+    callback.subscribe(lambda name, doc: sums.append(doc["data"]["frame_sum"]) if name == "event" else None)
+    _run_on_file(path, callback)
+    assert sums == [0.0, 4.0, 8.0]
+    with h5py.File(path, "w"):  # HDF5 refuses to truncate a file this process still has open
+        pass
+    path.unlink()
+
+
+def test_the_hdf5_file_is_closed_when_the_analysis_fails(tmp_path):
+    from .test_derived import SumRows
+
+    class Broken(SumRows):
+        def process_row(self, seq_num, data, frame):
+            raise RuntimeError("bad row")
+
+    path = tmp_path / "det.h5"
+    _frames_file(path)
+    with pytest.raises(RuntimeError, match="bad row"):
+        _run_on_file(path, Broken(frame_source=HDF5FrameSource()))
+    with h5py.File(path, "w"):
+        pass

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nanostrain.session import GuardedCallback, make_session
+from nanostrain.callbacks.derived import GuardedCallback
+from nanostrain.session import make_session
 
 from ..conftest import API_KEY
 

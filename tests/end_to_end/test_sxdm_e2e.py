@@ -12,7 +12,7 @@ from event_model import DocumentNames, schema_validators
 from nanostrain.analysis.sxdm_geometry import SxdmGeometry
 from nanostrain.callbacks.sxdm import SxdmCallback
 from nanostrain.callbacks.sxdm_plots import maps_from_derived_run
-from nanostrain.replay import replay
+from nanostrain.replaying import replay
 from nanostrain.session import make_session
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.nanoprobe import project_particle

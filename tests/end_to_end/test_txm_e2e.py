@@ -9,7 +9,7 @@ import pytest
 from nanostrain.beamline import connect_devices, detector_path_provider
 from nanostrain.callbacks.txm import TxmXanesCallback
 from nanostrain.devices.txm import SimTxm
-from nanostrain.replay import replay
+from nanostrain.replaying import replay
 from nanostrain.session import make_session
 from nanostrain.sim.txm import charged_particle, particle_sample
 

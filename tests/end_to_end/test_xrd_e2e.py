@@ -10,7 +10,7 @@ from ophyd_async.core import soft_signal_rw
 
 from nanostrain.beamline import mount_cell
 from nanostrain.plans.protocols import ProtocolStep, gitt
-from nanostrain.replay import replay
+from nanostrain.replaying import replay
 from nanostrain.session import make_session
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.materials import material

@@ -1,0 +1,93 @@
+"""Replay: push a stored run's documents through analyses, frames read through Tiled.
+
+A replay sees the documents ``run.documents()`` serves (the catalog's own export of the
+run, StreamResource/StreamDatum included) and reads detector frames through the catalog,
+so it needs no access to the beamline's files, and it writes none. The analyses are
+rebuilt from the ``parameters`` their derived runs of that raw run recorded
+(`recorded_analyses`), so a replay repeats the live computation rather than the defaults
+of today; results equal the live ones (see `nanostrain.callbacks.derived`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from tiled.queries import Key
+
+from .callbacks.derived import AnalysisCallback, GuardedCallback
+from .callbacks.frames import TiledFrameSource
+from .callbacks.registry import ANALYSES
+
+logger = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+Callback = Callable[[str, Document], Any]
+
+
+def run_documents(run) -> list[tuple[str, Document]]:
+    """All documents of a catalog run, in the order the catalog exports them."""
+    return [(name, doc) for name, doc in run.documents()]
+
+
+def recorded_analyses(run, catalog=None) -> list[AnalysisCallback]:
+    """The live analyses of raw ``run`` rebuilt as they ran: one per distinct
+    (analysis, parameters) recorded by a derived run of ``run`` in ``catalog`` (default:
+    the run's parent node), through `AnalysisCallback.from_parameters`; an analysis that
+    made no derived run of it comes with its defaults. Derived runs of analyses this
+    version does not know are left out (logged)."""
+    catalog = run.parent if catalog is None else catalog
+    uid = run.metadata["start"]["uid"]
+    recorded: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ANALYSES}
+    derived = catalog.search(Key("start.derived_from") == uid)
+    for key in derived:
+        start = derived[key].metadata["start"]
+        name, parameters = start.get("analysis"), dict(start.get("parameters") or {})
+        if name not in ANALYSES:
+            logger.info("Derived run %s of %s: analysis %r is unknown here; not replayed.", key, uid, name)
+            continue
+        recorded[name].setdefault(json.dumps(parameters, sort_keys=True), parameters)
+    analyses: list[AnalysisCallback] = []
+    for name, cls in ANALYSES.items():
+        analyses += [cls.from_parameters(p) for p in recorded[name].values()] if recorded[name] else [cls()]
+    return analyses
+
+
+def replay(
+    run,
+    callbacks: Iterable[Callback] | None = None,
+    catalog=None,
+    writer: Callback | None = None,
+) -> list[tuple[str, Document]]:
+    """Push the documents of ``run`` (a BlueskyRun client, or a uid with ``catalog``)
+    through ``callbacks`` (default: the run's analyses as recorded, `recorded_analyses`).
+
+    Returns the documents the analysis callbacks published (their derived runs), so the
+    caller can compare them with the live ones; ``writer`` (e.g. a TiledWriter) gets
+    each of them too, as it is published. An analysis that fails closes its derived run
+    as failed, as live; the error is logged and the other analyses go on.
+    """
+    if isinstance(run, str):
+        if catalog is None:
+            raise ValueError("Replay by uid needs the catalog client: replay(uid, catalog=...).")
+        run = catalog[run]
+    callbacks = list(recorded_analyses(run, catalog) if callbacks is None else callbacks)
+    published: list[tuple[str, Document]] = []
+
+    def publish(name: str, doc: Document) -> None:
+        published.append((name, doc))
+        if writer is not None:
+            writer(name, doc)
+
+    frames = TiledFrameSource(run)
+    for callback in callbacks:
+        if isinstance(callback, AnalysisCallback):
+            callback.frame_source = frames
+            callback.subscribe(publish)
+    guards = [GuardedCallback(callback) for callback in callbacks]
+    for name, doc in run_documents(run):
+        for guard in guards:
+            guard(name, doc)
+    return published

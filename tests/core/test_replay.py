@@ -1,0 +1,132 @@
+"""Replay rebuilds the analyses a raw run was analysed with (recorded parameters), gives
+the live results, writes no file; `from nanostrain import replay` is the function."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nanostrain.callbacks.frame_stats import FrameStatisticsCallback
+from nanostrain.callbacks.registry import ANALYSES, default_analyses
+from nanostrain.callbacks.sxdm import SxdmCallback
+from nanostrain.callbacks.txm import TxmXanesCallback
+from nanostrain.callbacks.xrd import XrdCallback
+from nanostrain.replaying import recorded_analyses, replay
+from nanostrain.session import make_session
+
+from ..conftest import API_KEY
+
+#: non-default settings the live frame statistics run with: no background subtraction
+LIVE_BACKGROUND = 0.0
+
+
+@pytest.mark.parametrize("analysis", default_analyses(), ids=lambda a: a.analysis)
+def test_every_analysis_is_rebuilt_equal_from_its_parameters(analysis):
+    rebuilt = type(analysis).from_parameters(analysis.parameters())
+    assert type(rebuilt) is type(analysis) and rebuilt.parameters() == analysis.parameters()
+
+
+@pytest.mark.parametrize(
+    "analysis",
+    [FrameStatisticsCallback(background=3.5), XrdCallback(npt=700, q_max=4.0, instrument_fwhm_deg=0.01),
+     SxdmCallback(batch_frames=16, registration=False, mask_fraction=0.3, d_ref_A=4.7),
+     TxmXanesCallback(smooth_voxels=2.0, denoise=False, bins=40)],
+    ids=lambda a: a.analysis,
+)
+def test_non_default_parameters_survive_the_round_trip(analysis):
+    rebuilt = type(analysis).from_parameters(analysis.parameters())
+    assert rebuilt.parameters() == analysis.parameters() != type(analysis)().parameters()
+
+
+class WithConstant(FrameStatisticsCallback):
+    """Records a fixed window it is not constructed with (as a constant for the record)."""
+
+    def parameters(self):
+        return {**super().parameters(), "window": (1.0, 2.0)}
+
+
+def test_a_recorded_constant_is_accepted_only_with_its_own_value():
+    assert WithConstant.from_parameters({"background": 2.0, "window": [1.0, 2.0]}).background == 2.0
+    with pytest.raises(ValueError, match="window"):
+        WithConstant.from_parameters({"background": 2.0, "window": [1.0, 3.0]})
+    with pytest.raises(ValueError, match="smoothing"):
+        FrameStatisticsCallback.from_parameters({"background": 2.0, "smoothing": 3})
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    live = [FrameStatisticsCallback(background=LIVE_BACKGROUND)] + [
+        cls() for name, cls in ANALYSES.items() if name != "frame_statistics"
+    ]
+    s = make_session(data_dir=tmp_path_factory.mktemp("replay") / "data", api_key=API_KEY,
+                     persist_metadata=False, analyses=live)
+    d = s.devices
+    (uid,) = s.RE(s.plans["alignment_scan"](d["cam"], d["sx"], -0.5, 0.5, 5, monitor=d["i0"], exposure_s=0.05))
+    s.uid = uid
+    yield s
+    s.close()
+
+
+def _stats(published):
+    return [doc["data"] for name, doc in published if name == "event"]
+
+
+def test_replay_uses_the_recorded_parameters_and_reproduces_the_live_results(session):
+    (derived,) = session.derived_runs(session.uid)
+    assert derived.metadata["start"]["parameters"]["background"] == LIVE_BACKGROUND
+    live_total = np.asarray(derived["frame_stats"].read()["total"])
+    replayed = _stats(replay(session.catalog[session.uid]))
+    assert np.array_equal([row["total"] for row in replayed], live_total)
+    with_defaults = _stats(replay(session.catalog[session.uid], [FrameStatisticsCallback()]))
+    assert not np.allclose([row["total"] for row in with_defaults], live_total)
+
+
+def test_recorded_analyses_come_with_the_live_settings(session):
+    analyses = recorded_analyses(session.catalog[session.uid])
+    stats = [a for a in analyses if a.analysis == "frame_statistics"]
+    assert [a.background for a in stats] == [LIVE_BACKGROUND]
+    assert sorted(a.analysis for a in analyses) == sorted(ANALYSES)  # the others: defaults
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_replay_writes_no_file(session):
+    before = _tree(session.settings.data_dir)
+    published = session.replay(session.uid)
+    assert [n for n, _ in published].count("stop") == 1
+    assert _tree(session.settings.data_dir) == before
+
+
+def test_session_exposes_every_live_signal_by_analysis_and_name(session):
+    signals = session.live_signals
+    expected = {f"{a.analysis}_{name}" for a in session.analyses for name in a.signals}
+    assert set(signals) == expected
+    assert {"xrd_reduction_lattice_change_A", "frame_statistics_total"} <= set(signals)
+    assert signals["xrd_reduction_lattice_change_A"] is next(
+        a for a in session.analyses if a.analysis == "xrd_reduction").signals["lattice_change_A"]
+
+
+def test_two_live_analyses_of_one_name_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="frame_statistics_total"):
+        make_session(data_dir=tmp_path / "d", api_key=API_KEY, persist_metadata=False,
+                     analyses=[FrameStatisticsCallback(), FrameStatisticsCallback(background=1.0)])
+
+
+def test_nanostrain_replay_is_the_function_and_analysis_stays_light():
+    code = (
+        "import sys, nanostrain.analysis\n"
+        "assert 'bluesky' not in sys.modules, 'nanostrain.analysis pulled in bluesky'\n"
+        "import nanostrain.replaying\n"
+        "from nanostrain import make_session, replay\n"
+        "assert replay is nanostrain.replaying.replay and callable(make_session)\n"
+        "print('OK')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "OK", result.stderr
