@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.electrochem import capacity_retention, coulombic_efficiency, cycle_capacities, gitt_diffusion
-from ..schema.start import ELECTROCHEMISTRY, XRD, require_start
+from ..schema.start import ELECTROCHEMISTRY, XRD
 from .derived import AnalysisCallback
 
 
@@ -49,8 +49,6 @@ class ElectrochemistryCallback(AnalysisCallback):
         return {**super().parameters(), "gitt_radius_um": self.gitt_radius_um}
 
     def open_run(self, start: dict[str, Any]) -> None:
-        # an XRD run records the electrochemistry keys too: check only those this reads
-        require_start(start, ELECTROCHEMISTRY)
         self.keys = start["echem_keys"]
         self.mass_g = start["active_mass_g"]
         self.is_gitt = start.get("plan_name") == "gitt"

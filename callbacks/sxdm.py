@@ -36,7 +36,7 @@ import numpy as np
 
 from ..analysis.sxdm import SxdmAccumulator, SxdmMaps
 from ..analysis.sxdm_geometry import SxdmGeometry
-from ..schema.start import SXDM, require_start
+from ..schema.start import SXDM
 from .derived import AnalysisCallback
 
 MAP_NAMES = ("intensity", "dd_over_d", "theta_xy", "theta_xz")
@@ -87,7 +87,6 @@ class SxdmCallback(AnalysisCallback):
         }
 
     def open_run(self, start: dict[str, Any]) -> None:
-        require_start(start, SXDM)
         raster = start["sxdm_raster"]
         if list(raster.get("order", [])) != ["theta", "y", "x"]:
             raise ValueError(f"unsupported raster order {raster.get('order')!r} (expected theta, y, x)")

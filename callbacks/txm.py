@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.txm_reduction import TxmXanesAccumulator, XanesOptions
-from ..schema.start import TXM, require_start
+from ..schema.start import TXM
 from .derived import AnalysisCallback
 
 
@@ -55,7 +55,6 @@ class TxmXanesCallback(AnalysisCallback):
         return {**super().parameters(), **dataclasses.asdict(self.options)}
 
     def open_run(self, start: dict[str, Any]) -> None:
-        require_start(start, TXM)
         self.keys = start["txm_keys"]
         self.voxel_um = float(start.get("pixel_size_um", math.nan))
         self.reducer = TxmXanesAccumulator(start["energies_eV"], start["angles_deg"], start["txm_mode"], self.options)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..analysis.xrd import pyfai_geometry
 from ..analysis.xrd_calibration import PONI_PARAMETERS, calibrate_geometry
-from ..schema.start import XRD_CALIBRATION, require_start
+from ..schema.start import XRD_CALIBRATION
 from .derived import AnalysisCallback
 
 
@@ -65,7 +65,6 @@ class XrdCalibrationCallback(AnalysisCallback):
         }
 
     def open_run(self, start: dict[str, Any]) -> None:
-        require_start(start, XRD_CALIBRATION)
         self.initial = pyfai_geometry(start["xrd_geometry"])
         self.calibrant = start["calibrant"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-LAYERS = ("devices", "plans", "callbacks", "analysis", "sim", "schema")
+LAYERS = ("devices", "plans", "callbacks", "analysis", "sim", "schema", "profile")
 REPO = Path(__file__).resolve().parents[2]
 DEVICE_MODULES = sorted(path.stem for path in (REPO / "devices").glob("*.py") if path.stem != "__init__")
 

@@ -11,7 +11,7 @@ import pyFAI
 import pytest
 
 from nanostrain.plans.calibration import CalibrationError
-from nanostrain.replay import replay
+from nanostrain.replaying import replay
 from nanostrain.session import make_session
 from nanostrain.analysis.xrd import perkinelmer_geometry
 

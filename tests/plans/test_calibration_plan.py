@@ -18,7 +18,7 @@ from nanostrain.devices.beam import SimBeamMonitor
 from nanostrain.devices.xrd import CALIBRANT, SimXrdDetector
 from nanostrain.plans.calibration import CalibrationError, calibrate_xrd, write_poni_atomically
 from nanostrain.plans.validation import PlanArgumentError
-from nanostrain.session import GuardedCallback
+from nanostrain.callbacks.derived import GuardedCallback
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.analysis.xrd import perkinelmer_geometry
 
