@@ -181,7 +181,8 @@ def test_parameters_rebuild_the_same_analysis():
     rebuilt = XrdCallback(**parameters)
     assert rebuilt.parameters() == parameters
     assert set(parameters) == {"npt", "q_max", "instrument_fwhm_deg", "q003_window", "image_key", "stream"}
-    md = {"technique": "xrd", "image_key": "xrd", "xrd_geometry": small_geometry().get_config()}
+    md = {"technique": "xrd", "image_key": "xrd", "xrd_geometry": small_geometry().get_config(),
+          "echem_keys": {}, "active_mass_g": 6.16e-3}
     rebuilt("start", compose_run(metadata=md).start_doc)
     assert rebuilt.reducer.q003_window == (1.25, 1.45)
     assert rebuilt.reducer.q_max == 4.5 and rebuilt.reducer.integrator.npt == 900
