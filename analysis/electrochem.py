@@ -280,3 +280,75 @@ def dqdv(
     if smoothing_V > 0:
         density = gaussian_filter1d(density, smoothing_V / dv_V, mode="constant", truncate=4.0)
     return (edges[:-1] + edges[1:]) / 2, direction * density
+
+
+def cumulative_time(step_time_s: ArrayLike, step_index: ArrayLike) -> np.ndarray:
+    """Time since the start of the protocol from each step's own clock (s): at every
+    change of step the last step time seen is added to an offset."""
+    step_time = np.asarray(step_time_s, dtype=float)
+    step = np.asarray(step_index)
+    if step.shape != step_time.shape:
+        raise ValueError(f"step_index shape {step.shape} differs from step_time_s {step_time.shape}")
+    changes = np.flatnonzero(step[1:] != step[:-1]) + 1  # first reading of each new step
+    offsets = np.zeros_like(step_time)
+    offsets[changes] = step_time[changes - 1]
+    return step_time + np.cumsum(offsets)
+
+
+@dataclass(frozen=True)
+class CyclingSummary:
+    """What a cycling record gives: per cycle, capacities (mAh/g), coulombic efficiency
+    and retention against the first cycle's discharge (%, NaN where undefined); for a
+    GITT record, the titration table (`GITT_DTYPE`), else None."""
+
+    capacities: CycleCapacities
+    coulombic_efficiency_pct: np.ndarray
+    retention_pct: np.ndarray
+    gitt: np.ndarray | None
+
+
+class CyclingAccumulator:
+    """Streaming reducer of a cycler's readings (the shape of the other reducers: state in,
+    readings in through `add`, a frozen `CyclingSummary` out of `result`).
+
+    mass_g: active mass (g); gitt_radius_cm: particle radius r_p for eq. (2), or None for a
+    record that is not a GITT titration. Readings carry each step's own clock
+    (``step_time_s``), the step and cycle numbers, the potential (V) and current (mA,
+    charge positive); `cumulative_time` chains the step clocks. Two readings of one
+    instant (a step's last, the next step's first) keep the later, whose current is the
+    one flowing from then on.
+    """
+
+    def __init__(self, mass_g: float, gitt_radius_cm: float | None = None):
+        if not mass_g > 0:
+            raise ValueError(f"mass_g must be positive, got {mass_g}")
+        if gitt_radius_cm is not None and not gitt_radius_cm > 0:
+            raise ValueError(f"gitt_radius_cm must be positive, got {gitt_radius_cm}")
+        self.mass_g, self.gitt_radius_cm = mass_g, gitt_radius_cm
+        self._rows: list[tuple[float, float, float, float, float]] = []
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, step_time_s: float, step_index: int, cycle_index: int, potential_V: float, current_mA: float) -> None:
+        """One cycler reading."""
+        self._rows.append((float(step_time_s), float(step_index), float(cycle_index), float(potential_V), float(current_mA)))
+
+    def result(self) -> CyclingSummary:
+        """Capacities, efficiency, retention (and the GITT table) of the readings so far;
+        ValueError with fewer than two readings."""
+        if len(self._rows) < 2:
+            raise ValueError(f"a cycling record needs >= 2 readings, got {len(self._rows)}")
+        step_time, step, cycle, potential, current_mA = np.asarray(self._rows).T
+        time_s = cumulative_time(step_time, step)
+        keep = np.concatenate([np.diff(time_s) > 0, [True]])
+        time_s, cycle, potential, current_A = time_s[keep], cycle[keep], potential[keep], current_mA[keep] / 1e3
+        capacities = cycle_capacities(time_s, current_A, self.mass_g, cycle_index=cycle)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            efficiency = coulombic_efficiency(capacities.charge, capacities.discharge)
+            retention = (capacity_retention(capacities.discharge) if capacities.discharge[0] > 0
+                         else np.full(capacities.cycle.size, np.nan))
+        gitt = None
+        if self.gitt_radius_cm is not None:
+            gitt = gitt_diffusion(time_s, potential, current_A, radius_cm=self.gitt_radius_cm)
+        return CyclingSummary(capacities, efficiency, retention, gitt)

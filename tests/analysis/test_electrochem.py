@@ -196,3 +196,35 @@ def test_dqdv_of_a_discharge_is_negative():
     capacity, voltage = plateau_branch(noise_V=0.0)
     _, dq_dv = ec.dqdv(capacity, voltage[::-1])  # discharged capacity grows as V falls
     assert dq_dv.min() < 0 and dq_dv.max() <= 0
+
+
+def test_cumulative_time_chains_the_step_clocks():
+    t = ec.cumulative_time(np.array([0.0, 10, 20, 0, 5, 0, 30]), np.array([0, 0, 0, 1, 1, 2, 2]))
+    assert t.tolist() == [0, 10, 20, 20, 25, 25, 55]
+
+
+def test_cycling_accumulator_streams_readings_into_capacities_per_cycle():
+    """Two cycles read step by step (each step's clock restarts at 0, the step's last
+    reading and the next step's first share an instant): charge 1 mA for 1 h, discharge
+    0.9 mA then 0.6 mA for 1 h, 5 mg -> 200, 180, 200, 120 mAh/g."""
+    reducer = ec.CyclingAccumulator(mass_g=0.005)
+    for step, (cycle, milliamps) in enumerate([(1, 1.0), (1, -0.9), (2, 1.0), (2, -0.6)]):
+        for t in np.linspace(0, 3600, 13):
+            reducer.add(t, step, cycle, 3.8, milliamps)
+    summary = reducer.result()
+    assert summary.capacities.cycle.tolist() == [1, 2]
+    assert summary.capacities.charge == pytest.approx([200.0, 200.0], rel=1e-9)
+    assert summary.capacities.discharge == pytest.approx([180.0, 120.0], rel=1e-9)
+    assert summary.coulombic_efficiency_pct == pytest.approx([90.0, 60.0], rel=1e-9)
+    assert summary.retention_pct == pytest.approx([100.0, 100 * 120 / 180], rel=1e-9)
+    assert summary.gitt is None
+
+
+def test_cycling_accumulator_refuses_too_few_readings_and_a_bad_mass():
+    reducer = ec.CyclingAccumulator(mass_g=0.005)
+    reducer.add(0.0, 0, 1, 3.8, 1.0)
+    with pytest.raises(ValueError, match=">= 2 readings"):
+        reducer.result()
+    for mass in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="mass_g"):
+            ec.CyclingAccumulator(mass_g=mass)

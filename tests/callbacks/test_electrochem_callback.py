@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from event_model import compose_run
 
-from nanostrain.callbacks.electrochem import ElectrochemistryCallback, cumulative_time
+from nanostrain.callbacks.electrochem import ElectrochemistryCallback
 
 KEYS = {"potential_V": "c-potential", "current_mA": "c-current", "step_time_s": "c-step_time",
         "capacity_mAh": "c-total_charge", "step_index": "c-step_index", "cycle_index": "c-cycle_index"}
@@ -34,11 +34,6 @@ def published(callback, docs):
     for name, doc in docs:
         callback(name, doc)
     return out
-
-
-def test_cumulative_time_chains_the_step_clocks():
-    t = cumulative_time(np.array([0.0, 10, 20, 0, 5, 0, 30]), np.array([0, 0, 0, 1, 1, 2, 2]))
-    assert t.tolist() == [0, 10, 20, 20, 25, 25, 55]
 
 
 def test_capacities_efficiency_and_retention_per_cycle():
