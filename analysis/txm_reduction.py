@@ -45,7 +45,6 @@ Units: energies in eV, angles in degrees, absorbance -ln T, shifts and centre in
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -99,11 +98,6 @@ class XanesOptions:
             raise ValueError(f"mask_erosion must be >= 0, got {self.mask_erosion}")
         if self.registration_angles < 1 or self.bins < 1:
             raise ValueError(f"registration_angles and bins must be >= 1, got {self.registration_angles}, {self.bins}")
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        """The option names (keyword arguments of the constructor)."""
-        return tuple(f.name for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True)

@@ -32,20 +32,28 @@ from .derived import AnalysisCallback
 class TxmXanesCallback(AnalysisCallback):
     """TXM-XANES reduction of ``technique="txm"`` runs; see the module docstring.
 
-    Keyword arguments: the fields of `analysis.txm_reduction.XanesOptions`
-    (``smooth_voxels``, ``mask_erosion``, ``denoise``, ``registration_angles``, ``bins``)
-    and those of `AnalysisCallback` (``image_key``, ``stream``, ``frame_source``).
-    `parameters` returns them (JSON-able, without the frame source), so
-    ``TxmXanesCallback(**callback.parameters())`` rebuilds the same analysis.
+    Keyword arguments: the fields of `analysis.txm_reduction.XanesOptions` (their
+    meaning and defaults are documented there, the one home of both) and those of
+    `AnalysisCallback` (``image_key``, ``stream``, ``frame_source``). `parameters` returns
+    them (JSON-able, without the frame source), so ``TxmXanesCallback(**callback.parameters())``
+    rebuilds the same analysis; the signature names them so that introspection
+    (`from_parameters`, queue tools) sees them.
     """
 
     analysis = "txm_xanes"
     techniques = (TXM,)
 
-    def __init__(self, **kwargs: Any) -> None:
-        options = {name: kwargs.pop(name) for name in XanesOptions.names() if name in kwargs}
+    def __init__(
+        self,
+        smooth_voxels: float = XanesOptions.smooth_voxels,
+        mask_erosion: int = XanesOptions.mask_erosion,
+        denoise: bool = XanesOptions.denoise,
+        registration_angles: int = XanesOptions.registration_angles,
+        bins: int = XanesOptions.bins,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.options = XanesOptions(**options)
+        self.options = XanesOptions(smooth_voxels, mask_erosion, denoise, registration_angles, bins)
         self.reducer: TxmXanesAccumulator | None = None
         self.live_signal("wl_sigma_eV", float, math.nan)
         self.live_signal("wl_mean_eV", float, math.nan)

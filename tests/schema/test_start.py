@@ -76,7 +76,8 @@ def test_require_start_names_the_run_and_what_it_lacks():
 def test_the_echem_analysis_refuses_a_run_without_the_keys_it_reads():
     from nanostrain.callbacks.electrochem import ElectrochemistryCallback
 
-    start = {"uid": "abc", "time": 0.0, "technique": XRD, "plan_name": "operando_xrd", "active_mass_g": 6e-3}
+    start = {"uid": "abc", "time": 0.0, "technique": XRD, "plan_name": "operando_xrd", "active_mass_g": 6e-3,
+             "image_key": "xrd", "xrd_geometry": {}}
     with pytest.raises(StartDocumentError, match=r"lacks \['echem_keys'\]"):
         ElectrochemistryCallback()("start", start)
 
