@@ -24,10 +24,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import curve_fit
 
-__all__ = ["FWHM_PER_SIGMA", "RockingCurveFit", "XrfMap", "fit_rocking_curve", "xrf_centroid"]
+from nanostrain.analysis.units import FWHM_PER_SIGMA
 
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
-"""Full width at half maximum of a Gaussian over its standard deviation, 2 sqrt(2 ln 2)."""
+__all__ = ["RockingCurveFit", "XrfMap", "fit_rocking_curve", "xrf_centroid"]
 
 
 @dataclass(frozen=True)

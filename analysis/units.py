@@ -27,6 +27,9 @@ M_PER_A = 1e-10
 INV_NM_PER_INV_A = 10.0
 """Q[1/nm] = 10 Q[1/A] (pyFAI's q_nm^-1 unit)."""
 
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+"""Full width at half maximum of a Gaussian in units of its standard deviation, 2 sqrt(2 ln 2)."""
+
 
 def wavelength_A(energy_eV: ArrayLike) -> np.ndarray:
     """lambda = hc / E, angstrom, of a photon energy in eV."""

@@ -44,9 +44,8 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 from scipy import ndimage
 
-from nanostrain.analysis.sxdm_alignment import FWHM_PER_SIGMA
 from nanostrain.analysis.sxdm_geometry import SxdmGeometry, bragg_angle_003, q_from_d_tilts
-from nanostrain.analysis.units import wavelength_A, wavenumber_invA
+from nanostrain.analysis.units import FWHM_PER_SIGMA, wavelength_A, wavenumber_invA
 
 from .cathode import CathodeParticle, Crack, SurfaceLayer, charged_particle
 from .sxdm_render import render_frames

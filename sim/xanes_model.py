@@ -12,15 +12,14 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import brentq
 
-__all__ = ["ni_k_edge_xanes"]
+from nanostrain.analysis.units import FWHM_PER_SIGMA
 
-# FWHM of a Gaussian in units of its standard deviation: 2 sqrt(2 ln 2).
-_GAUSS_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+__all__ = ["ni_k_edge_xanes"]
 
 
 def _pseudo_voigt_slope(x: float, fwhm: float, lorentz_fraction: float) -> float:
     """-d/dx of a unit-height pseudo-Voigt of full width ``fwhm`` at offset ``x``."""
-    sigma = fwhm / _GAUSS_FWHM_PER_SIGMA
+    sigma = fwhm / FWHM_PER_SIGMA
     gamma = fwhm / 2.0
     gauss = x / sigma**2 * np.exp(-0.5 * (x / sigma) ** 2)
     lorentz = 2.0 * x / gamma**2 / (1.0 + (x / gamma) ** 2) ** 2
@@ -83,7 +82,7 @@ def ni_k_edge_xanes(
     )
     edge = 0.5 + np.arctan((energies - (wl - edge_offset_eV)) / edge_width_eV) / np.pi
     x = energies - (wl - delta)
-    sigma = wl_fwhm_eV / _GAUSS_FWHM_PER_SIGMA
+    sigma = wl_fwhm_eV / FWHM_PER_SIGMA
     peak = (1.0 - lorentz_fraction) * np.exp(-0.5 * (x / sigma) ** 2) + lorentz_fraction / (
         1.0 + (2.0 * x / wl_fwhm_eV) ** 2
     )

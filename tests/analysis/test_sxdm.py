@@ -14,7 +14,8 @@ import pytest
 from scipy import ndimage
 
 from nanostrain.analysis.sxdm import SxdmAccumulator, refine_gaussian, strain_maps
-from nanostrain.analysis.sxdm_alignment import FWHM_PER_SIGMA, fit_rocking_curve, xrf_centroid
+from nanostrain.analysis.sxdm_alignment import fit_rocking_curve, xrf_centroid
+from nanostrain.analysis.units import FWHM_PER_SIGMA
 from nanostrain.analysis.sxdm_geometry import (
     SxdmGeometry,
     bragg_angle,
