@@ -19,6 +19,7 @@ PACKAGE_DIRS = ("nanostrain", "analysis", "callbacks", "devices", "plans", "sim"
 NOT_IMPORTED = {
     "asyncpg": "the driver of the PostgreSQL catalog URIs (postgresql+asyncpg://)",
     "ipython": "`nanostrain shell` runs `python -m IPython`",
+    "zict": "bluesky's PersistentDict (RE.md kept between sessions) needs it, undeclared by bluesky",
 }
 
 
