@@ -119,9 +119,13 @@ NAMED_PROTOCOLS: Mapping[str, Callable[..., Protocol]] = {
     "gitt": gitt,
 }
 
-#: A protocol as a plan accepts it: steps (`ProtocolStep` or dicts of its fields), or a
-#: named builder with its arguments.
-ProtocolSpec = Sequence[ProtocolStep | Mapping[str, Any]] | Mapping[str, Any]
+#: A protocol as a plan accepts it: a sequence of steps (`ProtocolStep` objects or dicts of
+#: its fields), or a named builder with its arguments (a dict). The steps are typed ``Any``
+#: so that a queue server can rebuild the annotation from its text (it cannot import
+#: `ProtocolStep`) and, seeing it typed, leaves the strings inside (``"CC_CHARGE"``,
+#: ``"gitt"``) alone instead of reading them as device or plan names;
+#: `resolve_protocol` checks every step.
+ProtocolSpec = Sequence[Any] | dict[str, Any]
 
 STEP_FIELDS = tuple(field.name for field in fields(ProtocolStep))
 

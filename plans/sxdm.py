@@ -227,22 +227,21 @@ def check_axis_limits(
             raise PlanArgumentError(f"{axis.name} would fly at {speed:g}/s, above its maximum speed {maximum:g}/s.")
 
 
-def _geometry_md(detector, geometry: SxdmGeometry | Mapping[str, Any] | None) -> dict[str, Any]:
-    """The ``sxdm_geometry`` record (`SxdmGeometry.to_metadata`) of the given geometry (an
-    `SxdmGeometry`, or its ``to_metadata()`` dict as a queue item gives it), else of the
-    detector's."""
+def _geometry_md(detector, geometry: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``sxdm_geometry`` record of the given geometry (an `SxdmGeometry.to_metadata`
+    dict, checked by rebuilding the `SxdmGeometry`), else of the detector's."""
     if geometry is None:
         if not hasattr(detector, "sxdm_geometry"):
-            raise PlanArgumentError("No detector geometry: pass geometry=SxdmGeometry(...) or use an SXDM detector.")
-        geometry = detector.sxdm_geometry()
-    if isinstance(geometry, Mapping):
-        try:
-            geometry = SxdmGeometry.from_metadata(geometry)
-        except (KeyError, TypeError, ValueError) as error:
-            raise PlanArgumentError(f"geometry {dict(geometry)!r} is not an SxdmGeometry record: {error}") from None
-    if not isinstance(geometry, SxdmGeometry):
-        raise PlanArgumentError(f"geometry must be an SxdmGeometry or its to_metadata() dict, got {type(geometry).__name__}.")
-    return geometry.to_metadata()
+            raise PlanArgumentError(
+                "No detector geometry: pass geometry=SxdmGeometry(...).to_metadata() or use an SXDM detector."
+            )
+        return detector.sxdm_geometry().to_metadata()
+    if not isinstance(geometry, Mapping):
+        raise PlanArgumentError(f"geometry must be an SxdmGeometry.to_metadata() dict, got {type(geometry).__name__}.")
+    try:
+        return SxdmGeometry.from_metadata(geometry).to_metadata()
+    except (KeyError, TypeError, ValueError) as error:
+        raise PlanArgumentError(f"geometry {dict(geometry)!r} is not an SxdmGeometry record: {error!r}") from None
 
 
 def _check_roi(roi: Sequence[int] | None) -> list[int] | None:
@@ -265,7 +264,7 @@ def sxdm_rocking_raster(
     *,
     exposure_s: float = 0.01,
     deadtime_s: float = 0.0,
-    geometry: SxdmGeometry | dict[str, Any] | None = None,
+    geometry: dict[str, Any] | None = None,
     monitor: Readable | None = None,
     xrf: Readable | None = None,
     background: float = 0.0,
@@ -284,8 +283,8 @@ def sxdm_rocking_raster(
     rocking rotation (deg). x, y: (start, stop) raster ranges (um, inclusive; stop - start
     a multiple of step); step: raster step (um, e.g. 0.05); thetas: rocking angles (deg,
     e.g. theta_B + linspace(-1, 1, 41)); mode: "step" or "fly". exposure_s, deadtime_s:
-    frame exposure and gap (s). geometry: `SxdmGeometry` or its ``to_metadata()`` dict
-    (default the detector's ``sxdm_geometry()``). monitor, xrf: readables recorded with each point (step) or row
+    frame exposure and gap (s). geometry: an `SxdmGeometry.to_metadata` dict (default the
+    detector's ``sxdm_geometry()``). monitor, xrf: readables recorded with each point (step) or row
     (fly). background: detector counts per pixel per frame for the analysis to subtract;
     roi: detector rows/cols (row_start, row_stop, col_start, col_stop) to analyse.
     limits_um, limits_deg: travel the raster and angles must stay in; max_time_s: time
