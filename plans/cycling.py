@@ -161,6 +161,8 @@ def operando_xrd(
     protocol = _validate(protocol, active_mass_g, poll_s)
     cadence = _cadence(cadence_s, cadence_mAh_g, feedback, feedback_threshold, dense_factor)
     require_positive("exposure_s", exposure_s)
+    if monitor is not None:
+        _readable("monitor", monitor)
     if geometry is None:
         if not hasattr(detector, "geometry_config"):
             raise PlanArgumentError("No detector geometry: pass geometry=ai.get_config() (from the PONI calibration).")
@@ -178,8 +180,6 @@ def operando_xrd(
         plan_args=arguments,
         **({"sample": sample} if sample else {}),
     )
-    if monitor is not None:
-        _readable("monitor", monitor)
     state = {"next": 0.0, "step": -1, "frames": 0, "skipped": 0}
 
     def take_frame(index: int, step: ProtocolStep | None):
