@@ -1,7 +1,8 @@
 """The stock queue server runs the profile (issue 9, item 3, first part): ``start-re-manager
 --startup-dir profile/startup`` with Redis opens the environment, and JSON items added
 through ``bluesky_queueserver_api`` run; an out-of-range item fails with the plan's own
-message and the next item still runs (queue mode ``ignore_failures``)."""
+message and the next item still runs (queue mode ``ignore_failures``); operando XRD takes
+its protocol as step dicts and its feedback as the name of a live signal."""
 
 import os
 import socket
@@ -13,6 +14,9 @@ from pathlib import Path
 import pytest
 from bluesky_queueserver_api import BPlan
 from bluesky_queueserver_api.zmq import REManagerAPI
+from tiled.queries import Key
+
+from nanostrain.catalog import CatalogSettings, EmbeddedCatalog
 
 from ..conftest import free_port
 
@@ -30,7 +34,8 @@ def redis_available() -> bool:
 
 @pytest.fixture
 def manager(tmp_path):
-    """A re-manager process on the profile (its own ZMQ ports and Redis prefix), and its API."""
+    """A re-manager process on the profile (its own ZMQ ports and Redis prefix, the embedded
+    catalog in ``tmp_path / "data"``), and its API."""
     if not redis_available():
         if os.environ.get("CI"):
             pytest.fail("Redis is not reachable on 127.0.0.1:6379 (CI must start it).")
@@ -67,7 +72,7 @@ def manager(tmp_path):
 
 
 @pytest.mark.slow
-def test_json_items_run_and_a_bad_one_fails_with_the_plans_message(manager):
+def test_json_items_run_and_a_bad_one_fails_with_the_plans_message(manager, tmp_path):
     manager.environment_open()
     manager.wait_for_condition(lambda status: status["worker_environment_exists"], timeout=240)
     assert set(manager.plans_allowed()["plans_allowed"]) >= {"alignment_scan", "gitt", "operando_xrd"}
@@ -77,11 +82,31 @@ def test_json_items_run_and_a_bad_one_fails_with_the_plans_message(manager):
     manager.item_add(BPlan("alignment_scan", "cam", "sx", -1.0, 1.0, 1))  # num out of range
     manager.item_add(BPlan("gitt", "cycler", active_mass_g=6e-3,
                            protocol={"name": "gitt", "args": {"pulse_s": 60.0, "rest_s": 60.0, "max_titrations": 2}}))
+    manager.item_add(BPlan("operando_xrd", "cycler", "xrd", [{"mode": "CC_CHARGE", "rate_mA_g": 200.0, "v_max": 4.3}],
+                           active_mass_g=6.16e-3, cadence_mAh_g=40.0, exposure_s=0.1,
+                           feedback="xrd_reduction_lattice_change_A", feedback_threshold=0.03))
+    manager.item_add(BPlan("sxdm_rocking_raster", "merlin", "np_stage", "np_theta", [-0.2, 0.2], [-0.2, 0.2], 0.1,
+                           [6.0, 6.1], progress=False))
+    manager.item_add(BPlan("txm_xanes_2d", "txm", [8340.0 + e for e in range(0, 12, 2)], n_flats=1, n_darks=1))
     manager.queue_start()
-    manager.wait_for_idle(timeout=300)
+    manager.wait_for_idle(timeout=600)
     results = [(item["name"], item["result"]) for item in manager.history_get()["items"]]
-    assert [name for name, _ in results] == ["alignment_scan", "alignment_scan", "gitt"]
-    (_, good), (_, bad), (_, gitt) = results
-    assert good["exit_status"] == "completed" and len(good["run_uids"]) == 1
+    assert [name for name, _ in results] == [
+        "alignment_scan", "alignment_scan", "gitt", "operando_xrd", "sxdm_rocking_raster", "txm_xanes_2d"]
+    bad = results[1][1]
     assert bad["exit_status"] == "failed" and "num must be an integer between 2" in bad["msg"] and not bad["run_uids"]
-    assert gitt["exit_status"] == "completed" and len(gitt["run_uids"]) == 1
+    for name, result in results[:1] + results[2:]:
+        assert result["exit_status"] == "completed" and len(result["run_uids"]) == 1, (name, result)
+    manager.environment_close()
+    manager.wait_for_condition(lambda status: not status["worker_environment_exists"], timeout=60)
+    with EmbeddedCatalog(CatalogSettings(data_dir=tmp_path / "data")) as catalog:  # the profile's catalog
+        client = catalog.client()
+        for name, result in results[:1] + results[2:]:
+            (uid,) = result["run_uids"]
+            start = client[uid].metadata["start"]
+            assert start["plan_name"] == name and start["plan_args"], name
+            derived = client.search(Key("start.derived_from") == uid)
+            assert len(derived) >= 1, f"{name}: no derived run"
+        operando = results[3][1]["run_uids"][0]
+        analyses = {run.metadata["start"]["analysis"] for run in client.search(Key("start.derived_from") == operando).values()}
+        assert "xrd_reduction" in analyses
