@@ -213,7 +213,7 @@ def sxdm_step(session: Session, figures: Path, quick: bool) -> list[str]:
         (uid,) = session.RE(session.plans["sxdm_rocking_raster"](
             detector, stage, theta, (x0 - half, x0 + half), (y0 - half, y0 + half), step,
             peak + np.linspace(-0.5, 0.5, n_theta), "fly", monitor=devices["np_i0"], background=0.1,
-            progress=None, sample=sample,
+            progress=False, sample=sample,
         ))
         derived = _derived(session, uid, "sxdm_strain")
         maps[label] = maps_from_derived_run(derived)

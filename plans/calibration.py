@@ -16,12 +16,14 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 from bluesky.preprocessors import contingency_wrapper, stage_wrapper
+from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator, RunEngineControlException
 from ophyd_async.core import SignalR, TriggerInfo
 from pyFAI.geometry import Geometry
 
 from ..analysis.xrd import poni_text, pyfai_geometry
 from ..schema.start import XRD_CALIBRATION, start_metadata
+from .metadata import plan_args
 from .validation import PlanArgumentError, require_positive
 
 KNOWN_CALIBRANTS = ("CeO2", "LaB6", "Si", "Al2O3")
@@ -71,14 +73,15 @@ def wait_for_geometry(refined_geometry: SignalR[str], raw_uid: str, timeout_s: f
 
 
 def calibrate_xrd(
-    detector,
-    poni_path: str | os.PathLike,
-    refined_geometry: SignalR[str],
+    detector: Readable,
+    poni_path: str,
+    refined_geometry: Readable,
     *,
     exposure_s: float = 1.0,
     calibrant: str = "CeO2",
     start_geometry: dict[str, Any] | None = None,
     timeout_s: float = 120.0,
+    sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Take one frame of the calibrant; the live calibration analysis refines the detector
@@ -91,12 +94,16 @@ def calibrate_xrd(
     exposure_s: frame exposure (s). start_geometry: pyFAI config dict to start from
     (default the detector's current one); the beam centre may be tens of pixels off and
     the distance a few percent. timeout_s: how long to wait for the analysis (s).
+    poni_path: a path (a str; any os.PathLike from Python). refined_geometry: the live
+    signal itself (a queue item names it, the queue server passes the signal). sample:
+    metadata of the calibrant specimen; the start document records it and ``plan_args``.
     Raises PlanArgumentError before anything moves for a bad exposure or timeout, an
     unknown calibrant, an unwritable folder or no starting geometry. If no geometry comes
     (too few rings, beam off, analysis not running, timeout) the run is closed with
     exit_status "fail" and the reason, `CalibrationError` is raised, and the PONI file and
     the detector's geometry are left as they were.
     """
+    arguments = plan_args(locals())
     require_positive("exposure_s", exposure_s)
     require_positive("timeout_s", timeout_s)
     if calibrant not in KNOWN_CALIBRANTS:
@@ -106,7 +113,7 @@ def calibrate_xrd(
         raise PlanArgumentError(f"Cannot write the PONI file in {poni_path.parent}.")
     if poni_path.exists() and not os.access(poni_path, os.W_OK):
         raise PlanArgumentError(f"Cannot replace the PONI file {poni_path}.")
-    if not callable(getattr(refined_geometry, "read", None)):
+    if isinstance(refined_geometry, str) or not callable(getattr(refined_geometry, "read", None)):
         raise PlanArgumentError(f"refined_geometry must be a readable signal, got {refined_geometry!r}.")
     if start_geometry is None:
         if not hasattr(detector, "geometry_config"):
@@ -116,6 +123,7 @@ def calibrate_xrd(
         XRD_CALIBRATION, "calibrate_xrd", md,
         image_key=detector.name, xrd_geometry=start_geometry, calibrant=calibrant,
         poni_path=str(poni_path), exposure_s=exposure_s, detectors=[detector.name], num_points=1,
+        plan_args=arguments, **({"sample": sample} if sample else {}),
     )
 
     def calibrate(raw_uid: str) -> MsgGenerator[None]:

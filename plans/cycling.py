@@ -9,17 +9,18 @@ monitor, frames are skipped while the beam is off and the cycling goes on (the g
 the data, the electrochemistry is not). `gitt` is the same machinery without a detector.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
+from bluesky.protocols import Movable, Readable
+from bluesky.utils import MsgGenerator
 
 from ..schema.cycler import CyclerState, CyclerStep
 from ..schema.start import ELECTROCHEMISTRY, XRD, start_metadata
-from .protocols import Protocol, ProtocolStep, gitt as gitt_protocol
+from .metadata import plan_args
+from .protocols import Protocol, ProtocolSpec, ProtocolStep, gitt as gitt_protocol, resolve_protocol
 from .validation import PlanArgumentError, require_positive, require_range
 
 #: Active mass accepted by the plans: 0.01 mg to 100 mg.
@@ -38,11 +39,21 @@ class Cadence:
     threshold: float | None = None
 
 
-def _validate(protocol: Protocol, active_mass_g: float, poll_s: float) -> None:
-    if not protocol or not all(isinstance(step, ProtocolStep) for step in protocol):
-        raise PlanArgumentError("protocol must be a non-empty sequence of ProtocolStep (see nanostrain.plans.protocols).")
+def _validate(protocol: ProtocolSpec, active_mass_g: float, poll_s: float) -> Protocol:
+    """The resolved protocol, after the checks every cycling plan runs first."""
+    steps = resolve_protocol(protocol)
     require_range("active_mass_g", active_mass_g, *ACTIVE_MASS_RANGE_G, unit="g")
     require_positive("poll_s", poll_s)
+    return steps
+
+
+def _readable(name: str, device: Any) -> None:
+    """``device`` is an object (a queue item names it; the queue server resolves the name)."""
+    if isinstance(device, str) or not isinstance(device, Readable):
+        raise PlanArgumentError(
+            f"{name} must be a readable device or signal, got {device!r} (a queue item gives its name; "
+            "the queue server passes the object)."
+        )
 
 
 def _cadence(cadence_s, cadence_mAh_g, feedback, feedback_threshold, dense_factor) -> Cadence:
@@ -50,6 +61,8 @@ def _cadence(cadence_s, cadence_mAh_g, feedback, feedback_threshold, dense_facto
         raise PlanArgumentError("Give exactly one of cadence_s (frames every N s) or cadence_mAh_g (every N mAh/g).")
     if (feedback is None) != (feedback_threshold is None):
         raise PlanArgumentError("feedback and feedback_threshold go together.")
+    if feedback is not None:
+        _readable("feedback", feedback)
     if dense_factor < 1:
         raise PlanArgumentError(f"dense_factor must be >= 1, got {dense_factor}.")
     if cadence_s is not None:
@@ -103,44 +116,53 @@ def _run_protocol(cycler, protocol, active_mass_g, poll_s, take_frame, stop_when
 
 
 def operando_xrd(
-    cycler,
-    detector,
-    protocol: Protocol,
+    cycler: Movable,
+    detector: Readable,
+    protocol: ProtocolSpec,
     *,
     active_mass_g: float,
     geometry: dict[str, Any] | None = None,
     cadence_s: float | None = None,
     cadence_mAh_g: float | None = None,
     exposure_s: float = 1.0,
-    monitor=None,
+    monitor: Readable | None = None,
     min_flux: float = 0.0,
-    feedback=None,
+    feedback: Readable | None = None,
     feedback_threshold: float | None = None,
     dense_factor: float = 4.0,
     poll_s: float = 0.05,
     sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
-):
+) -> MsgGenerator[str]:
     """In situ XRD during galvanostatic cycling.
 
     cycler: `EpicsCycler` or `SimCycler`; detector: an XRD area detector (frames in the
-    ``primary`` stream with the cycler's readings); protocol: `plans.protocols` steps.
+    ``primary`` stream with the cycler's readings); protocol: `plans.protocols` steps,
+    or their JSON form (`plans.protocols.resolve_protocol`: a list of step dicts, or
+    ``{"name": "galvanostatic", "args": {...}}``).
     active_mass_g: cathode active mass (g; e.g. 4 mg/cm2 x 1.54 cm2 = 6.16e-3) turning
     mA/g into mA. geometry: the pyFAI geometry config of the detector (``ai.get_config()``;
     default ``detector.geometry_config()``), recorded for the live analysis.
     cadence_s / cadence_mAh_g: a frame every N seconds of step time or N mAh/g passed
     (exactly one), plus one at the start of every step; ``dense_factor`` x more often
-    while ``feedback`` (a readable signal) is >= ``feedback_threshold``.
+    while ``feedback`` (a readable signal, e.g. the live value
+    ``xrd_reduction_lattice_change_A`` of `Session.live_signals`; a queue item names it
+    and the queue server passes the signal) is >= ``feedback_threshold``.
     exposure_s: detector exposure (s). monitor, min_flux: skip frames while the monitor
     reads below ``min_flux`` (beam off); cycling and echem recording go on.
     poll_s: wall-clock seconds between echem readings.
     md: extra start metadata; it may not replace what the contract
     (`nanostrain.schema.start`) records for the live analyses.
-    All arguments are checked before the cycler is touched.
+    sample: metadata of the cell (recorded as ``sample``). The start document also
+    records ``plan_args``. All arguments are checked before the cycler is touched
+    (`plans.validate` runs the same checks without running). Returns the run uid.
     """
-    _validate(protocol, active_mass_g, poll_s)
+    arguments = plan_args(locals())
+    protocol = _validate(protocol, active_mass_g, poll_s)
     cadence = _cadence(cadence_s, cadence_mAh_g, feedback, feedback_threshold, dense_factor)
     require_positive("exposure_s", exposure_s)
+    if monitor is not None:
+        _readable("monitor", monitor)
     if geometry is None:
         if not hasattr(detector, "geometry_config"):
             raise PlanArgumentError("No detector geometry: pass geometry=ai.get_config() (from the PONI calibration).")
@@ -155,6 +177,7 @@ def operando_xrd(
         protocol=_protocol_md(protocol),
         cadence=vars(cadence),
         exposure_s=exposure_s,
+        plan_args=arguments,
         **({"sample": sample} if sample else {}),
     )
     state = {"next": 0.0, "step": -1, "frames": 0, "skipped": 0}
@@ -192,25 +215,28 @@ def operando_xrd(
 
 
 def gitt(
-    cycler,
+    cycler: Movable,
     *,
     active_mass_g: float,
-    protocol: Protocol | None = None,
+    protocol: ProtocolSpec | None = None,
     poll_s: float = 0.02,
     sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
-):
+) -> MsgGenerator[str]:
     """Galvanostatic intermittent titration (SCIENCE.md eq. 2): pulses and rests
     (default `protocols.gitt()`: 20 min at 20 mA/g, 140 min rest, 2.8-4.5 V) until a pulse
     reaches the voltage limit; the ``echem`` stream holds the transient for the analysis.
-    The start document follows the electrochemistry contract of `nanostrain.schema.start`."""
-    protocol = gitt_protocol() if protocol is None else protocol
-    _validate(protocol, active_mass_g, poll_s)
+    ``protocol`` as in `operando_xrd` (steps or their JSON form). The start document
+    follows the electrochemistry contract of `nanostrain.schema.start` and records
+    ``plan_args`` and ``sample``. Returns the run uid."""
+    arguments = plan_args(locals())
+    protocol = _validate(gitt_protocol() if protocol is None else protocol, active_mass_g, poll_s)
     metadata = start_metadata(
         ELECTROCHEMISTRY, "gitt", md,
         active_mass_g=active_mass_g,
         echem_keys=echem_keys(cycler),
         protocol=_protocol_md(protocol),
+        plan_args=arguments,
         **({"sample": sample} if sample else {}),
     )
 

@@ -3,13 +3,15 @@
 A protocol is a tuple of `ProtocolStep` in *specific* units (mA/g, V vs Li/Li+, s); the
 plans turn each into the cycler's absolute current with the electrode's active mass.
 Builders cover the usual experiments: galvanostatic cycling, formation then long
-cycling, rate tests, GITT.
+cycling, rate tests, GITT. A queue item gives a protocol as JSON (`ProtocolSpec`): a list
+of steps as dicts with `ProtocolStep`'s field names, or a builder by name with its
+arguments, ``{"name": "galvanostatic", "args": {"rate_mA_g": 100, "cycles": 2}}``;
+`resolve_protocol` turns either (or ProtocolStep objects) into a `Protocol`.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 from ..schema.cycler import MAX_RATE_MA_G, VOLTAGE_WINDOW_V
 from .validation import PlanArgumentError, require_count, require_positive, require_range
@@ -107,3 +109,65 @@ def gitt(
         steps.append(ProtocolStep(mode, pulse_rate_mA_g, v_min, v_max, pulse_s, label=f"GITT pulse {n}"))
         steps.append(ProtocolStep("REST", 0.0, v_min, v_max, rest_s, label=f"GITT rest {n}"))
     return tuple(steps)
+
+
+#: The protocol builders a queue item may name (``{"name": ..., "args": {...}}``).
+NAMED_PROTOCOLS: Mapping[str, Callable[..., Protocol]] = {
+    "galvanostatic": galvanostatic,
+    "formation_and_cycling": formation_and_cycling,
+    "rate_test": rate_test,
+    "gitt": gitt,
+}
+
+#: A protocol as a plan accepts it: a sequence of steps (`ProtocolStep` objects or dicts of
+#: its fields), or a named builder with its arguments (a dict). The steps are typed ``Any``
+#: so that a queue server can rebuild the annotation from its text (it cannot import
+#: `ProtocolStep`) and, seeing it typed, leaves the strings inside (``"CC_CHARGE"``,
+#: ``"gitt"``) alone instead of reading them as device or plan names;
+#: `resolve_protocol` checks every step.
+ProtocolSpec = Sequence[Any] | dict[str, Any]
+
+STEP_FIELDS = tuple(field.name for field in fields(ProtocolStep))
+
+
+def _step(index: int, step: ProtocolStep | Mapping[str, Any]) -> ProtocolStep:
+    if isinstance(step, ProtocolStep):
+        return step
+    if not isinstance(step, Mapping):
+        raise PlanArgumentError(f"protocol step {index} must be a ProtocolStep or a dict of {STEP_FIELDS}, got {step!r}.")
+    unknown = sorted(set(step) - set(STEP_FIELDS))
+    if unknown or "mode" not in step:
+        raise PlanArgumentError(
+            f"protocol step {index} = {dict(step)!r}: keys must be among {STEP_FIELDS} and include 'mode'"
+            + (f" (unknown: {unknown})." if unknown else ".")
+        )
+    return ProtocolStep(**step)
+
+
+def resolve_protocol(spec: ProtocolSpec) -> Protocol:
+    """The `Protocol` a plan runs for ``spec``: a non-empty sequence of `ProtocolStep` or
+    dicts of its fields (``{"mode": "CC_CHARGE", "rate_mA_g": 100, ...}``), or a named
+    builder of `NAMED_PROTOCOLS` with its keyword arguments (``{"name": "gitt", "args":
+    {"pulse_s": 600}}``). Raises `PlanArgumentError` naming what is wrong."""
+    if isinstance(spec, Mapping):
+        if set(spec) - {"name", "args"} or "name" not in spec:
+            raise PlanArgumentError(f"a named protocol is {{'name': ..., 'args': {{...}}}}, got {dict(spec)!r}.")
+        builder = NAMED_PROTOCOLS.get(spec["name"])
+        if builder is None:
+            raise PlanArgumentError(f"unknown protocol {spec['name']!r}; known: {sorted(NAMED_PROTOCOLS)}.")
+        args = spec.get("args") or {}
+        if not isinstance(args, Mapping):
+            raise PlanArgumentError(f"the args of protocol {spec['name']!r} must be a dict, got {args!r}.")
+        try:
+            return builder(**args)
+        except TypeError as error:
+            raise PlanArgumentError(f"protocol {spec['name']!r}: {error}") from None
+    if isinstance(spec, str | bytes) or not isinstance(spec, Sequence) or not spec:
+        raise PlanArgumentError(
+            "protocol must be a non-empty sequence of steps (ProtocolStep or dicts of its fields) or a named "
+            f"protocol {{'name': ..., 'args': {{...}}}}, got {spec!r}."
+        )
+    try:
+        return tuple(_step(index, step) for index, step in enumerate(spec))
+    except TypeError as error:
+        raise PlanArgumentError(f"protocol step: {error}") from None

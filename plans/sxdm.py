@@ -31,23 +31,25 @@ raster (``sxdm_raster``: shape, step, ranges, order, mode) and the analysis sett
 Units: um (scanner), deg (angles), s.
 """
 
-from __future__ import annotations
-
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
+from bluesky.protocols import Movable, Readable
+from bluesky.utils import MsgGenerator
 from numpy.typing import NDArray
 from ophyd_async.core import TriggerInfo
 
-from ..analysis.sxdm_alignment import XrfMap, fit_rocking_curve, xrf_centroid
+from ..analysis.sxdm_alignment import RockingCurveFit, XrfMap, fit_rocking_curve, xrf_centroid
 from ..analysis.sxdm_geometry import SxdmGeometry
 from ..devices.nanoprobe import ROCKING_TRAVEL_DEG, SCANNER_TRAVEL_UM
 from ..schema.start import SXDM, SXDM_ROCKING_CURVE, XRF_MAP, start_metadata
+from .metadata import plan_args
+from .progress import report_progress
 from .validation import PlanArgumentError, require_count, require_finite, require_positive, require_within_limits
 
 __all__ = [
@@ -78,9 +80,6 @@ MAX_RASTER_POINTS = 4096
 MIN_RASTER_POINTS = 17
 """Fewest points of an SXDM raster: its maps are published as 2D arrays, which the catalog
 writer stores as arrays only above 16 values (smaller ones go to table cells, 1D only)."""
-
-Progress = Callable[[str], Any]
-
 
 # --------------------------------------------------------------------------------------
 # Pure pieces: validation, time estimate
@@ -208,7 +207,9 @@ def plan_raster(
 # --------------------------------------------------------------------------------------
 # Plan stubs
 # --------------------------------------------------------------------------------------
-def check_axis_limits(moves: Sequence[tuple[Any, float, float]], speeds: Sequence[tuple[Any, float]] = ()):
+def check_axis_limits(
+    moves: Sequence[tuple[Any, float, float]], speeds: Sequence[tuple[Any, float]] = ()
+) -> MsgGenerator[None]:
     """Plan stub: read each axis's soft limits (``low_limit_travel``, ``high_limit_travel``;
     both 0 = none, the motor-record convention) and raise `PlanArgumentError` if a move
     (axis, lowest, highest) leaves them or a speed (axis, units/s) exceeds
@@ -226,16 +227,21 @@ def check_axis_limits(moves: Sequence[tuple[Any, float, float]], speeds: Sequenc
             raise PlanArgumentError(f"{axis.name} would fly at {speed:g}/s, above its maximum speed {maximum:g}/s.")
 
 
-def _geometry_md(detector, geometry: SxdmGeometry | None) -> dict[str, Any]:
-    """The ``sxdm_geometry`` record (`SxdmGeometry.to_metadata`) of the given geometry, else
-    of the detector's."""
+def _geometry_md(detector, geometry: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``sxdm_geometry`` record of the given geometry (an `SxdmGeometry.to_metadata`
+    dict, checked by rebuilding the `SxdmGeometry`), else of the detector's."""
     if geometry is None:
         if not hasattr(detector, "sxdm_geometry"):
-            raise PlanArgumentError("No detector geometry: pass geometry=SxdmGeometry(...) or use an SXDM detector.")
-        geometry = detector.sxdm_geometry()
-    if not isinstance(geometry, SxdmGeometry):
-        raise PlanArgumentError(f"geometry must be an SxdmGeometry, got {type(geometry).__name__}.")
-    return geometry.to_metadata()
+            raise PlanArgumentError(
+                "No detector geometry: pass geometry=SxdmGeometry(...).to_metadata() or use an SXDM detector."
+            )
+        return detector.sxdm_geometry().to_metadata()
+    if not isinstance(geometry, Mapping):
+        raise PlanArgumentError(f"geometry must be an SxdmGeometry.to_metadata() dict, got {type(geometry).__name__}.")
+    try:
+        return SxdmGeometry.from_metadata(geometry).to_metadata()
+    except (KeyError, TypeError, ValueError) as error:
+        raise PlanArgumentError(f"geometry {dict(geometry)!r} is not an SxdmGeometry record: {error!r}") from None
 
 
 def _check_roi(roi: Sequence[int] | None) -> list[int] | None:
@@ -247,9 +253,9 @@ def _check_roi(roi: Sequence[int] | None) -> list[int] | None:
 
 
 def sxdm_rocking_raster(
-    detector,
-    stage,
-    theta,
+    detector: Readable,
+    stage: Readable,
+    theta: Movable,
     x: Sequence[float],
     y: Sequence[float],
     step: float,
@@ -258,18 +264,18 @@ def sxdm_rocking_raster(
     *,
     exposure_s: float = 0.01,
     deadtime_s: float = 0.0,
-    geometry: SxdmGeometry | None = None,
-    monitor=None,
-    xrf=None,
+    geometry: dict[str, Any] | None = None,
+    monitor: Readable | None = None,
+    xrf: Readable | None = None,
     background: float = 0.0,
     roi: Sequence[int] | None = None,
     limits_um: tuple[float, float] = SCANNER_TRAVEL_UM,
     limits_deg: tuple[float, float] = ROCKING_TRAVEL_DEG,
     max_time_s: float = DEFAULT_TIME_BUDGET_S,
-    progress: Progress | None = print,
+    progress: bool = True,
     sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
-):
+) -> MsgGenerator[str]:
     """SXDM: a 2D raster of detector frames at each rocking angle (module docstring).
 
     detector: pixel-array detector (`MerlinPixelDetector`, `EigerPixelDetector` or the
@@ -277,14 +283,16 @@ def sxdm_rocking_raster(
     rocking rotation (deg). x, y: (start, stop) raster ranges (um, inclusive; stop - start
     a multiple of step); step: raster step (um, e.g. 0.05); thetas: rocking angles (deg,
     e.g. theta_B + linspace(-1, 1, 41)); mode: "step" or "fly". exposure_s, deadtime_s:
-    frame exposure and gap (s). geometry: `SxdmGeometry` (default the detector's
-    ``sxdm_geometry()``). monitor, xrf: readables recorded with each point (step) or row
+    frame exposure and gap (s). geometry: an `SxdmGeometry.to_metadata` dict (default the
+    detector's ``sxdm_geometry()``). monitor, xrf: readables recorded with each point (step) or row
     (fly). background: detector counts per pixel per frame for the analysis to subtract;
     roi: detector rows/cols (row_start, row_stop, col_start, col_stop) to analyse.
     limits_um, limits_deg: travel the raster and angles must stay in; max_time_s: time
-    budget (see `estimate_duration_s`). progress: called with a line per angle (None:
-    quiet). Returns the run uid.
+    budget (see `estimate_duration_s`). progress: a line per angle
+    (`plans.progress.report_progress`; False: quiet). The start document records
+    ``sample`` and ``plan_args``. Returns the run uid.
     """
+    arguments = plan_args(locals())
     raster = plan_raster(x, y, step, thetas, mode, exposure_s, deadtime_s, limits_um, limits_deg, max_time_s)
     geometry_md = _geometry_md(detector, geometry)
     roi = _check_roi(roi)
@@ -313,17 +321,18 @@ def sxdm_rocking_raster(
         num_points=n_theta * ny * nx,
         estimated_duration_s=raster.duration_s,
         motors=[stage.x.name, stage.y.name, theta.name],
+        plan_args=arguments,
         **({"sample": sample} if sample else {}),
     )
     x_span = raster.x_span_um
     started = time.monotonic()
 
     def report(t: int) -> None:
-        if progress is None:
+        if not progress:
             return
         done = (t + 1) / n_theta
         elapsed = time.monotonic() - started
-        progress(
+        report_progress(
             f"sxdm: angle {t + 1}/{n_theta} (theta = {raster.thetas_deg[t]:.4f} deg), "
             f"{(t + 1) * ny * nx}/{n_theta * ny * nx} frames, {elapsed:.0f} s, ~{elapsed * (1 / done - 1):.0f} s left"
         )
@@ -377,23 +386,25 @@ def sxdm_rocking_raster(
 
 
 def find_bragg_peak(
-    detector,
-    theta,
+    detector: Readable,
+    theta: Movable,
     thetas: Sequence[float],
     *,
     exposure_s: float = 0.05,
     move: bool = True,
-    monitor=None,
+    monitor: Readable | None = None,
     limits_deg: tuple[float, float] = ROCKING_TRAVEL_DEG,
     sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
-):
+) -> MsgGenerator[RockingCurveFit]:
     """Rocking scan: one frame per angle of ``thetas`` (deg) at the current position (stream
     ``primary``), the detector's total counts (``detector.stats.total``, stream ``stats``)
     fitted by `analysis.sxdm_alignment.fit_rocking_curve`; with
     ``move`` the rotation goes to the fitted centre. Records ``technique="sxdm_rocking_curve"``.
     Returns the `analysis.sxdm_alignment.RockingCurveFit` (raises ValueError, without moving, if no peak is found).
+    The start document records ``sample`` and ``plan_args``.
     """
+    arguments = plan_args(locals())
     angles = _angles("thetas", thetas, limits_deg).tolist()
     if len(angles) < 4:
         raise PlanArgumentError(f"a rocking scan needs >= 4 angles, got {len(angles)}.")
@@ -405,6 +416,7 @@ def find_bragg_peak(
         image_key=detector.name,
         exposure_s=exposure_s,
         motors=[theta.name],
+        plan_args=arguments,
         **({"sample": sample} if sample else {}),
     )
     counts: list[float] = []
@@ -429,26 +441,28 @@ def find_bragg_peak(
 
 
 def xrf_map(
-    xrf,
-    stage,
+    xrf: Readable,
+    stage: Readable,
     x: Sequence[float],
     y: Sequence[float],
     step: float,
     *,
     exposure_s: float = 0.01,
-    monitor=None,
+    monitor: Readable | None = None,
     threshold: float = 0.5,
     move_to_particle: bool = False,
     limits_um: tuple[float, float] = SCANNER_TRAVEL_UM,
     max_time_s: float = DEFAULT_TIME_BUDGET_S,
     sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
-):
+) -> MsgGenerator[XrfMap]:
     """Fluorescence step raster over x, y = (start, stop) (um) with ``step`` (um), counting
     ``exposure_s`` s per point with ``xrf`` (``counts``, ``acquire_time``); the particle is
     the counts-weighted centroid of the pixels above ``threshold`` (`analysis.sxdm_alignment.xrf_centroid`), where
-    the stage goes with ``move_to_particle``. Records ``technique="xrf_map"``. Returns an `XrfMap`.
+    the stage goes with ``move_to_particle``. Records ``technique="xrf_map"``, ``sample`` and
+    ``plan_args``. Returns an `XrfMap`.
     """
+    arguments = plan_args(locals())
     if not 0 < threshold < 1:
         raise PlanArgumentError(f"threshold must be in (0, 1), got {threshold!r}.")
     step = require_positive("step", step)
@@ -463,6 +477,7 @@ def xrf_map(
                     "y_um": [float(ys[0]), float(ys[-1])], "order": ["y", "x"]},
         exposure_s=exposure_s,
         motors=[stage.x.name, stage.y.name],
+        plan_args=arguments,
         **({"sample": sample} if sample else {}),
     )
     counts = np.zeros((ys.size, xs.size))

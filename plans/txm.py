@@ -18,8 +18,6 @@ everything the live analysis needs (``technique="txm"``, ``image_key``, ``txm_mo
 replay needs nothing but the catalog. Units: eV, degrees, seconds, um.
 """
 
-from __future__ import annotations
-
 import math
 import shutil
 from collections.abc import Sequence
@@ -30,23 +28,27 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
+from bluesky.protocols import Stageable
+from bluesky.utils import MsgGenerator
 from ophyd_async.core import TriggerInfo
 
 from ..analysis.txm_reduction import MIN_ENERGIES
 from ..analysis.xanes import foil_edge_energy
 from ..devices.txm import FrameType, ShutterState
 from ..schema.start import TXM, TXM_ENERGY_CALIBRATION, start_metadata
+from .metadata import plan_args
+from .progress import report_progress
 from .validation import PlanArgumentError, require_count, require_finite, require_positive, require_range
 
 #: Ni K-edge XANES of the study: 8340-8360 eV in 1 eV steps.
-DEFAULT_ENERGIES_EV = tuple(np.arange(8340.0, 8360.5, 1.0))
+DEFAULT_ENERGIES_EV = tuple(np.arange(8340.0, 8360.5, 1.0).tolist())
 #: 0-180 deg inclusive in 3 deg steps (61 projections per energy).
-DEFAULT_ANGLES_DEG = tuple(np.linspace(0.0, 180.0, 61))
+DEFAULT_ANGLES_DEG = tuple(np.linspace(0.0, 180.0, 61).tolist())
 #: Ni metal K edge (first inflection), eV.
 NI_K_EDGE_EV = 8333.0
 #: Energy calibration scan: 8318-8348 eV in 0.5 eV steps around the Ni K edge (finer steps
 #: add noise to the derivative faster than they remove the parabola's bias).
-DEFAULT_CALIBRATION_ENERGIES_EV = tuple(np.arange(8318.0, 8348.1, 0.5))
+DEFAULT_CALIBRATION_ENERGIES_EV = tuple(np.arange(8318.0, 8348.1, 0.5).tolist())
 #: Fewest projections accepted for a tomogram.
 MIN_ANGLES = 8
 #: Longest exposure accepted, s.
@@ -187,12 +189,10 @@ def take_flats(txm, n: int, sample_in_mm: float):
     yield from bps.mv(txm.sample.x, sample_in_mm)
 
 
-def _progress(line: str) -> None:
-    """The plans' progress channel: one line on standard output."""
-    print(line, flush=True)
-
-
-def _xanes_scan(txm, scan: XanesScan, plan_name: str, sample: dict[str, Any] | None, md: dict[str, Any] | None):
+def _xanes_scan(
+    txm, scan: XanesScan, plan_name: str, sample: dict[str, Any] | None, md: dict[str, Any] | None,
+    arguments: dict[str, Any],
+) -> MsgGenerator[str]:
     tomography = plan_name == "txm_xanes_tomo"
     readers = _readers(txm)
     metadata = start_metadata(
@@ -210,6 +210,7 @@ def _xanes_scan(txm, scan: XanesScan, plan_name: str, sample: dict[str, Any] | N
         pixel_size_um=txm.pixel_size_um,
         txm_keys={"energy": txm.energy.name, "angle": txm.rotation.name, "frame_type": txm.frame_type.name},
         num_points=scan.n_frames,
+        plan_args=arguments,
         **({"sample": sample} if sample else {}),
     )
     state = {"sample_in": None}
@@ -238,13 +239,13 @@ def _xanes_scan(txm, scan: XanesScan, plan_name: str, sample: dict[str, Any] | N
                 yield from bps.mv(txm.rotation, float(angle))
                 yield from bps.trigger_and_read(readers)
             frames += len(angles)
-            _progress(f"{plan_name}: energy {index + 1}/{len(scan.energies_eV)} ({energy:.2f} eV) done, {frames} frames")
+            report_progress(f"{plan_name}: energy {index + 1}/{len(scan.energies_eV)} ({energy:.2f} eV) done, {frames} frames")
 
     return (yield from inner())
 
 
 def txm_xanes_tomo(
-    txm,
+    txm: Stageable,
     energies_eV: Sequence[float] = DEFAULT_ENERGIES_EV,
     angles_deg: Sequence[float] = DEFAULT_ANGLES_DEG,
     *,
@@ -254,22 +255,24 @@ def txm_xanes_tomo(
     flat_every: int = 1,
     sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
-):
+) -> MsgGenerator[str]:
     """3D XANES: a tomogram over ``angles_deg`` (degrees; 0-180 inclusive) at each of
     ``energies_eV`` (eV, increasing; default 8340-8360 eV in 1 eV steps).
 
     exposure_s: per frame (s). n_darks: dark frames at the start (shutter closed);
     n_flats: flat frames (sample out) every ``flat_every`` energies. sample: metadata of
-    the specimen. All arguments are checked (DCM range, angle coverage, exposure, disk
-    space) before anything moves.
+    the specimen (recorded as ``sample``, beside ``plan_args``). All arguments are checked
+    (DCM range, angle coverage, exposure, disk space) before anything moves. Returns the
+    run uid.
     """
+    arguments = plan_args(locals())
     scan = validate_xanes_scan(txm, energies_eV, angles_deg, tomography=True, exposure_s=exposure_s,
                                n_flats=n_flats, n_darks=n_darks, flat_every=flat_every)
-    return (yield from _xanes_scan(txm, scan, "txm_xanes_tomo", sample, md))
+    return (yield from _xanes_scan(txm, scan, "txm_xanes_tomo", sample, md, arguments))
 
 
 def txm_xanes_2d(
-    txm,
+    txm: Stageable,
     energies_eV: Sequence[float] = DEFAULT_ENERGIES_EV,
     *,
     angle_deg: float = 0.0,
@@ -279,29 +282,31 @@ def txm_xanes_2d(
     flat_every: int = 1,
     sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
-):
+) -> MsgGenerator[str]:
     """2D XANES: one projection at ``angle_deg`` (degrees) at each of ``energies_eV`` (eV,
     increasing); per-pixel spectra of the projected particle. Other arguments as
     `txm_xanes_tomo`."""
+    arguments = plan_args(locals())
     require_finite("angle_deg", angle_deg)
     scan = validate_xanes_scan(txm, energies_eV, [angle_deg], tomography=False, exposure_s=exposure_s,
                                n_flats=n_flats, n_darks=n_darks, flat_every=flat_every)
-    return (yield from _xanes_scan(txm, scan, "txm_xanes_2d", sample, md))
+    return (yield from _xanes_scan(txm, scan, "txm_xanes_2d", sample, md, arguments))
 
 
 # ------------------------------------------------------------------ energy calibration
 
 
 def energy_calibration(
-    txm,
+    txm: Stageable,
     energies_eV: Sequence[float] = DEFAULT_CALIBRATION_ENERGIES_EV,
     *,
     edge_eV: float = NI_K_EDGE_EV,
     exposure_s: float = 0.1,
     n_darks: int = 2,
     apply: bool = True,
+    sample: dict[str, Any] | None = None,
     md: dict[str, Any] | None = None,
-):
+) -> MsgGenerator[float]:
     """Calibrate the DCM energy on a reference foil (default Ni, K edge 8333 eV).
 
     With the foil mounted as the sample, at each energy E_i (eV, increasing, the edge
@@ -316,9 +321,10 @@ def energy_calibration(
     offset + (edge_eV - E0): the DCM then reads true
     energies. With ``apply`` the new offset is written to ``txm.energy.offset_eV``; the
     ``calibration`` stream records the offset in force at the end (with ``apply=False``,
-    the unchanged one: the raw frames still hold the measurement). Returns the new
-    offset (eV).
+    the unchanged one: the raw frames still hold the measurement). ``sample`` (the foil)
+    and ``plan_args`` are recorded. Returns the new offset (eV).
     """
+    arguments = plan_args(locals())
     energies = _energies("energies_eV", energies_eV, txm, 7)
     if np.sum(energies < edge_eV) < 3 or np.sum(energies > edge_eV) < 3:
         raise PlanArgumentError(
@@ -337,6 +343,8 @@ def energy_calibration(
         energies_eV=energies.tolist(),
         reference_edge_eV=edge_eV,
         exposure_s=exposure_s,
+        plan_args=arguments,
+        **({"sample": sample} if sample else {}),
     )
 
     def total():
@@ -366,7 +374,7 @@ def energy_calibration(
             yield from bps.mv(txm.sample.x, sample_in)
         edge = foil_edge_energy(foil, flat, darks, measured).e0_eV
         offset = (yield from bps.rd(txm.energy.offset_eV)) + edge_eV - edge
-        _progress(f"energy_calibration: edge found at {edge:.3f} eV (reference {edge_eV} eV); offset {offset:+.3f} eV")
+        report_progress(f"energy_calibration: edge found at {edge:.3f} eV (reference {edge_eV} eV); offset {offset:+.3f} eV")
         if apply:
             yield from bps.mv(txm.energy.offset_eV, offset)
         yield from bps.trigger_and_read([txm.energy.offset_eV], name="calibration")

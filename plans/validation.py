@@ -5,8 +5,6 @@ Every nanostrain plan validates first and moves second: a bad argument raises a
 while nothing has moved and nothing has been recorded.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 

@@ -97,7 +97,7 @@ def run_raster(RE, devices, origin, n, thetas, mode, callback, **kwargs):
     span = (origin[0], origin[0] + (n - 1) * STEP_UM)
     (uid,) = RE(
         sxdm_rocking_raster(devices["merlin"], devices["np_stage"], devices["np_theta"], span, span, STEP_UM,
-                            thetas, mode, background=BACKGROUND, progress=None, **kwargs),
+                            thetas, mode, background=BACKGROUND, progress=False, **kwargs),
         lambda name, doc: docs.append((name, doc)),
     )
     return uid, docs

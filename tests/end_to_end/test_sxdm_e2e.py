@@ -38,7 +38,7 @@ def sxdm_session(tmp_path_factory):
     (uid,) = session.RE(session.plans["sxdm_rocking_raster"](
         detector, session.devices["np_stage"], session.devices["np_theta"], (-2.0, 2.0), (-2.0, 2.0), 0.8,
         theta_b + np.linspace(-0.5, 0.5, 5), "fly", monitor=session.devices["np_i0"], background=0.1,
-        progress=None, sample={"name": "SC-NM91", "state": "4.3 V, first charge"},
+        progress=False, sample={"name": "SC-NM91", "state": "4.3 V, first charge"},
     ))
     yield session, uid
     session.close()

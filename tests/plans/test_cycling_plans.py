@@ -44,7 +44,7 @@ def test_operando_xrd_validates_before_moving(kwargs, message):
 
 
 def test_empty_protocol_is_refused():
-    with pytest.raises(PlanArgumentError, match="non-empty sequence of ProtocolStep"):
+    with pytest.raises(PlanArgumentError, match="non-empty sequence of steps"):
         next(gitt(FakeCycler(), active_mass_g=6e-3, protocol=()))
 
 

@@ -53,7 +53,7 @@ def nanoprobe(RE, tmp_path):
 
 
 def raster(devices, **overrides):
-    kwargs = dict(x=(-0.2, 0.2), y=(-0.2, 0.2), step=STEP, thetas=[6.0, 6.1], mode="step", progress=None)
+    kwargs = dict(x=(-0.2, 0.2), y=(-0.2, 0.2), step=STEP, thetas=[6.0, 6.1], mode="step", progress=False)
     kwargs.update(overrides)
     return sxdm_rocking_raster(devices["merlin"], devices["np_stage"], devices["np_theta"], **kwargs)
 
@@ -171,9 +171,11 @@ def test_fly_speed_above_the_axis_maximum_is_refused_before_moving(RE, nanoprobe
 # --- documents ----------------------------------------------------------------------------------
 
 
-def test_step_raster_records_frames_positions_and_analysis_metadata(RE, nanoprobe):
-    lines = []
-    uid, docs = collect(RE, raster(nanoprobe, progress=lines.append, background=0.1, roi=(8, 56, 8, 56)))
+def test_step_raster_records_frames_positions_and_analysis_metadata(RE, nanoprobe, capsys, caplog):
+    caplog.set_level("INFO", logger="bluesky.nanostrain")
+    uid, docs = collect(RE, raster(nanoprobe, progress=True, background=0.1, roi=(8, 56, 8, 56)))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sxdm:")]
+    assert [record.getMessage() for record in caplog.records if record.name == "bluesky.nanostrain"] == lines
     (start,) = of(docs, "start")
     assert start["uid"] == uid and start["technique"] == "sxdm" and start["image_key"] == "merlin"
     geometry = nanoprobe["merlin"].sxdm_geometry()
