@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,12 +50,23 @@ from .sim.samples import cathode_particle
 
 
 class DeviceBuildError(RuntimeError):
-    """Devices failed to build or connect; ``errors`` maps each device's name to its error."""
+    """Devices failed to build or connect; ``errors`` maps each device's name to its full
+    error. The message has one line per device (for a device that did not connect: how
+    many PVs, and the first)."""
 
     def __init__(self, errors: Mapping[str, BaseException]) -> None:
         self.errors = dict(errors)
-        lines = "\n".join(f"  {name}: {type(e).__name__}: {e}" for name, e in self.errors.items())
-        super().__init__(f"{len(self.errors)} device(s) failed:\n{lines}")
+        lines = "\n".join(f"  {name}: {_summary(e)}" for name, e in self.errors.items())
+        super().__init__(f"{len(self.errors)} device(s) failed (full errors in .errors):\n{lines}")
+
+
+def _summary(error: BaseException) -> str:
+    text = str(error)
+    pvs = sorted(set(re.findall(r"\b[a-z]+://\S+", text)))
+    if pvs:
+        return f"{type(error).__name__}: {len(pvs)} PV(s) not connected, e.g. {pvs[0]}"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first}"
 
 
 class DeviceManager:

@@ -115,6 +115,9 @@ def test_connection_errors_are_collected(RE, tmp_path):
     with pytest.raises(DeviceBuildError) as info:
         connect_devices(devices, timeout=0.5)
     assert set(info.value.errors) == {"cycler", "np_i0"}  # the twin connected
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3  # a headline, one line per device
+    assert "PV(s) not connected, e.g. ca://NSNOIOC1:" in lines[1] and "ca://NSNOIOC2:Flux" in lines[2]
 
 
 def test_the_example_beamline_builds_every_techniques_real_classes_in_mock_mode(RE, tmp_path):
