@@ -89,8 +89,8 @@ class Cycler(StandardReadable, Movable[CyclerStep], Checkable[CyclerStep], Stopp
         self,
         signals: _SignalFactory,
         name: str = "",
-        sample: SampleRecord | None = None,
         mount: Callable[[SampleRecord], Any] | None = None,
+        mounted: Callable[[], SampleRecord | None] | None = None,
     ) -> None:
         with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):
             self.potential = signals.r("potential")
@@ -109,7 +109,7 @@ class Cycler(StandardReadable, Movable[CyclerStep], Checkable[CyclerStep], Stopp
             self.voltage_max = signals.rw("voltage_max")
             self.duration = signals.rw("duration")
             self.current_limit = signals.r("current_limit")
-            self.mounted_sample = mounted_sample_signal(sample, mount)
+            self.mounted_sample = mounted_sample_signal(mount, mounted)
         self.message = signals.r("message")
         self._stop_success = False
         super().__init__(name=name)
@@ -254,12 +254,19 @@ class SimCycler(Cycler):
     The clock starts when the device is connected.
 
     Writing ``mounted_sample`` puts a new cell (`nanostrain.sim.samples.cathode_particle`)
-    in the engine and hands its particle to every callback in ``cell_viewers`` (the
-    simulated XRD detector that sees the same cell).
+    in the engine and hands it (particle, record) to every callback in ``cell_viewers``
+    (the simulated XRD detector that sees the same cell). ``sample_record``: the cell's
+    record (default: the engine's particle, fresh).
     """
 
     def __init__(
-        self, engine: CyclerEngine, time_scale: float = 3600.0, name: str = "", *, update_period_s: float = 0.05
+        self,
+        engine: CyclerEngine,
+        time_scale: float = 3600.0,
+        name: str = "",
+        *,
+        update_period_s: float = 0.05,
+        sample_record: SampleRecord | None = None,
     ) -> None:
         _check_time_scale(time_scale)
         if not update_period_s > 0.0:
@@ -269,8 +276,9 @@ class SimCycler(Cycler):
         self.time_scale = soft_signal_rw(float, time_scale, units="s/s", setter=_check_time_scale)
         self._signals = _SoftSignals()
         self._clock_task: asyncio.Task | None = None
-        self.cell_viewers: list[Callable[[CathodeParticle], None]] = []
-        super().__init__(self._signals, name=name, sample=particle_record(engine.particle), mount=self._mount)
+        self.cell_viewers: list[Callable[[CathodeParticle, SampleRecord], None]] = []
+        self.sample_record = particle_record(engine.particle) if sample_record is None else sample_record
+        super().__init__(self._signals, name=name, mount=self._mount, mounted=lambda: self.sample_record)
         self._publish()
 
     async def _mount(self, record: SampleRecord) -> None:
@@ -279,9 +287,9 @@ class SimCycler(Cycler):
         from nanostrain.sim.samples import cathode_particle
 
         particle = cathode_particle(record)
-        self.engine.particle = particle
+        self.engine.particle, self.sample_record = particle, record
         for view in self.cell_viewers:
-            view(particle)
+            view(particle, record)
         self._publish()
 
     async def connect(

@@ -546,9 +546,10 @@ class SimPixelDetector(SimAreaDetector, _HasSxdmGeometry):
     ) -> None:
         self.simulation = simulation
         self.particle_centre_um = particle_centre_um
+        self.sample_record: SampleRecord | None = None
         if sample is not None:
             self._mount(sample)
-        self.mounted_sample = mounted_sample_signal(sample, self._mount)
+        self.mounted_sample = mounted_sample_signal(self._mount, lambda: self.sample_record)
         self.stats = _Stats()
         self.geometry = SxdmGeometrySignals(simulation.geometry)
         self._scene = _NanoprobeScene(simulation, _BeamState(stage, theta, monitor), self.stats)
@@ -571,7 +572,8 @@ class SimPixelDetector(SimAreaDetector, _HasSxdmGeometry):
         particle = cathode_particle(record)
         self.simulation.mount(project_particle(particle, 0.05, centre_um=self.particle_centre_um))
         self.simulation.point_detector_at(particle.lattice().mean_c_A)
-        if hasattr(self, "geometry"):
+        self.sample_record = record
+        if hasattr(self, "geometry"):  # not yet while the constructor mounts ``sample``
             self.geometry.update(self.simulation.geometry)
 
     def set_geometry(self, geometry: SxdmGeometry | dict[str, Any]) -> None:

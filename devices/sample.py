@@ -28,11 +28,16 @@ class SampleHolder(Protocol):
 
 
 def mounted_sample_signal(
-    default: SampleRecord | None = None, mount: Callable[[SampleRecord], Awaitable[None] | None] | None = None
+    mount: Callable[[SampleRecord], Awaitable[None] | None] | None = None,
+    mounted: Callable[[], SampleRecord | None] | None = None,
 ) -> SignalRW[str]:
-    """The ``mounted_sample`` signal, initially ``default`` (None: empty). A written value
-    must be a `SampleRecord`'s JSON (ValueError otherwise, before ``mount`` is called);
-    ``mount(record)`` runs before the write completes (a twin's physics)."""
+    """The ``mounted_sample`` signal. A written value must be a `SampleRecord`'s JSON
+    (ValueError otherwise, before anything is mounted).
+
+    Real devices pass nothing: the signal holds what was written (initially empty). A
+    twin passes ``mount(record)``, its physics, run before the write completes, and
+    ``mounted()``, what it has mounted now (None: nothing), which is what the signal reads.
+    """
 
     async def setter(value: str) -> None:
         record = SampleRecord.from_json(value)
@@ -41,7 +46,14 @@ def mounted_sample_signal(
             if result is not None:
                 await result
 
-    return soft_signal_rw(str, "" if default is None else default.to_json(), setter=setter)
+    if mounted is None:
+        return soft_signal_rw(str, "", setter=setter)
+
+    def getter() -> str:
+        record = mounted()
+        return "" if record is None else record.to_json()
+
+    return soft_signal_rw(str, getter(), setter=setter, getter=getter)
 
 
 def particle_record(particle) -> SampleRecord:

@@ -454,15 +454,15 @@ class _Txm(Device):
         pixel_size_um: float,
         rotation_limits_deg: tuple[float, float],
         name: str,
-        sample: SampleRecord | None = None,
         mount: Callable[[SampleRecord], None] | None = None,
+        mounted: Callable[[], SampleRecord | None] | None = None,
     ) -> None:
         if pixel_size_um <= 0:
             raise ValueError(f"pixel_size_um must be > 0, got {pixel_size_um}")
         self.pixel_size_um = float(pixel_size_um)
         self.rotation_limits_deg = (float(rotation_limits_deg[0]), float(rotation_limits_deg[1]))
         self.frame_type = soft_signal_rw(FrameType, FrameType.PROJECTION)
-        self.mounted_sample = mounted_sample_signal(sample, mount)  # what is mounted (devices.sample)
+        self.mounted_sample = mounted_sample_signal(mount, mounted)  # what is mounted (devices.sample)
         Device.__init__(self, name=name)
 
     # bluesky stages a device's root ancestor: staging the microscope stages its camera
@@ -603,10 +603,10 @@ class SimTxm(_Txm):
         from nanostrain.sim.samples import cathode_particle
 
         rows, cols = shape
-        sample = None
+        self.sample_record: SampleRecord | None = None  # what mount_sample mounted (None: a given specimen)
         if specimen is None:
-            sample = SIM_TXM_SAMPLE
-            specimen = particle_sample(cathode_particle(sample), (rows, cols, cols), pixel_size_um)
+            self.sample_record = SIM_TXM_SAMPLE
+            specimen = particle_sample(cathode_particle(SIM_TXM_SAMPLE), (rows, cols, cols), pixel_size_um)
         self.energy = TxmEnergy(calibration=calibration, limits_eV=energy_limits_eV)
         self.rotation = SimMotor(units="deg")
         self.sample = SampleStage(None, out_offset_mm)
@@ -616,7 +616,7 @@ class SimTxm(_Txm):
             dcm_offset_eV=dcm_offset_eV, jitter_px=jitter_px, outer_zone_nm=outer_zone_nm, seed=seed,
         )
         self.camera = SimTxmCamera(path_provider, self.scene, tuple(shape))
-        self._finish(pixel_size_um, rotation_limits_deg, name, sample, self._mount)
+        self._finish(pixel_size_um, rotation_limits_deg, name, self._mount, lambda: self.sample_record)
 
     def _mount(self, record: SampleRecord) -> None:
         if record.is_calibrant:
@@ -626,6 +626,7 @@ class SimTxm(_Txm):
 
         rows, cols = self.camera.frame_shape
         self.mount(particle_sample(cathode_particle(record), (rows, cols, cols), self.pixel_size_um))
+        self.sample_record = record
 
     @property
     def specimen(self) -> Specimen:
@@ -639,3 +640,4 @@ class SimTxm(_Txm):
             raise ValueError(f"specimen {specimen.shape} does not fit the {rows} x {cols} camera")
         self.scene.specimen = specimen
         self.scene.jitter.clear()
+        self.sample_record = None  # a specimen given as such; `mounted_sample` records it after

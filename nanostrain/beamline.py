@@ -206,7 +206,7 @@ def cam(alignment_bench):
 @SIM_BEAMLINE.factory
 def cycler(coin_cell, time_scale: float = SIM_TIME_SCALE) -> SimCycler:
     """Cycler channel driving ``coin_cell`` on a clock of ``time_scale`` simulated s per wall s."""
-    return SimCycler(CyclerEngine(coin_cell), time_scale=time_scale, name="cycler")
+    return SimCycler(CyclerEngine(coin_cell), time_scale=time_scale, name="cycler", sample_record=SIM_CELL)
 
 
 @SIM_BEAMLINE.factory
@@ -214,7 +214,7 @@ def xrd(path_provider: PathProvider, coin_cell, i0, cycler) -> SimXrdDetector:
     """XRD panel looking at ``coin_cell``; a cell mounted on a simulated ``cycler`` comes into its beam."""
     detector = SimXrdDetector(path_provider, coin_cell, monitor=i0, shape=SIM_XRD_SHAPE, name="xrd")
     if isinstance(cycler, SimCycler):
-        cycler.cell_viewers.append(detector.set_sample)
+        cycler.cell_viewers.append(detector.view_cell)
     return detector
 
 

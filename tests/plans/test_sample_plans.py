@@ -70,6 +70,7 @@ def test_a_cell_mounted_on_the_cycler_is_the_one_the_xrd_sees_and_every_descript
     assert cycler.engine.particle.morphology.name == "PC"
     assert xrd._scene.sample is cycler.engine.particle
     assert now(xrd.sample.get_value()) == "NM91 PC"
+    assert SampleRecord.from_json(now(xrd.mounted_sample.get_value())) == sample_record(sample)
     docs = []
     RE(bp.count([cycler]), lambda name, doc: docs.append((name, doc)))
     descriptor = next(doc for name, doc in docs if name == "descriptor")
@@ -95,6 +96,7 @@ def test_the_xrd_twin_takes_the_calibrant_and_back_a_cathode(RE, beamline):
     xrd = beamline["xrd"]
     RE(mount_sample(xrd, "CeO2"))
     assert xrd._scene.sample == "CeO2" and now(xrd.sample.get_value()).startswith("CeO2")
+    assert SampleRecord.from_json(now(xrd.mounted_sample.get_value())).calibrant == "CeO2"
     RE(mount_sample(xrd, {"material": "NC91"}, charge_V=4.3))
     lattice = xrd._scene.sample.lattice()
     assert lattice.c_A == pytest.approx(charged_particle("NC91", 200.0, 4.3).lattice().c_A)
