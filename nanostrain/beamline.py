@@ -38,9 +38,9 @@ from bluesky.run_engine import call_in_bluesky_event_loop
 from ophyd_async.core import PathProvider, StaticPathProvider, UUIDFilenameProvider
 
 from .devices.alignment import make_alignment_bench
+from .devices.beam import SimBeamMonitor
 from .devices.cycler import SimCycler
 from .devices.nanoprobe import ROCKING_TRAVEL_DEG, SimAxis, SimNanoprobeScanner, SimPixelDetector, SimXrfCounter
-from .devices.beam import SimBeamMonitor
 from .devices.txm import SimTxm
 from .devices.xrd import SimXrdDetector
 from .schema.sample import SampleRecord
@@ -62,6 +62,8 @@ class DeviceBuildError(RuntimeError):
 
 def _summary(error: BaseException) -> str:
     text = str(error)
+    if isinstance(error, _Failed):
+        return text
     pvs = sorted(set(re.findall(r"\b[a-z]+://\S+", text)))
     if pvs:
         return f"{type(error).__name__}: {len(pvs)} PV(s) not connected, e.g. {pvs[0]}"
@@ -112,10 +114,10 @@ class DeviceManager:
             if name in built:
                 return built[name]
             if name in errors:
-                raise DeviceBuildError({name: errors[name]})
+                raise _Failed(f"needs {name!r}, which failed")
             func = factories.get(name) or self.fixtures.get(name)
             if func is None:
-                raise KeyError(name)
+                raise _Unprovided(name)
             if name in building:
                 raise RecursionError(f"dependency cycle: {' -> '.join([*building, name])}")
             building.append(name)
@@ -124,25 +126,36 @@ class DeviceManager:
                 for parameter in inspect.signature(func).parameters.values():
                     try:
                         kwargs[parameter.name] = get(parameter.name)
-                    except KeyError:
+                    except _Unprovided:
                         if parameter.default is inspect.Parameter.empty:
                             raise TypeError(f"{name}: nothing provides {parameter.name!r}") from None
                 built[name] = func(**kwargs)
+            except Exception as error:  # noqa: BLE001 - recorded, reported together by build
+                errors.setdefault(name, error)
+                raise _Failed(f"needs {name!r}, which failed") from error
             finally:
                 building.pop()
             return built[name]
 
-        for name in factories if names is None else names:
+        wanted = list(factories) if names is None else list(names)
+        for name in wanted:
             if name not in factories:
                 raise KeyError(f"no device {name!r}; known: {', '.join(factories)}")
             try:
                 get(name)
-            except Exception as error:  # noqa: BLE001 - collected, reported together below
-                errors[name] = error
+            except _Failed:
+                pass  # in errors
         if errors:
             raise DeviceBuildError(errors)
-        wanted = factories if names is None else names
-        return {name: built[name] for name in factories if name in wanted and name in built}
+        return {name: built[name] for name in wanted}
+
+
+class _Unprovided(LookupError):
+    """No fixture, factory or value of that name."""
+
+
+class _Failed(RuntimeError):
+    """A factory (or one it needs) failed; its error is in the build's errors."""
 
 
 def detector_path_provider(detector_dir: Path) -> PathProvider:

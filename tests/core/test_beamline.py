@@ -80,7 +80,7 @@ def test_factories_are_lazy_and_get_their_dependencies_by_parameter_name():
 
 
 def test_every_failed_device_is_reported_in_one_error():
-    manager = DeviceManager()
+    manager, calls = DeviceManager(), []
 
     @manager.factory
     def good():
@@ -88,6 +88,7 @@ def test_every_failed_device_is_reported_in_one_error():
 
     @manager.factory
     def bad_one():
+        calls.append("bad_one")
         raise RuntimeError("IOC down")
 
     @manager.factory
@@ -98,11 +99,18 @@ def test_every_failed_device_is_reported_in_one_error():
     def bad_three():
         raise ValueError("no prefix")
 
+    @manager.factory
+    def lookup():
+        return {}["missing"]  # a KeyError inside a factory is its own failure
+
     with pytest.raises(DeviceBuildError) as info:
-        manager.build()
-    assert set(info.value.errors) == {"bad_one", "bad_two", "bad_three"}
+        manager.build(["bad_two", "good", "bad_one", "bad_three", "lookup"])
+    assert list(info.value.errors) == ["bad_one", "bad_two", "bad_three", "lookup"]
+    assert calls.count("bad_one") == 1  # built once, though two asked for it
     message = str(info.value)
-    assert "3 device(s) failed" in message and "IOC down" in message and "no prefix" in message
+    assert "4 device(s) failed" in message and "IOC down" in message and "no prefix" in message
+    assert "bad_two: needs 'bad_one', which failed" in message
+    assert isinstance(info.value.errors["lookup"], KeyError)
 
 
 def test_connection_errors_are_collected(RE, tmp_path):
