@@ -76,7 +76,6 @@ from ophyd_async.epics.core import PvSuffix, epics_signal_r, epics_signal_rw
 from ophyd_async.epics.motor import Motor
 
 from nanostrain.analysis.sxdm_geometry import SxdmGeometry
-
 from nanostrain.schema.sample import SampleRecord
 
 from .beam import SimBeamMonitor
@@ -547,8 +546,6 @@ class SimPixelDetector(SimAreaDetector, _HasSxdmGeometry):
         self.simulation = simulation
         self.particle_centre_um = particle_centre_um
         self.sample_record: SampleRecord | None = None
-        if sample is not None:
-            self._mount(sample)
         self.mounted_sample = mounted_sample_signal(self._mount, lambda: self.sample_record)
         self.stats = _Stats()
         self.geometry = SxdmGeometrySignals(simulation.geometry)
@@ -562,6 +559,8 @@ class SimPixelDetector(SimAreaDetector, _HasSxdmGeometry):
             config_sigs=(*self.geometry.signals, self.mounted_sample),
             name=name,
         )
+        if sample is not None:
+            self._mount(sample)
 
     def _mount(self, record: SampleRecord) -> None:
         if record.is_calibrant:
@@ -573,8 +572,7 @@ class SimPixelDetector(SimAreaDetector, _HasSxdmGeometry):
         self.simulation.mount(project_particle(particle, 0.05, centre_um=self.particle_centre_um))
         self.simulation.point_detector_at(particle.lattice().mean_c_A)
         self.sample_record = record
-        if hasattr(self, "geometry"):  # not yet while the constructor mounts ``sample``
-            self.geometry.update(self.simulation.geometry)
+        self.geometry.update(self.simulation.geometry)
 
     def set_geometry(self, geometry: SxdmGeometry | dict[str, Any]) -> None:
         """Move the simulated detector (the simulation renders with the new geometry)."""

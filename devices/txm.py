@@ -71,7 +71,6 @@ from ophyd_async.epics.motor import Motor
 from ophyd_async.sim import SimMotor
 
 from nanostrain.analysis.units import HC_EV_A
-
 from nanostrain.schema.sample import SampleRecord
 
 from .sample import mounted_sample_signal

@@ -60,7 +60,6 @@ from pyFAI.geometry import Geometry
 
 from nanostrain.analysis.units import M_PER_A
 from nanostrain.analysis.xrd import PERKINELMER_SHAPE, geometry_config, load_geometry, perkinelmer_geometry
-
 from nanostrain.schema.sample import SampleRecord, sample_record
 
 from .sample import mounted_sample_signal, particle_record
