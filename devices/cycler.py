@@ -10,6 +10,9 @@ Both are a `Cycler`: the same signals under the same names, the same ``set(step)
   magnitude), ``voltage_min`` and ``voltage_max`` (V), ``duration`` (s, 0 = until the
   voltage limit), and the channel's safety maximum ``current_limit`` (mA).
 * ``message``: what the channel is doing, how its last step ended, or why it faulted.
+* ``mounted_sample`` (configuration): the coin cell on the channel, a
+  `nanostrain.schema.sample.SampleRecord` as JSON (`nanostrain.devices.sample`); the
+  twin mounts the cell it describes (refused while a step runs).
 * ``set(step)`` (bluesky `Movable`): refuses a bad step before anything moves, writes
   the setpoints, starts the step and completes when it ends (state LIMIT_REACHED or
   TIME_REACHED); it fails on FAULT, or when the step is stopped (except by
@@ -52,8 +55,12 @@ from ophyd_async.core import (
 from ophyd_async.epics.core import epics_signal_r, epics_signal_rw, epics_triggerable_command
 
 from nanostrain.schema.cycler import CYCLER_PVS, CyclerMode, CyclerState, CyclerStep
+from nanostrain.schema.sample import SampleRecord
+
+from .sample import mounted_sample_signal, particle_record
 
 if TYPE_CHECKING:  # the simulator is imported only where a twin runs (`SimCycler.connect`)
+    from nanostrain.sim.cathode import CathodeParticle
     from nanostrain.sim.cycler_engine import CyclerEngine, WallClock
 
 __all__ = ["Cycler", "CyclerFaultError", "EpicsCycler", "SimCycler"]
@@ -78,7 +85,13 @@ class Cycler(StandardReadable, Movable[CyclerStep], Checkable[CyclerStep], Stopp
     step from the setpoints, return when it has ended) and `_stop_channel`.
     """
 
-    def __init__(self, signals: _SignalFactory, name: str = "") -> None:
+    def __init__(
+        self,
+        signals: _SignalFactory,
+        name: str = "",
+        mount: Callable[[SampleRecord], Any] | None = None,
+        mounted: Callable[[], SampleRecord | None] | None = None,
+    ) -> None:
         with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):
             self.potential = signals.r("potential")
         with self.add_children_as_readables():
@@ -96,6 +109,7 @@ class Cycler(StandardReadable, Movable[CyclerStep], Checkable[CyclerStep], Stopp
             self.voltage_max = signals.rw("voltage_max")
             self.duration = signals.rw("duration")
             self.current_limit = signals.r("current_limit")
+            self.mounted_sample = mounted_sample_signal(mount, mounted)
         self.message = signals.r("message")
         self._stop_success = False
         super().__init__(name=name)
@@ -238,10 +252,21 @@ class SimCycler(Cycler):
         freezes the simulated world).
     update_period_s: wall seconds between clock ticks, i.e. between readback updates.
     The clock starts when the device is connected.
+
+    Writing ``mounted_sample`` puts a new cell (`nanostrain.sim.samples.cathode_particle`)
+    in the engine and hands it (particle, record) to every callback in ``cell_viewers``
+    (the simulated XRD detector that sees the same cell). ``sample_record``: the cell's
+    record (default: the engine's particle, fresh).
     """
 
     def __init__(
-        self, engine: CyclerEngine, time_scale: float = 3600.0, name: str = "", *, update_period_s: float = 0.05
+        self,
+        engine: CyclerEngine,
+        time_scale: float = 3600.0,
+        name: str = "",
+        *,
+        update_period_s: float = 0.05,
+        sample_record: SampleRecord | None = None,
     ) -> None:
         _check_time_scale(time_scale)
         if not update_period_s > 0.0:
@@ -251,7 +276,20 @@ class SimCycler(Cycler):
         self.time_scale = soft_signal_rw(float, time_scale, units="s/s", setter=_check_time_scale)
         self._signals = _SoftSignals()
         self._clock_task: asyncio.Task | None = None
-        super().__init__(self._signals, name=name)
+        self.cell_viewers: list[Callable[[CathodeParticle, SampleRecord], None]] = []
+        self.sample_record = particle_record(engine.particle) if sample_record is None else sample_record
+        super().__init__(self._signals, name=name, mount=self._mount, mounted=lambda: self.sample_record)
+        self._publish()
+
+    async def _mount(self, record: SampleRecord) -> None:
+        if await self.state.get_value() == CyclerState.RUNNING:
+            raise RuntimeError(f"{self.name}: a step is running; stop() it before mounting another cell")
+        from nanostrain.sim.samples import cathode_particle
+
+        particle = cathode_particle(record)
+        self.engine.particle, self.sample_record = particle, record
+        for view in self.cell_viewers:
+            view(particle, record)
         self._publish()
 
     async def connect(

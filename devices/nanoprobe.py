@@ -76,8 +76,10 @@ from ophyd_async.epics.core import PvSuffix, epics_signal_r, epics_signal_rw
 from ophyd_async.epics.motor import Motor
 
 from nanostrain.analysis.sxdm_geometry import SxdmGeometry
+from nanostrain.schema.sample import SampleRecord
 
 from .beam import SimBeamMonitor
+from .sample import mounted_sample_signal
 from .sim_area_detector import SimAreaDetector
 
 if TYPE_CHECKING:
@@ -226,6 +228,7 @@ class _PixelDetector(_StatsAfterEachFrame, AreaDetector, _HasSxdmGeometry):
         stats_suffix: str = "Stats1:",
     ) -> None:
         self.geometry = SxdmGeometrySignals(geometry)
+        self.mounted_sample = mounted_sample_signal()  # recorded in every descriptor
         driver, acquire_logic, trigger_logic, driver_config = self._driver_parts(prefix + driver_suffix)
         super().__init__(
             driver,
@@ -234,7 +237,7 @@ class _PixelDetector(_StatsAfterEachFrame, AreaDetector, _HasSxdmGeometry):
             acquire_logic=acquire_logic,
             trigger_logic=trigger_logic,
             plugins={"stats": NDStatsIO(prefix + stats_suffix)},
-            config_sigs=(*driver_config, *self.geometry.signals),
+            config_sigs=(*driver_config, *self.geometry.signals, self.mounted_sample),
             name=name,
         )
 
@@ -521,7 +524,10 @@ class SimPixelDetector(SimAreaDetector, _HasSxdmGeometry):
     step scans, the geometry as configuration signals (kept equal to the simulation's).
 
     monitor: frames scale with its flux (None: nominal flux); time_scale: see
-    `SimAreaDetector`.
+    `SimAreaDetector`. sample: a cathode to mount now (see ``mounted_sample``; None:
+    keep the simulation's crystal). Writing ``mounted_sample`` mounts its particle
+    (`nanostrain.sim.samples.cathode_particle`, 50 nm voxels) centred at
+    ``particle_centre_um`` (y, x) on the stage and moves the arm to its (003) 2theta.
     """
 
     def __init__(
@@ -533,8 +539,14 @@ class SimPixelDetector(SimAreaDetector, _HasSxdmGeometry):
         monitor: SimBeamMonitor | None = None,
         time_scale: float = 0.0,
         name: str = "",
+        *,
+        sample: SampleRecord | None = None,
+        particle_centre_um: tuple[float, float] = (0.7, -0.4),
     ) -> None:
         self.simulation = simulation
+        self.particle_centre_um = particle_centre_um
+        self.sample_record: SampleRecord | None = None
+        self.mounted_sample = mounted_sample_signal(self._mount, lambda: self.sample_record)
         self.stats = _Stats()
         self.geometry = SxdmGeometrySignals(simulation.geometry)
         self._scene = _NanoprobeScene(simulation, _BeamState(stage, theta, monitor), self.stats)
@@ -544,9 +556,23 @@ class SimPixelDetector(SimAreaDetector, _HasSxdmGeometry):
             simulation.frame_shape,
             dtype=np.dtype(simulation.dtype).str,
             time_scale=time_scale,
-            config_sigs=self.geometry.signals,
+            config_sigs=(*self.geometry.signals, self.mounted_sample),
             name=name,
         )
+        if sample is not None:
+            self._mount(sample)
+
+    def _mount(self, record: SampleRecord) -> None:
+        if record.is_calibrant:
+            raise ValueError(f"{self.name}: the nanoprobe takes a cathode particle, not {record.name}")
+        from nanostrain.sim.nanoprobe import project_particle
+        from nanostrain.sim.samples import cathode_particle
+
+        particle = cathode_particle(record)
+        self.simulation.mount(project_particle(particle, 0.05, centre_um=self.particle_centre_um))
+        self.simulation.point_detector_at(particle.lattice().mean_c_A)
+        self.sample_record = record
+        self.geometry.update(self.simulation.geometry)
 
     def set_geometry(self, geometry: SxdmGeometry | dict[str, Any]) -> None:
         """Move the simulated detector (the simulation renders with the new geometry)."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -70,14 +71,20 @@ from ophyd_async.epics.motor import Motor
 from ophyd_async.sim import SimMotor
 
 from nanostrain.analysis.units import HC_EV_A
+from nanostrain.schema.sample import SampleRecord
 
+from .sample import mounted_sample_signal
 from .sim_area_detector import SimAreaDetector
+
+#: The simulated TXM's default sample: a single-crystal NM91 charged at 200 mA/g to 4.3 V.
+SIM_TXM_SAMPLE = SampleRecord(name="SC-NM91", material="NM91", morphology="SC", charge_V=4.3, current_mA_g=200.0)
 
 if TYPE_CHECKING:  # the simulator is imported where a simulated twin is built, never here
     from nanostrain.sim.txm import Specimen, TxmImaging
 
 __all__ = [
     "SI111_D_A",
+    "SIM_TXM_SAMPLE",
     "EpicsTxm",
     "FocusCalibration",
     "FrameType",
@@ -441,12 +448,20 @@ class _Txm(Device):
     shutter: TxmShutter
     camera: TxmCamera | SimTxmCamera
 
-    def _finish(self, pixel_size_um: float, rotation_limits_deg: tuple[float, float], name: str) -> None:
+    def _finish(
+        self,
+        pixel_size_um: float,
+        rotation_limits_deg: tuple[float, float],
+        name: str,
+        mount: Callable[[SampleRecord], None] | None = None,
+        mounted: Callable[[], SampleRecord | None] | None = None,
+    ) -> None:
         if pixel_size_um <= 0:
             raise ValueError(f"pixel_size_um must be > 0, got {pixel_size_um}")
         self.pixel_size_um = float(pixel_size_um)
         self.rotation_limits_deg = (float(rotation_limits_deg[0]), float(rotation_limits_deg[1]))
         self.frame_type = soft_signal_rw(FrameType, FrameType.PROJECTION)
+        self.mounted_sample = mounted_sample_signal(mount, mounted)  # what is mounted (devices.sample)
         Device.__init__(self, name=name)
 
     # bluesky stages a device's root ancestor: staging the microscope stages its camera
@@ -554,7 +569,8 @@ class SimTxm(_Txm):
     ----------
     path_provider: where the camera's HDF5 files go.
     specimen: what is mounted (a `sim.txm.TxmSample` of ``(rows, cols, cols)`` voxels, a
-        `sim.txm.NiFoil`); default a charged SC-NM91 particle (`sim.txm.charged_particle`).
+        `sim.txm.NiFoil`); default `SIM_TXM_SAMPLE`, SC-NM91 charged at 200 mA/g to 4.3 V.
+        Writing ``mounted_sample`` voxelises the cathode it names (`sim.txm.particle_sample`).
     shape: camera frame (rows, cols). pixel_size_um: pixel (= voxel) size at the sample;
         the default 80 nm (the study's 40 nm voxels binned 2x2) fits a 4 um single crystal
         in 64 pixels.
@@ -581,11 +597,15 @@ class SimTxm(_Txm):
         seed: int | None = 0,
         name: str = "",
     ) -> None:
-        from nanostrain.sim.txm import TxmImaging, charged_particle, particle_sample
+        from nanostrain.sim.txm import TxmImaging, particle_sample
+
+        from nanostrain.sim.samples import cathode_particle
 
         rows, cols = shape
+        self.sample_record: SampleRecord | None = None  # what mount_sample mounted (None: a given specimen)
         if specimen is None:
-            specimen = particle_sample(charged_particle("NM91"), (rows, cols, cols), pixel_size_um)
+            self.sample_record = SIM_TXM_SAMPLE
+            specimen = particle_sample(cathode_particle(SIM_TXM_SAMPLE), (rows, cols, cols), pixel_size_um)
         self.energy = TxmEnergy(calibration=calibration, limits_eV=energy_limits_eV)
         self.rotation = SimMotor(units="deg")
         self.sample = SampleStage(None, out_offset_mm)
@@ -595,7 +615,17 @@ class SimTxm(_Txm):
             dcm_offset_eV=dcm_offset_eV, jitter_px=jitter_px, outer_zone_nm=outer_zone_nm, seed=seed,
         )
         self.camera = SimTxmCamera(path_provider, self.scene, tuple(shape))
-        self._finish(pixel_size_um, rotation_limits_deg, name)
+        self._finish(pixel_size_um, rotation_limits_deg, name, self._mount, lambda: self.sample_record)
+
+    def _mount(self, record: SampleRecord) -> None:
+        if record.is_calibrant:
+            raise ValueError(f"{self.name}: the TXM takes a cathode particle, not {record.name}")
+        from nanostrain.sim.samples import cathode_particle
+        from nanostrain.sim.txm import particle_sample
+
+        rows, cols = self.camera.frame_shape
+        self.mount(particle_sample(cathode_particle(record), (rows, cols, cols), self.pixel_size_um))
+        self.sample_record = record
 
     @property
     def specimen(self) -> Specimen:
@@ -609,3 +639,4 @@ class SimTxm(_Txm):
             raise ValueError(f"specimen {specimen.shape} does not fit the {rows} x {cols} camera")
         self.scene.specimen = specimen
         self.scene.jitter.clear()
+        self.sample_record = None  # a specimen given as such; `mounted_sample` records it after

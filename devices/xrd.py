@@ -60,7 +60,9 @@ from pyFAI.geometry import Geometry
 
 from nanostrain.analysis.units import M_PER_A
 from nanostrain.analysis.xrd import PERKINELMER_SHAPE, geometry_config, load_geometry, perkinelmer_geometry
+from nanostrain.schema.sample import SampleRecord, sample_record
 
+from .sample import mounted_sample_signal, particle_record
 from .sim_area_detector import SimAreaDetector
 
 if TYPE_CHECKING:  # the simulator is imported where a simulated detector is built
@@ -215,6 +217,7 @@ class PerkinElmerDetector(AreaDetector[PerkinElmerDriverIO], _HasGeometry):
     ) -> None:
         driver = PerkinElmerDriverIO(prefix + driver_suffix)
         self.geometry = XrdGeometry(poni)
+        self.mounted_sample = mounted_sample_signal()  # recorded in every descriptor
         super().__init__(
             driver,
             prefix,
@@ -222,7 +225,7 @@ class PerkinElmerDetector(AreaDetector[PerkinElmerDriverIO], _HasGeometry):
             acquire_logic=ADAcquireLogic(driver),
             trigger_logic=PerkinElmerTriggerLogic(driver),
             plugins=plugins,
-            config_sigs=(driver.trigger_mode, *self.geometry.signals, *config_sigs),
+            config_sigs=(driver.trigger_mode, *self.geometry.signals, self.mounted_sample, *config_sigs),
             name=name,
         )
 
@@ -344,17 +347,37 @@ class SimXrdDetector(SimAreaDetector, _HasGeometry):
         self._scene = _PowderScene(self.powder, particle, monitor, crystallite_size_A, seed)
         self.geometry = XrdGeometry(nominal_geometry if nominal_geometry is not None else geometry)
         self.sample, self._set_sample_name = soft_signal_r_and_setter(str, _sample_name(particle))
+        self.sample_record: SampleRecord | None = particle_record(particle)
+        self.mounted_sample = mounted_sample_signal(self._mount, lambda: self.sample_record)
         super().__init__(
             path_provider,
             self._scene,
             self.powder.shape,
             dtype="uint32",
             time_scale=time_scale,
-            config_sigs=(*self.geometry.signals, self.sample),
+            config_sigs=(*self.geometry.signals, self.sample, self.mounted_sample),
             name=name,
         )
 
     def set_sample(self, sample: CathodeParticle | Literal["CeO2"]) -> None:
-        """Mount another cathode particle, or the CeO2 calibrant (``CALIBRANT``)."""
+        """Put another cathode particle, or the CeO2 calibrant (``CALIBRANT``), in the beam
+        (``mounted_sample`` then reads the calibrant's record, or empty for a particle given
+        as such)."""
         self._set_sample_name(_sample_name(sample))
         self._scene.sample = sample
+        self.sample_record = sample_record(CALIBRANT) if sample == CALIBRANT else None
+
+    def view_cell(self, particle: CathodeParticle, record: SampleRecord) -> None:
+        """The cell ``record`` (its ``particle``, shared with the cycler twin) comes into the beam."""
+        self.set_sample(particle)
+        self.sample_record = record
+
+    def _mount(self, record: SampleRecord) -> None:
+        """``mounted_sample`` written: the calibrant, or an ex-situ cathode particle."""
+        if record.is_calibrant:
+            self.set_sample(record.calibrant)
+        else:
+            from nanostrain.sim.samples import cathode_particle
+
+            self.set_sample(cathode_particle(record))
+        self.sample_record = record

@@ -1,21 +1,36 @@
-"""The beamline's device instances: configuration as code, in one place.
+"""The beamline's device instances: configuration as code, in one place, dodal style.
+
+Every device is one factory function registered on a `DeviceManager`
+(``@beamline.factory``); its parameters name what it needs (fixtures such as
+``path_provider`` and ``coin_cell``, or other devices such as ``i0``), injected by name,
+and it is built only when something asks for it. `SIM_BEAMLINE` is the simulated
+beamline (blueapi can load this module as its ``deviceManager`` source).
 
 `make_devices(sim=True)` builds the simulated beamline; `make_devices(sim=False,
 config=...)` builds the real EPICS devices named in a beamline configuration file
-(TOML), each entry naming its class and PV prefix::
+(TOML), each entry naming its class and PV prefix; an entry may instead say ``sim =
+true`` (that device's simulated twin) and ``mock = true`` (connect it in ophyd-async
+mock mode)::
+
+    [sim]
+    time_scale = 600.0        # simulated s per wall s of the simulated cycler's clock
 
     [devices.cycler]
     class = "nanostrain.devices.cycler:EpicsCycler"
     prefix = "XF:17BM-ES{Cycler:1}"
 
-Plans and the profile get devices from here, never by constructing them themselves.
+Devices that fail to build or connect are reported together, in one
+`DeviceBuildError` naming each. Plans and the profile get devices from here, never by
+constructing them themselves.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +38,124 @@ from bluesky.run_engine import call_in_bluesky_event_loop
 from ophyd_async.core import PathProvider, StaticPathProvider, UUIDFilenameProvider
 
 from .devices.alignment import make_alignment_bench
+from .devices.beam import SimBeamMonitor
 from .devices.cycler import SimCycler
-from .devices.nanoprobe import make_sim_nanoprobe
+from .devices.nanoprobe import ROCKING_TRAVEL_DEG, SimAxis, SimNanoprobeScanner, SimPixelDetector, SimXrfCounter
 from .devices.txm import SimTxm
 from .devices.xrd import SimXrdDetector
-from .sim.cathode import CathodeParticle
+from .schema.sample import SampleRecord
 from .sim.cycler_engine import CyclerEngine
-from .sim.materials import material
+from .sim.nanoprobe import NanoprobeSimulation
+from .sim.samples import cathode_particle
+
+
+class DeviceBuildError(RuntimeError):
+    """Devices failed to build or connect; ``errors`` maps each device's name to its full
+    error. The message has one line per device (for a device that did not connect: how
+    many PVs, and the first)."""
+
+    def __init__(self, errors: Mapping[str, BaseException]) -> None:
+        self.errors = dict(errors)
+        lines = "\n".join(f"  {name}: {_summary(e)}" for name, e in self.errors.items())
+        super().__init__(f"{len(self.errors)} device(s) failed (full errors in .errors):\n{lines}")
+
+
+def _summary(error: BaseException) -> str:
+    text = str(error)
+    if isinstance(error, _Failed):
+        return text
+    pvs = sorted(set(re.findall(r"\b[a-z]+://\S+", text)))
+    if pvs:
+        return f"{type(error).__name__}: {len(pvs)} PV(s) not connected, e.g. {pvs[0]}"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first}"
+
+
+class DeviceManager:
+    """Lazily built devices, one factory function each, dependencies injected by name.
+
+    ``@manager.factory`` registers a device (its name: the function's); ``@manager.fixture``
+    a shared non-device object (a path provider, the coin cell). A parameter of either
+    names a fixture, a device of this manager, or a value passed to `build`; what a
+    parameter does not find keeps its default, or is an error.
+    """
+
+    def __init__(self) -> None:
+        self.factories: dict[str, Callable[..., Any]] = {}
+        self.fixtures: dict[str, Callable[..., Any]] = {}
+
+    def factory(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        self.factories[func.__name__] = func
+        return func
+
+    def fixture(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        self.fixtures[func.__name__] = func
+        return func
+
+    def build(
+        self,
+        names: list[str] | None = None,
+        *,
+        overrides: Mapping[str, Callable[..., Any]] | None = None,
+        **values: Any,
+    ) -> dict[str, Any]:
+        """Build the devices ``names`` (default: every factory) and what they need.
+
+        values: fixtures given directly (e.g. ``path_provider=...``). overrides: factories
+        that replace (or add to) this manager's for this build (e.g. the real devices of a
+        beamline config). Raises `DeviceBuildError` naming every device that failed.
+        """
+        factories = {**self.factories, **(overrides or {})}
+        built: dict[str, Any] = dict(values)
+        errors: dict[str, BaseException] = {}
+        building: list[str] = []
+
+        def get(name: str) -> Any:
+            if name in built:
+                return built[name]
+            if name in errors:
+                raise _Failed(f"needs {name!r}, which failed")
+            func = factories.get(name) or self.fixtures.get(name)
+            if func is None:
+                raise _Unprovided(name)
+            if name in building:
+                raise RecursionError(f"dependency cycle: {' -> '.join([*building, name])}")
+            building.append(name)
+            try:
+                kwargs = {}
+                for parameter in inspect.signature(func).parameters.values():
+                    try:
+                        kwargs[parameter.name] = get(parameter.name)
+                    except _Unprovided:
+                        if parameter.default is inspect.Parameter.empty:
+                            raise TypeError(f"{name}: nothing provides {parameter.name!r}") from None
+                built[name] = func(**kwargs)
+            except Exception as error:  # noqa: BLE001 - recorded, reported together by build
+                errors.setdefault(name, error)
+                raise _Failed(f"needs {name!r}, which failed") from error
+            finally:
+                building.pop()
+            return built[name]
+
+        wanted = list(factories) if names is None else list(names)
+        for name in wanted:
+            if name not in factories:
+                raise KeyError(f"no device {name!r}; known: {', '.join(factories)}")
+            try:
+                get(name)
+            except _Failed:
+                pass  # in errors
+        if errors:
+            raise DeviceBuildError(errors)
+        return {name: built[name] for name in wanted}
+
+
+class _Unprovided(LookupError):
+    """No fixture, factory or value of that name."""
+
+
+class _Failed(RuntimeError):
+    """A factory (or one it needs) failed; its error is in the build's errors."""
 
 
 def detector_path_provider(detector_dir: Path) -> PathProvider:
@@ -42,64 +168,161 @@ def detector_path_provider(detector_dir: Path) -> PathProvider:
 #: (0.01 1/A per pixel at 1.5 m and 0.1665 A: H2/H3 (003) splittings of >= 0.25 A resolve).
 SIM_XRD_SHAPE = (1024, 1024)
 
+#: The coin cell mounted on the simulated beamline from the start, on the cycler and in
+#: the XRD beam: a single-crystal LiNi0.9Co0.1O2 cathode, until `mount_sample` puts another.
+SIM_CELL = SampleRecord(name="SC-NC91", material="NC91", morphology="SC")
 
-#: The coin cell mounted on the simulated beamline from the start (material, morphology):
-#: a single-crystal LiNi0.9Co0.1O2 cathode, until `mount_cell` puts another.
-SIM_CELL = ("NC91", "SC")
+#: The particle in the simulated nanoprobe's beam from the start: a single-crystal NM91
+#: charged at 100 mA/g to 4.3 V (an H3 shell over an H2 core, the SXDM comparison's sample).
+SIM_NANOPROBE_SAMPLE = SampleRecord(name="SC-NM91", material="NM91", morphology="SC", charge_V=4.3, current_mA_g=100.0)
 
 #: Simulated seconds per wall second of the simulated cycler's clock (the ``time_scale``
-#: signal; change it at any time): 10 simulated minutes per wall second, so that at
+#: signal, also ``[sim] time_scale`` of a beamline config; change it at any time with
+#: ``bps.mv(cycler.time_scale, ...)``): 10 simulated minutes per wall second, so that at
 #: 200 mA/g (C/1) a cycle takes ~12 wall s and frames taken every >= 10 mAh/g (3 min,
 #: 0.3 wall s, about what one frame and its live reduction cost) keep their cadence.
 SIM_TIME_SCALE = 600.0
 
-
-def simulated_devices(path_provider: PathProvider) -> dict[str, Any]:
-    """Every simulated device of the nanostrain beamline, by name, ready for its plans.
-
-    One coin cell (`SIM_CELL`, until `mount_cell` puts another) is cycled by ``cycler``
-    on the clock `SIM_TIME_SCALE` and seen by ``xrd``, so the pattern follows the
-    electrochemistry.
-    """
-    devices = make_alignment_bench(path_provider)
-    name, morphology = SIM_CELL
-    cell = CathodeParticle(material(name), morphology)
-    devices["cycler"] = SimCycler(CyclerEngine(cell), time_scale=SIM_TIME_SCALE, name="cycler")
-    devices["xrd"] = SimXrdDetector(path_provider, cell, monitor=devices["i0"], shape=SIM_XRD_SHAPE, name="xrd")
-    devices.update(make_sim_nanoprobe(path_provider))
-    devices["txm"] = SimTxm(path_provider, name="txm")
-    return devices
+#: The simulated beamline, one factory per device (names are the session's device names).
+SIM_BEAMLINE = DeviceManager()
 
 
-def mount_cell(devices: Mapping[str, Any], particle: CathodeParticle) -> None:
-    """Put a new coin cell (its cathode particle) on the simulated beamline: the cycler
-    drives it and the XRD detector sees it from the next frame on."""
-    devices["cycler"].engine.particle = particle
-    devices["xrd"].set_sample(particle)
+@SIM_BEAMLINE.fixture
+def coin_cell():
+    """The cathode particle of the cell the cycler drives and the XRD detector sees."""
+    return cathode_particle(SIM_CELL)
+
+
+@SIM_BEAMLINE.fixture
+def alignment_bench(path_provider: PathProvider) -> dict[str, Any]:
+    return make_alignment_bench(path_provider)
+
+
+@SIM_BEAMLINE.factory
+def sx(alignment_bench):
+    """Alignment stage (mm)."""
+    return alignment_bench["sx"]
+
+
+@SIM_BEAMLINE.factory
+def i0(alignment_bench) -> SimBeamMonitor:
+    """Beam monitor (ophyd v1) of the XRD and alignment end station."""
+    return alignment_bench["i0"]
+
+
+@SIM_BEAMLINE.factory
+def cam(alignment_bench):
+    """Alignment camera that sees the beam spot."""
+    return alignment_bench["cam"]
+
+
+@SIM_BEAMLINE.factory
+def cycler(coin_cell, time_scale: float = SIM_TIME_SCALE) -> SimCycler:
+    """Cycler channel driving ``coin_cell`` on a clock of ``time_scale`` simulated s per wall s."""
+    return SimCycler(CyclerEngine(coin_cell), time_scale=time_scale, name="cycler", sample_record=SIM_CELL)
+
+
+@SIM_BEAMLINE.factory
+def xrd(path_provider: PathProvider, coin_cell, i0, cycler) -> SimXrdDetector:
+    """XRD panel looking at ``coin_cell``; a cell mounted on a simulated ``cycler`` comes into its beam."""
+    detector = SimXrdDetector(path_provider, coin_cell, monitor=i0, shape=SIM_XRD_SHAPE, name="xrd")
+    if isinstance(cycler, SimCycler):
+        cycler.cell_viewers.append(detector.view_cell)
+    return detector
+
+
+@SIM_BEAMLINE.fixture
+def nanoprobe_simulation() -> NanoprobeSimulation:
+    return NanoprobeSimulation()
+
+
+@SIM_BEAMLINE.factory
+def np_stage() -> SimNanoprobeScanner:
+    """Nanoprobe sample scanner x, y, z (um)."""
+    return SimNanoprobeScanner(name="np_stage")
+
+
+@SIM_BEAMLINE.factory
+def np_theta(nanoprobe_simulation) -> SimAxis:
+    """Nanoprobe rocking rotation (deg), at the nominal Bragg angle."""
+    return SimAxis("deg", ROCKING_TRAVEL_DEG, velocity=10.0, max_velocity=30.0,
+                   initial=nanoprobe_simulation.geometry.two_theta_deg / 2.0, name="np_theta")
+
+
+@SIM_BEAMLINE.factory
+def np_i0() -> SimBeamMonitor:
+    """Nanoprobe beam monitor (ophyd v1)."""
+    return SimBeamMonitor(name="np_i0")
+
+
+@SIM_BEAMLINE.factory
+def merlin(path_provider: PathProvider, nanoprobe_simulation, np_stage, np_theta, np_i0) -> SimPixelDetector:
+    """Nanoprobe pixel detector, `SIM_NANOPROBE_SAMPLE` in its beam."""
+    return SimPixelDetector(path_provider, nanoprobe_simulation, np_stage, np_theta, np_i0,
+                            sample=SIM_NANOPROBE_SAMPLE, name="merlin")
+
+
+@SIM_BEAMLINE.factory
+def np_xrf(nanoprobe_simulation, np_stage, np_theta, np_i0, merlin) -> SimXrfCounter:
+    """Nanoprobe fluorescence counter: sees what ``merlin`` has mounted."""
+    return SimXrfCounter(nanoprobe_simulation, np_stage, np_theta, np_i0, name="np_xrf")
+
+
+@SIM_BEAMLINE.factory
+def txm(path_provider: PathProvider) -> SimTxm:
+    """Transmission X-ray microscope with `nanostrain.devices.txm.SIM_TXM_SAMPLE` mounted."""
+    return SimTxm(path_provider, name="txm")
 
 
 def load_config(path: Path | str) -> dict[str, Any]:
     """Read a beamline configuration file; raise a clear error if it is malformed."""
     with open(path, "rb") as handle:
         config = tomllib.load(handle)
-    for name, entry in config.get("devices", {}).items():
-        if "class" not in entry:
-            raise ValueError(f"{path}: device {name!r} has no 'class' (module:Class).")
+    check_config(config, str(path))
     return config
 
 
-def real_devices(config: Mapping[str, Any], path_provider: PathProvider) -> dict[str, Any]:
-    """EPICS devices listed in ``config["devices"]``: ``class``, ``prefix`` and extra
-    keyword arguments; area detectors also get the ``path_provider``."""
-    devices = {}
+def check_config(config: Mapping[str, Any], source: str = "beamline config") -> None:
+    """Raise ValueError if an entry names neither a class nor ``sim = true``, or names an
+    unknown twin."""
     for name, entry in config.get("devices", {}).items():
-        module_name, _, class_name = entry["class"].partition(":")
+        if entry.get("sim"):
+            if name not in SIM_BEAMLINE.factories:
+                raise ValueError(f"{source}: device {name!r} has no simulated twin; twins: {', '.join(SIM_BEAMLINE.factories)}")
+        elif "class" not in entry:
+            raise ValueError(f"{source}: device {name!r} has no 'class' (module:Class) and is not 'sim = true'.")
+
+
+def _epics_factory(name: str, entry: Mapping[str, Any]) -> Callable[..., Any]:
+    """A factory building ``entry``'s class (``module:Class``) with its other keys as
+    keyword arguments; classes with ``needs_path_provider`` also get ``path_provider``."""
+    module_name, _, class_name = entry["class"].partition(":")
+    kwargs = {k: v for k, v in entry.items() if k not in ("class", "mock", "sim")}
+
+    def build(path_provider: PathProvider):
         cls = getattr(importlib.import_module(module_name), class_name)
-        kwargs = {k: v for k, v in entry.items() if k != "class"}
-        if getattr(cls, "needs_path_provider", False):
-            kwargs["path_provider"] = path_provider
-        devices[name] = cls(name=name, **kwargs)
-    return devices
+        extra = {"path_provider": path_provider} if getattr(cls, "needs_path_provider", False) else {}
+        return cls(name=name, **kwargs, **extra)
+
+    return build
+
+
+def real_devices(config: Mapping[str, Any], path_provider: PathProvider) -> dict[str, Any]:
+    """The devices listed in ``config["devices"]`` (not connected): EPICS classes by
+    ``class``, ``prefix`` and extra keyword arguments, or a twin where ``sim = true``."""
+    check_config(config)
+    entries = config.get("devices", {})
+    overrides = {name: _epics_factory(name, e) for name, e in entries.items() if not e.get("sim")}
+    return SIM_BEAMLINE.build(list(entries), overrides=overrides, path_provider=path_provider,
+                              **_sim_settings(config))
+
+
+def _sim_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    settings = dict((config or {}).get("sim", {}))
+    unknown = set(settings) - {"time_scale"}
+    if unknown:
+        raise ValueError(f"beamline config [sim]: unknown keys {sorted(unknown)}; known: time_scale")
+    return settings
 
 
 def make_devices(
@@ -111,29 +334,46 @@ def make_devices(
 ) -> dict[str, Any]:
     """Build (and connect) the beamline's devices.
 
-    sim: simulated twins (default) or the real EPICS classes named in ``config``.
+    sim: every simulated twin (default; ``config`` may set ``[sim] time_scale``) or the
+        devices named in ``config`` (real EPICS classes, or twins where ``sim = true``).
     detector_dir: folder for detector HDF5 files (must be readable by the catalog server).
     connect: connect ophyd-async devices (needs a RunEngine's event loop: create the
-        RunEngine first). ``mock=True`` connects real classes in ophyd-async mock mode.
+        RunEngine first). ``mock=True`` connects every device in ophyd-async mock mode;
+        a config entry's ``mock = true`` that device only.
+    Raises `DeviceBuildError` naming every device that failed to build or connect.
     """
     path_provider = detector_path_provider(Path(detector_dir))
+    if config is not None and not isinstance(config, Mapping):
+        config = load_config(config)
     if sim:
-        devices = simulated_devices(path_provider)
+        devices = SIM_BEAMLINE.build(path_provider=path_provider, **_sim_settings(config))
     else:
         if config is None:
             raise ValueError("Real devices need a beamline configuration (config=path to a TOML file).")
-        if not isinstance(config, Mapping):
-            config = load_config(config)
         devices = real_devices(config, path_provider)
     if connect:
-        connect_devices(devices, mock=mock)
+        entries = (config or {}).get("devices", {})
+        connect_devices(devices, mock=mock, mock_names={n for n, e in entries.items() if e.get("mock")})
     return devices
 
 
-def connect_devices(devices: Mapping[str, Any], mock: bool = False, timeout: float = 10.0) -> None:
-    """Connect every ophyd-async device in ``devices`` on the RunEngine's event loop;
-    raise one error naming every device that failed."""
-    from ophyd_async.core import Device, wait_for_connection
+def connect_devices(
+    devices: Mapping[str, Any], mock: bool = False, timeout: float = 10.0, mock_names: set[str] = frozenset()
+) -> None:
+    """Connect every ophyd-async device in ``devices`` on the RunEngine's event loop (in
+    mock mode if ``mock`` or its name is in ``mock_names``); raise one `DeviceBuildError`
+    naming every device that failed."""
+    import asyncio
 
-    coros = {name: d.connect(mock=mock, timeout=timeout) for name, d in devices.items() if isinstance(d, Device)}
-    call_in_bluesky_event_loop(wait_for_connection(**coros))
+    from ophyd_async.core import Device
+
+    async def connect_all() -> dict[str, BaseException]:
+        names = [name for name, d in devices.items() if isinstance(d, Device)]
+        results = await asyncio.gather(
+            *(devices[n].connect(mock=mock or n in mock_names, timeout=timeout) for n in names), return_exceptions=True
+        )
+        return {n: r for n, r in zip(names, results, strict=True) if isinstance(r, BaseException)}
+
+    errors = call_in_bluesky_event_loop(connect_all())
+    if errors:
+        raise DeviceBuildError(errors)

@@ -56,11 +56,8 @@ def xrd_step(session: Session, figures: Path, quick: bool) -> list[str]:
     import bluesky.plan_stubs as bps
     import numpy as np
 
-    from .beamline import mount_cell
     from .callbacks.xrd_plots import figure_from_derived_run
     from .plans.protocols import galvanostatic
-    from .sim.cathode import CathodeParticle
-    from .sim.materials import material
 
     devices = session.devices
     xrd = next(a for a in session.analyses if a.analysis == "xrd_reduction")
@@ -68,7 +65,7 @@ def xrd_step(session: Session, figures: Path, quick: bool) -> list[str]:
     results, lines = [], []
     for name in XRD_MATERIALS:
         for rate in rates:
-            mount_cell(devices, CathodeParticle(material(name), "SC"))
+            session.RE(session.plans["mount_sample"](devices["cycler"], {"material": name, "morphology": "SC"}))
             # ~30 s of wall time per half cycle (x3 faster for --quick)
             session.RE(bps.mv(devices["cycler"].time_scale, (3900.0 if quick else 1300.0) * 20.0 / rate))
             label = f"SC-{name} {rate:g} mA/g"
@@ -145,15 +142,14 @@ def txm_step(session: Session, figures: Path, quick: bool) -> list[str]:
     import numpy as np
 
     from .callbacks.txm_plots import comparison_figure, derived_result
-    from .sim.txm import charged_particle, particle_sample
 
     txm = session.devices["txm"]
-    rows, cols = txm.camera.frame_shape
     energies = np.arange(8340.0, 8360.5, 2.0 if quick else 1.0)
     angles = np.linspace(0.0, 180.0, 19 if quick else 61)
     results, lines = {}, []
     for name in TXM_MATERIALS:
-        txm.mount(particle_sample(charged_particle(name, 200.0, 4.3), (rows, cols, cols), txm.pixel_size_um))
+        session.RE(session.plans["mount_sample"](txm, {"material": name, "morphology": "SC"},
+                                                 charge_V=4.3, current_mA_g=200.0))
         label = f"charged SC-{name}"
         print(f"   {label}")
         (uid,) = session.RE(
@@ -189,7 +185,6 @@ def sxdm_step(session: Session, figures: Path, quick: bool) -> list[str]:
     from bluesky.run_engine import call_in_bluesky_event_loop as now
 
     from .callbacks.sxdm_plots import maps_figure, maps_from_derived_run, sigma_figure
-    from .sim.nanoprobe import project_particle, sxdm_sample
 
     devices = session.devices
     detector, stage, theta = devices["merlin"], devices["np_stage"], devices["np_theta"]
@@ -198,9 +193,9 @@ def sxdm_step(session: Session, figures: Path, quick: bool) -> list[str]:
     for name, cycles in SXDM_SAMPLES:
         label = f"SC-{name} {'fresh' if cycles == 0 else f'{cycles} cycles'}"
         print(f"   {label}")
-        particle = sxdm_sample(name, cycles)
-        detector.simulation.mount(project_particle(particle, 0.05, centre_um=(0.7, -0.4)))
-        detector.point_at_003(particle.lattice().mean_c_A)  # the arm at the sample's (003) 2theta
+        # the twin mounts the particle (centred at (0.7, -0.4) um) and points its arm at its (003)
+        session.RE(session.plans["mount_sample"](detector, {"material": name, "morphology": "SC"},
+                                                 cycles=cycles, charge_V=4.3, current_mA_g=100.0))
         sample = {"name": label, "material": name, "morphology": "SC", "cycles": cycles, "state": "4.3 V, 100 mA/g"}
         session.RE(session.plans["xrf_map"](devices["np_xrf"], stage, (-3.0, 3.0), (-3.0, 3.0), 0.5 if quick else 0.25,
                                             move_to_particle=True, sample=sample))

@@ -28,7 +28,8 @@ MASS_G = ACTIVE_MASS_G
 FAST_MA = 1000.0 * MASS_G  # 1000 mA/g: a charge to 4.5 V takes ~850 simulated s
 READING_KEYS = {"potential", "current", "step_capacity", "total_charge", "step_time", "step_index",
                 "cycle_index", "state"}
-CONFIG_KEYS = {"mode", "current_setpoint", "voltage_min", "voltage_max", "duration", "current_limit"}
+CONFIG_KEYS = {"mode", "current_setpoint", "voltage_min", "voltage_max", "duration", "current_limit",
+               "mounted_sample"}
 REPO = Path(__file__).resolve().parents[2]
 
 

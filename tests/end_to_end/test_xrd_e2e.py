@@ -8,12 +8,9 @@ import numpy as np
 import pytest
 from ophyd_async.core import soft_signal_rw
 
-from nanostrain.beamline import mount_cell
 from nanostrain.plans.protocols import ProtocolStep, gitt
 from nanostrain.replaying import replay
 from nanostrain.session import make_session
-from nanostrain.sim.cathode import CathodeParticle
-from nanostrain.sim.materials import material
 
 from ..conftest import API_KEY
 
@@ -32,7 +29,7 @@ def session(tmp_path_factory):
 
 def charge(session, name: str, cadence_mAh_g: float, time_scale: float = 600.0, **kwargs):
     devices = session.devices
-    mount_cell(devices, CathodeParticle(material(name), "SC"))
+    session.RE(session.plans["mount_sample"](devices["cycler"], {"material": name, "morphology": "SC"}))
     session.RE(bps.mv(devices["cycler"].time_scale, time_scale))
     (uid,) = session.RE(
         session.plans["operando_xrd"](
@@ -104,8 +101,7 @@ def test_gitt_run_yields_one_diffusivity_per_titration(session):
     tested on synthetic transients (tests/analysis, tests/callbacks); the simulated cell's
     apparent D is not yet within 3x of its D(x) near full lithiation (open)."""
     devices = session.devices
-    nc91 = material("NC91")
-    mount_cell(devices, CathodeParticle(nc91, "SC"))
+    session.RE(session.plans["mount_sample"](devices["cycler"], {"material": "NC91", "morphology": "SC"}))
     session.RE(bps.mv(devices["cycler"].time_scale, 1000.0))
     protocol = gitt(max_titrations=3)
     (uid,) = session.RE(session.plans["gitt"](devices["cycler"], active_mass_g=MASS_G, protocol=protocol,

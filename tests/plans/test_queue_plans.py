@@ -19,7 +19,7 @@ from bluesky.protocols import Readable
 from bluesky_queueserver.manager import profile_ops
 from ophyd_async.core import soft_signal_r_and_setter
 
-from nanostrain.beamline import connect_devices, detector_path_provider, simulated_devices
+from nanostrain.beamline import connect_devices, make_devices
 from nanostrain.plans import registry, validate
 from nanostrain.plans.protocols import ProtocolStep, galvanostatic, gitt as gitt_protocol, resolve_protocol
 from nanostrain.plans.validation import PlanArgumentError
@@ -78,8 +78,7 @@ def beamline(tmp_path_factory):
 
     RunEngine({})  # the bluesky event loop the devices connect in
     folder = tmp_path_factory.mktemp("queue")
-    devices = simulated_devices(detector_path_provider(folder / "det"))
-    connect_devices(devices)
+    devices = make_devices(detector_dir=folder / "det")
     signals = {name: soft_signal_r_and_setter(kind, name=name)[0] for name, kind in LIVE_SIGNALS.items()}
     connect_devices(signals)
     namespace = {**registry(), **devices, **signals}
