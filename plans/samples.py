@@ -10,6 +10,7 @@ also puts that particle, cell or calibrant in its beam. The plan cannot tell whi
 from typing import Any
 
 import bluesky.plan_stubs as bps
+from bluesky.protocols import Stageable
 from bluesky.utils import MsgGenerator
 
 from ..devices.sample import SampleHolder
@@ -26,14 +27,16 @@ def validate_mount_sample(sample: dict[str, Any] | str, **state: Any) -> SampleR
         raise PlanArgumentError(f"mount_sample: {error}") from error
 
 
-def mount_sample(device: SampleHolder, sample: dict[str, Any] | str, **state: Any) -> MsgGenerator[SampleRecord]:
+def mount_sample(device: Stageable, sample: dict[str, Any] | str, **state: Any) -> MsgGenerator[SampleRecord]:
     """Mount ``sample`` on ``device`` (a cycler channel, an XRD or nanoprobe detector, the
     TXM): e.g. ``mount_sample(cycler, {"material": "NM91", "morphology": "SC"})``, or
     ``mount_sample(xrd, "CeO2")``, or ``mount_sample(txm, {"material": "NM91"},
     charge_V=4.3, cycles=100)`` (``state`` keys: charge_V in V vs Li/Li+, current_mA_g in
     mA/g, cycles). Checks the sample before anything moves (PlanArgumentError); returns
     the mounted `SampleRecord`. Opens no run: the runs that follow record the sample in
-    their descriptors' configuration."""
+    their descriptors' configuration. ``device`` is typed with a bluesky protocol that
+    every sample holder satisfies (so queue servers resolve its name to a device); that it
+    holds a `SampleHolder` ``mounted_sample`` signal is checked here."""
     record = validate_mount_sample(sample, **state)
     if not isinstance(device, SampleHolder):
         raise PlanArgumentError(f"mount_sample: {getattr(device, 'name', device)!r} has no mounted_sample signal")

@@ -67,6 +67,9 @@ def items(poni_path: str, sxdm_geometry: dict) -> dict[str, tuple[dict, dict, st
         "energy_calibration": (
             {"args": ["txm"], "kwargs": {"apply": False}},
             {"kwargs": {"edge_eV": 9000.0}}, "needs >= 3 energies each side"),
+        "mount_sample": (
+            {"args": ["txm", {"material": "NM91", "morphology": "SC"}], "kwargs": {"charge_V": 4.3}},
+            {"args": ["txm", {"material": "NM91", "morphology": "XX"}]}, "morphology must be one of"),
     }
 
 
