@@ -40,7 +40,9 @@ def test_demo_then_catalog_ls_then_replay(tmp_path):
     listing = nanostrain("catalog", "ls", "--last", "200", "--data-dir", str(tmp_path / "d"))
     assert listing.returncode == 0, listing.stderr
     raw_uid = next(line.split()[0] for line in listing.stdout.splitlines() if " alignment " in line)
-    assert any("derived:frame_statistics" in line for line in listing.stdout.splitlines())
+    assert not any("derived:" in line for line in listing.stdout.splitlines())
+    derived = nanostrain("catalog", "ls", "--derived", "--data-dir", str(tmp_path / "d"))
+    assert any("derived:frame_statistics" in line for line in derived.stdout.splitlines())
     replayed = nanostrain("replay", raw_uid, "--data-dir", str(tmp_path / "d"))
     assert replayed.returncode == 0, replayed.stderr
     assert "1 derived run(s), 11 event(s)" in replayed.stdout
