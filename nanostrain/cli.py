@@ -99,7 +99,7 @@ def cmd_catalog_ls(args: argparse.Namespace) -> int:
     client, server = _client(args)
     try:
         node = client[DERIVED_NODE if args.derived else RAW_NODE]
-        for run in node.values()[-args.last :]:
+        for run in node.values().tail(args.last):
             uid, start = run.item["id"], run.metadata["start"]
             kind = start.get("analysis") and f"derived:{start['analysis']}" or start.get("technique", start.get("plan_name", "?"))
             print(f"{uid}  {kind:<28} {start.get('sample', {}).get('name', '') if isinstance(start.get('sample'), dict) else start.get('sample', '')}")

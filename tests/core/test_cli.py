@@ -60,7 +60,9 @@ SHELL_CODE = (
     "print('NAMES', ' '.join(k for k in ('RE', 'catalog', 'cam', 'sx', 'i0', 'cycler', 'xrd', 'alignment_scan', "
     "'operando_xrd', 'xrd_reduction_lattice_change_A') if k in g)); "
     "uid, = RE(alignment_scan(cam, sx, -1, 1, 3, monitor=i0)); "
-    "print('RUN', catalog[uid].metadata['start']['technique'])"
+    "print('RUN', catalog[uid].metadata['start']['technique']); "
+    "print('LAST', catalog[-1].metadata['start']['uid'] == uid, len(db[-1].table()), "
+    "len(session.derived_runs(uid)))"
 )
 SHELL_NAMES = {"RE", "catalog", "cam", "sx", "i0", "cycler", "xrd", "alignment_scan", "operando_xrd",
                "xrd_reduction_lattice_change_A"}
@@ -70,6 +72,7 @@ def _check_shell_output(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "RUN alignment" in lines
+    assert "LAST True 3 1" in lines  # the banner's catalog[-1] is the raw run; db is databroker's v1
     assert set(next(line for line in lines if line.startswith("NAMES")).split()[1:]) == SHELL_NAMES
     return next(line for line in lines if line.startswith("FROM")).split(maxsplit=1)[1]
 
