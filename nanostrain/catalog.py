@@ -331,8 +331,9 @@ def recover(backup_dir: Path | str, client, remove: bool = False) -> list[str]:
     """Re-ingest runs that TiledWriter backed up while the catalog was unreachable.
 
     ``client`` is the catalog's root: a run goes back into the ``derived`` node if its
-    start document has ``derived_from``, into the ``raw`` node otherwise. A run the server took only in part (its start document arrived before the outage)
-    is replaced by the complete copy from the backup. Returns the uids recovered.
+    start document has ``derived_from``, into the ``raw`` node otherwise. A run the
+    server took only in part (its start document arrived before the outage) is replaced
+    by the complete copy from the backup. Returns the uids recovered.
     Files are kept unless ``remove`` (they are then renamed ``*.jsonl.recovered``).
     """
     import json

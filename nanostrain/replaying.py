@@ -4,9 +4,10 @@ A replay sees the documents ``run.documents()`` serves (the catalog's own export
 run, StreamResource/StreamDatum included) and reads detector frames through the catalog,
 so it needs no access to the beamline's files, and it writes none. The analyses are
 rebuilt from the ``parameters`` their derived runs of that raw run recorded
-(`recorded_analyses`; they are found in the catalog's ``derived`` node by
-`nanostrain.catalog.derived_runs`), so a replay repeats the live computation rather than the defaults
-of today; results equal the live ones (see `nanostrain.callbacks.derived`).
+(`recorded_analyses`; the catalog's ``derived`` node holds them and
+`nanostrain.catalog.derived_runs` finds them), so a replay repeats the live computation
+rather than the defaults of today; results equal the live ones (see
+`nanostrain.callbacks.derived`).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def run_documents(run) -> list[tuple[str, Document]]:
 def recorded_analyses(run, derived=None) -> list[AnalysisCallback]:
     """The live analyses of raw ``run`` rebuilt as they ran: one per distinct
     (analysis, parameters) recorded by a derived run of ``run`` in the ``derived`` node
-    (default: the one beside the run's ``raw`` node), through `AnalysisCallback.from_parameters`; an analysis that
-    made no derived run of it comes with its defaults. Derived runs of analyses this
-    version does not know are left out (logged)."""
+    (default: the one beside the run's ``raw`` node), through
+    `AnalysisCallback.from_parameters`; an analysis that made no derived run of it comes
+    with its defaults. Derived runs of analyses this version does not know are left out
+    (logged)."""
     derived = derived_node_of(run) if derived is None else derived
     uid = run.metadata["start"]["uid"]
     recorded: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ANALYSES}
