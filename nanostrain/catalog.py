@@ -16,17 +16,10 @@ so their folders are the server's ``readable_storage``.
 Writes need the API key; reads are anonymous unless ``public=False``. The bluesky
 json-seq exporter is registered so that ``run.documents()`` works over HTTP.
 
-Layout: the root holds two nodes, both with the spec ``CatalogOfBlueskyRuns`` (version
-3.0, the SQL catalog), so a Tiled client of either is bluesky-tiled-plugins'
-``CatalogOfBlueskyRuns`` (``c[-1]``, ``c[scan_id]``, partial uids, ``TimeRange``,
-``ScanID``, ``FullText``):
-
-* ``raw`` (`RAW_NODE`): the runs the RunEngine took; ``raw[-1]`` is the newest of them;
-* ``derived`` (`DERIVED_NODE`): the runs live analyses published, each naming its raw run
-  in ``start.derived_from``; `derived_runs` finds them.
-
-The app creates both nodes when it starts (if they are not there yet), however it is
-served.
+Layout (`nanostrain.schema.catalog`): the root holds a ``raw`` and a ``derived`` node,
+both bluesky-tiled-plugins' ``CatalogOfBlueskyRuns`` (``c[-1]``, ``c[scan_id]``, partial
+uids, ``TimeRange``, ``ScanID``, ``FullText``). The app creates both nodes when it
+starts (if they are not there yet), however it is served.
 """
 
 from __future__ import annotations
@@ -44,14 +37,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from .schema.catalog import DERIVED_NODE, RAW_NODE, RUNS_SPEC
+
 DEFAULT_DATA_DIR = Path("nanostrain-data")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 API_KEY_ENV = "NANOSTRAIN_API_KEY"
 JSON_SEQ_EXPORTER = "bluesky_tiled_plugins.exporters:json_seq_exporter"
-RAW_NODE = "raw"
-DERIVED_NODE = "derived"
-RUNS_SPEC = ("CatalogOfBlueskyRuns", "3.0")
 
 
 @dataclass(frozen=True)
@@ -279,14 +271,6 @@ def catalog_nodes(client) -> tuple[Any, Any]:
     return client[RAW_NODE], client[DERIVED_NODE]
 
 
-def derived_runs(derived, raw_uid: str) -> list:
-    """The derived runs (clients) in the ``derived`` node whose start document names raw
-    run ``raw_uid`` (``Key("start.derived_from") == raw_uid``), oldest first."""
-    from tiled.queries import Key
-
-    return list(derived.search(Key("start.derived_from") == raw_uid).values())
-
-
 def broker(node):
     """databroker's v1 ``Broker`` over ``node`` (the ``raw`` node): ``db[-1].table()``,
     ``db(sample=...)``, ``db.insert``.
@@ -303,11 +287,6 @@ def broker(node):
     shared = node.structure_clients
     own = OneShotCachedMap({key: (lambda value=shared[key]: value) for key in shared})
     return Broker(type(node)(node.context, item=node.item, structure_clients=own))
-
-
-def derived_node_of(run):
-    """The ``derived`` node beside the ``raw`` node that holds ``run`` (a raw run client)."""
-    return run.parent.parent[DERIVED_NODE]
 
 
 def wait_until_up(url: str, timeout: float = 30.0) -> None:

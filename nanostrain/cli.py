@@ -16,7 +16,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from .catalog import API_KEY_ENV, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DERIVED_NODE, RAW_NODE, CatalogSettings, catalog_nodes
+from .catalog import API_KEY_ENV, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, CatalogSettings, catalog_nodes
+from .schema.catalog import DERIVED_NODE, RAW_NODE
 
 
 def _settings(args: argparse.Namespace) -> CatalogSettings:

@@ -5,7 +5,7 @@ run, StreamResource/StreamDatum included) and reads detector frames through the 
 so it needs no access to the beamline's files, and it writes none. The analyses are
 rebuilt from the ``parameters`` their derived runs of that raw run recorded
 (`recorded_analyses`; the catalog's ``derived`` node holds them and
-`nanostrain.catalog.derived_runs` finds them), so a replay repeats the live computation
+`nanostrain.schema.catalog.derived_runs` finds them), so a replay repeats the live computation
 rather than the defaults of today; results equal the live ones (see
 `nanostrain.callbacks.derived`).
 """
@@ -20,7 +20,7 @@ from typing import Any
 from .callbacks.derived import AnalysisCallback, GuardedCallback
 from .callbacks.frames import TiledFrameSource
 from .callbacks.registry import ANALYSES
-from .catalog import derived_node_of, derived_runs
+from .schema.catalog import derived_node_of, derived_runs
 
 logger = logging.getLogger(__name__)
 

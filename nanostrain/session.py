@@ -7,7 +7,7 @@
     >>> s.derived_runs(uid)                                    # what the live analyses made
 
 ``s.catalog`` is the catalog's ``raw`` node and ``s.derived`` its ``derived`` node, both
-bluesky-tiled-plugins' ``CatalogOfBlueskyRuns`` (see `nanostrain.catalog`). Raw runs go
+bluesky-tiled-plugins' ``CatalogOfBlueskyRuns`` (see `nanostrain.schema.catalog`). Raw runs go
 to the catalog through bluesky-tiled-plugins' TiledWriter, derived runs through a second
 one into ``derived``, both with a backup folder: if the catalog cannot take a run
 (server down, network cut), the whole run is saved as JSON lines there and `nanostrain
@@ -28,7 +28,8 @@ from ophyd_async.core import SignalR
 from .beamline import make_devices
 from .callbacks.derived import AnalysisCallback, GuardedCallback
 from .callbacks.registry import default_analyses
-from .catalog import CatalogSettings, EmbeddedCatalog, catalog_nodes, connect, derived_runs
+from .catalog import CatalogSettings, EmbeddedCatalog, catalog_nodes, connect
+from .schema.catalog import derived_runs
 from .plans import registry as plan_registry
 from .replaying import replay
 
@@ -66,7 +67,7 @@ class Session:
 
     def derived_runs(self, uid: str) -> list:
         """Derived runs (catalog clients) whose start document names raw run ``uid``
-        (`nanostrain.catalog.derived_runs`)."""
+        (`nanostrain.schema.catalog.derived_runs`)."""
         return derived_runs(self.derived, uid)
 
     @property

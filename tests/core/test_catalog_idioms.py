@@ -21,7 +21,8 @@ from bluesky_tiled_plugins.queries import ScanID, TimeRange
 from ophyd.sim import det, motor
 from tiled.queries import FullText, Key
 
-from nanostrain.catalog import RUNS_SPEC, broker, build_catalog_app, derived_runs, recover
+from nanostrain.catalog import broker, build_catalog_app, recover
+from nanostrain.schema.catalog import RUNS_SPEC, derived_runs
 from nanostrain.session import make_session
 
 from ..conftest import API_KEY, ServerProcess, in_process_client
