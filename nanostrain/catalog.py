@@ -15,6 +15,11 @@ so their folders are the server's ``readable_storage``.
 
 Writes need the API key; reads are anonymous unless ``public=False``. The bluesky
 json-seq exporter is registered so that ``run.documents()`` works over HTTP.
+
+Layout (`nanostrain.schema.catalog`): the root holds a ``raw`` and a ``derived`` node,
+both bluesky-tiled-plugins' ``CatalogOfBlueskyRuns`` (``c[-1]``, ``c[scan_id]``, partial
+uids, ``TimeRange``, ``ScanID``, ``FullText``). The app creates both nodes when it
+starts (if they are not there yet), however it is served.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+
+from .schema.catalog import DERIVED_NODE, RAW_NODE, RUNS_SPEC
 
 DEFAULT_DATA_DIR = Path("nanostrain-data")
 DEFAULT_HOST = "127.0.0.1"
@@ -138,10 +145,45 @@ def catalog_config(settings: CatalogSettings) -> dict[str, Any]:
 
 
 def build_catalog_app(settings: CatalogSettings):
-    """The ASGI app of the catalog (for `tiled.client.from_app` or uvicorn)."""
-    from tiled.server.app import build_app_from_config
+    """The ASGI app of the catalog (for `tiled.client.from_app` or uvicorn); on start it
+    creates the ``raw`` and ``derived`` nodes if they are missing (`create_layout`)."""
+    from tiled.config import Config, construct_build_app_kwargs
+    from tiled.server.app import build_app
 
-    return build_app_from_config(catalog_config(settings))
+    kwargs = construct_build_app_kwargs(Config.model_validate(catalog_config(settings)))
+    tree = kwargs["tree"]
+
+    async def layout() -> None:
+        await create_layout(tree)
+
+    kwargs["tasks"]["startup"].append(layout)  # after the tree's own start (database set up)
+    return build_app(**kwargs)
+
+
+async def create_layout(tree) -> None:
+    """Create the ``raw`` and ``derived`` nodes (spec ``CatalogOfBlueskyRuns``) under the
+    root adapter ``tree`` unless they exist; a node of that name with other specs is an
+    error (a catalog of an older layout must be migrated, not silently reused)."""
+    from tiled.catalog.adapter import Collision
+    from tiled.server.core import NoEntry
+    from tiled.structures.core import Spec, StructureFamily
+
+    for key in (RAW_NODE, DERIVED_NODE):
+        try:
+            node = await tree.lookup_adapter([key])
+        except NoEntry:
+            try:
+                await tree.create_node(
+                    StructureFamily.container, metadata={}, key=key, specs=[Spec(*RUNS_SPEC)]
+                )
+            except Collision:  # another server on this database made it first
+                pass
+            node = await tree.lookup_adapter([key])
+        if RUNS_SPEC[0] not in [spec.name for spec in node.specs]:
+            raise RuntimeError(
+                f"The catalog's {key!r} node has specs {[spec.name for spec in node.specs]}, "
+                f"not {RUNS_SPEC[0]!r}: this catalog was not laid out by nanostrain."
+            )
 
 
 def serve(settings: CatalogSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
@@ -223,6 +265,30 @@ def connect(uri: str, api_key: str | None = None):
     return from_uri(uri, api_key=api_key or os.environ.get(API_KEY_ENV) or None)
 
 
+def catalog_nodes(client) -> tuple[Any, Any]:
+    """The ``raw`` and ``derived`` nodes (``CatalogOfBlueskyRuns`` clients) of the catalog
+    whose root client is ``client``."""
+    return client[RAW_NODE], client[DERIVED_NODE]
+
+
+def broker(node):
+    """databroker's v1 ``Broker`` over ``node`` (the ``raw`` node): ``db[-1].table()``,
+    ``db(sample=...)``, ``db.insert``.
+
+    The Broker reads through a client of its own whose structure-client map is not the
+    one ``node`` shares with every other client of this process: databroker's headers
+    call ``run.v2``, which re-registers ``BlueskyRun`` as the v2 client in the map it was
+    given (bluesky-tiled-plugins copies that map shallowly), and on a shared map every
+    later ``node[uid]`` would come back as a v2 run (``run["primary"]["cam"]`` failing).
+    """
+    from databroker import Broker
+    from tiled.utils import OneShotCachedMap
+
+    shared = node.structure_clients
+    own = OneShotCachedMap({key: (lambda value=shared[key]: value) for key in shared})
+    return Broker(type(node)(node.context, item=node.item, structure_clients=own))
+
+
 def wait_until_up(url: str, timeout: float = 30.0) -> None:
     """Block until a catalog server answers at ``url``; raise TimeoutError otherwise."""
     deadline = time.monotonic() + timeout
@@ -243,8 +309,10 @@ def iter_backup_runs(backup_dir: Path) -> Iterator[Path]:
 def recover(backup_dir: Path | str, client, remove: bool = False) -> list[str]:
     """Re-ingest runs that TiledWriter backed up while the catalog was unreachable.
 
-    A run the server took only in part (its start document arrived before the outage)
-    is replaced by the complete copy from the backup. Returns the uids recovered.
+    ``client`` is the catalog's root: a run goes back into the ``derived`` node if its
+    start document has ``derived_from``, into the ``raw`` node otherwise. A run the
+    server took only in part (its start document arrived before the outage) is replaced
+    by the complete copy from the backup. Returns the uids recovered.
     Files are kept unless ``remove`` (they are then renamed ``*.jsonl.recovered``).
     """
     import json
@@ -256,14 +324,16 @@ def recover(backup_dir: Path | str, client, remove: bool = False) -> list[str]:
         docs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if not docs or docs[0]["name"] != "start":
             raise ValueError(f"{path} does not begin with a start document; not a run backup.")
-        uid = docs[0]["doc"]["uid"]
-        if uid in client:
-            if client[uid].metadata.get("stop"):
+        start = docs[0]["doc"]
+        uid = start["uid"]
+        node = client[DERIVED_NODE if "derived_from" in start else RAW_NODE]
+        if uid in node:
+            if node[uid].metadata.get("stop"):
                 recovered.append(uid)  # already complete in the catalog
                 _mark_recovered(path, remove)
                 continue
-            client.delete_contents(uid, recursive=True, external_only=False)
-        writer = TiledWriter(client, batch_size=100)
+            node.delete_contents(uid, recursive=True, external_only=False)
+        writer = TiledWriter(node, batch_size=100)
         for entry in docs:
             writer(entry["name"], entry["doc"])
         recovered.append(uid)

@@ -4,7 +4,7 @@
     nanostrain serve [--data-dir D]       the catalog server (Tiled) on 127.0.0.1:8000
     nanostrain shell [--real CONFIG] [-c CODE]   IPython with the beamline session loaded
     nanostrain replay UID [--write]       re-run the live analyses on a stored run
-    nanostrain catalog ls | recover DIR   list runs / re-ingest backed-up runs
+    nanostrain catalog ls [--derived] | recover DIR   list raw (derived) runs / re-ingest backed-up runs
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from .catalog import API_KEY_ENV, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, CatalogSettings
+from .catalog import API_KEY_ENV, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, CatalogSettings, catalog_nodes
+from .schema.catalog import DERIVED_NODE, RAW_NODE
 
 
 def _settings(args: argparse.Namespace) -> CatalogSettings:
@@ -72,15 +73,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     client, server = _client(args)
     try:
-        if args.uid not in client:
-            print(f"No run {args.uid!r} in the catalog.", file=sys.stderr)
+        raw, derived = catalog_nodes(client)
+        if args.uid not in raw:
+            print(f"No run {args.uid!r} among the catalog's raw runs.", file=sys.stderr)
             return 2
         writer = None
         if args.write:
             from bluesky_tiled_plugins import TiledWriter
 
-            writer = TiledWriter(client)
-        published = replay(client[args.uid], catalog=client, writer=writer)
+            writer = TiledWriter(derived)
+        published = replay(raw[args.uid], derived=derived, writer=writer)
         starts = [doc for name, doc in published if name == "start"]
         events = sum(1 for name, _ in published if name == "event")
         for doc in starts:
@@ -97,8 +99,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_catalog_ls(args: argparse.Namespace) -> int:
     client, server = _client(args)
     try:
-        for uid in list(client)[-args.last :]:
-            start = client[uid].metadata["start"]
+        node = client[DERIVED_NODE if args.derived else RAW_NODE]
+        for run in node.values().tail(args.last):
+            uid, start = run.item["id"], run.metadata["start"]
             kind = start.get("analysis") and f"derived:{start['analysis']}" or start.get("technique", start.get("plan_name", "?"))
             print(f"{uid}  {kind:<28} {start.get('sample', {}).get('name', '') if isinstance(start.get('sample'), dict) else start.get('sample', '')}")
         return 0
@@ -173,9 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     cat = sub.add_parser("catalog", help="catalog maintenance").add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = cat.add_parser("ls", help="list runs")
+    p = cat.add_parser("ls", help="list raw runs (or, with --derived, derived runs)")
     common(p)
     p.add_argument("--last", type=int, default=20, help="how many of the newest runs (default: %(default)s)")
+    p.add_argument("--derived", action="store_true", help="list the derived runs (the 'derived' node)")
     p.set_defaults(func=cmd_catalog_ls)
     p = cat.add_parser("recover", help="re-ingest runs saved in a backup folder while the catalog was down")
     common(p)

@@ -4,8 +4,10 @@ A replay sees the documents ``run.documents()`` serves (the catalog's own export
 run, StreamResource/StreamDatum included) and reads detector frames through the catalog,
 so it needs no access to the beamline's files, and it writes none. The analyses are
 rebuilt from the ``parameters`` their derived runs of that raw run recorded
-(`recorded_analyses`), so a replay repeats the live computation rather than the defaults
-of today; results equal the live ones (see `nanostrain.callbacks.derived`).
+(`recorded_analyses`; the catalog's ``derived`` node holds them and
+`nanostrain.schema.catalog.derived_runs` finds them), so a replay repeats the live computation
+rather than the defaults of today; results equal the live ones (see
+`nanostrain.callbacks.derived`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tiled.queries import Key
-
 from .callbacks.derived import AnalysisCallback, GuardedCallback
 from .callbacks.frames import TiledFrameSource
 from .callbacks.registry import ANALYSES
+from .schema.catalog import derived_node_of, derived_runs
 
 logger = logging.getLogger(__name__)
 
@@ -32,21 +33,21 @@ def run_documents(run) -> list[tuple[str, Document]]:
     return [(name, doc) for name, doc in run.documents()]
 
 
-def recorded_analyses(run, catalog=None) -> list[AnalysisCallback]:
+def recorded_analyses(run, derived=None) -> list[AnalysisCallback]:
     """The live analyses of raw ``run`` rebuilt as they ran: one per distinct
-    (analysis, parameters) recorded by a derived run of ``run`` in ``catalog`` (default:
-    the run's parent node), through `AnalysisCallback.from_parameters`; an analysis that
-    made no derived run of it comes with its defaults. Derived runs of analyses this
-    version does not know are left out (logged)."""
-    catalog = run.parent if catalog is None else catalog
+    (analysis, parameters) recorded by a derived run of ``run`` in the ``derived`` node
+    (default: the one beside the run's ``raw`` node), through
+    `AnalysisCallback.from_parameters`; an analysis that made no derived run of it comes
+    with its defaults. Derived runs of analyses this version does not know are left out
+    (logged)."""
+    derived = derived_node_of(run) if derived is None else derived
     uid = run.metadata["start"]["uid"]
     recorded: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ANALYSES}
-    derived = catalog.search(Key("start.derived_from") == uid)
-    for key in derived:
-        start = derived[key].metadata["start"]
+    for derived_run in derived_runs(derived, uid):
+        start = derived_run.metadata["start"]
         name, parameters = start.get("analysis"), dict(start.get("parameters") or {})
         if name not in ANALYSES:
-            logger.info("Derived run %s of %s: analysis %r is unknown here; not replayed.", key, uid, name)
+            logger.info("Derived run %s of %s: analysis %r is unknown here; not replayed.", start["uid"], uid, name)
             continue
         recorded[name].setdefault(json.dumps(parameters, sort_keys=True), parameters)
     analyses: list[AnalysisCallback] = []
@@ -60,9 +61,11 @@ def replay(
     callbacks: Iterable[Callback] | None = None,
     catalog=None,
     writer: Callback | None = None,
+    derived=None,
 ) -> list[tuple[str, Document]]:
-    """Push the documents of ``run`` (a BlueskyRun client, or a uid with ``catalog``)
-    through ``callbacks`` (default: the run's analyses as recorded, `recorded_analyses`).
+    """Push the documents of ``run`` (a BlueskyRun client, or a uid with ``catalog``: the
+    ``raw`` node) through ``callbacks`` (default: the run's analyses as recorded in the
+    ``derived`` node, `recorded_analyses`).
 
     Returns the documents the analysis callbacks published (their derived runs), so the
     caller can compare them with the live ones; ``writer`` (e.g. a TiledWriter) gets
@@ -71,9 +74,9 @@ def replay(
     """
     if isinstance(run, str):
         if catalog is None:
-            raise ValueError("Replay by uid needs the catalog client: replay(uid, catalog=...).")
+            raise ValueError("Replay by uid needs the catalog's raw node: replay(uid, catalog=raw).")
         run = catalog[run]
-    callbacks = list(recorded_analyses(run, catalog) if callbacks is None else callbacks)
+    callbacks = list(recorded_analyses(run, derived) if callbacks is None else callbacks)
     published: list[tuple[str, Document]] = []
 
     def publish(name: str, doc: Document) -> None:

@@ -3,13 +3,15 @@
     >>> from nanostrain import make_session
     >>> s = make_session(data_dir="nanostrain-data")          # embedded catalog, sim devices
     >>> uid, = s.RE(s.plans["alignment_scan"](s.devices["cam"], s.devices["sx"], -1, 1, 11))
-    >>> s.catalog[uid]                                         # the raw run
+    >>> s.catalog[uid], s.catalog[-1]                          # the raw run, the newest
     >>> s.derived_runs(uid)                                    # what the live analyses made
 
-Every run goes to the catalog through bluesky-tiled-plugins' TiledWriter, with a backup
-folder: if the catalog cannot take a run (server down, network cut), the whole run is
-saved as JSON lines there and `nanostrain catalog recover` puts it in later. Live
-analyses publish derived runs through the same writer.
+``s.catalog`` is the catalog's ``raw`` node and ``s.derived`` its ``derived`` node, both
+bluesky-tiled-plugins' ``CatalogOfBlueskyRuns`` (see `nanostrain.schema.catalog`). Raw runs go
+to the catalog through bluesky-tiled-plugins' TiledWriter, derived runs through a second
+one into ``derived``, both with a backup folder: if the catalog cannot take a run
+(server down, network cut), the whole run is saved as JSON lines there and `nanostrain
+catalog recover` puts it back into its node later.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from ophyd_async.core import SignalR
 from .beamline import make_devices
 from .callbacks.derived import AnalysisCallback, GuardedCallback
 from .callbacks.registry import default_analyses
-from .catalog import CatalogSettings, EmbeddedCatalog, connect
+from .catalog import CatalogSettings, EmbeddedCatalog, catalog_nodes, connect
+from .schema.catalog import derived_runs
 from .plans import registry as plan_registry
 from .replaying import replay
 
@@ -51,9 +54,11 @@ class Session:
     """What a beamline session holds; the profile puts these names in the namespace."""
 
     RE: RunEngine
-    catalog: Any
+    catalog: Any  # the raw node
+    derived: Any  # the derived node
     settings: CatalogSettings
-    writer: TiledWriter
+    writer: TiledWriter  # raw runs into ``catalog``
+    derived_writer: TiledWriter  # derived runs into ``derived``
     devices: dict[str, Any]
     plans: dict[str, Callable]
     analyses: list[AnalysisCallback]
@@ -61,11 +66,9 @@ class Session:
     guards: list[GuardedCallback] = field(default_factory=list)
 
     def derived_runs(self, uid: str) -> list:
-        """Derived runs (catalog clients) whose start document names raw run ``uid``."""
-        from tiled.queries import Key
-
-        results = self.catalog.search(Key("start.derived_from") == uid)
-        return [results[key] for key in results]
+        """Derived runs (catalog clients) whose start document names raw run ``uid``
+        (`nanostrain.schema.catalog.derived_runs`)."""
+        return derived_runs(self.derived, uid)
 
     @property
     def live_signals(self) -> dict[str, SignalR]:
@@ -76,7 +79,7 @@ class Session:
     def replay(self, uid: str, write: bool = False) -> list[tuple[str, Document]]:
         """Re-run a stored run's analyses as they ran live (`nanostrain.replaying.replay`);
         ``write`` stores the new derived runs in the catalog."""
-        return replay(self.catalog[uid], catalog=self.catalog, writer=self.writer if write else None)
+        return replay(self.catalog[uid], derived=self.derived, writer=self.derived_writer if write else None)
 
     def close(self) -> None:
         """Write persisted metadata now and stop the embedded catalog (if any)."""
@@ -125,6 +128,7 @@ def make_session(
         client = server.client()
     else:
         client = connect(catalog_uri, api_key=settings.api_key)
+    raw, derived = catalog_nodes(client)
 
     md: Any = {}
     if persist_metadata:
@@ -132,12 +136,13 @@ def make_session(
 
         md = PersistentDict(str(settings.data_dir / "runengine-metadata"))
     RE = RunEngine(md)
-    writer = TiledWriter(client, backup_directory=str(settings.backup_dir))
+    writer = TiledWriter(raw, backup_directory=str(settings.backup_dir))
+    derived_writer = TiledWriter(derived, backup_directory=str(settings.backup_dir))
     RE.subscribe(writer)
 
     guards: list[GuardedCallback] = []
     for analysis in live:
-        analysis.subscribe(writer)
+        analysis.subscribe(derived_writer)
         guard = GuardedCallback(analysis)
         guards.append(guard)
         RE.subscribe(guard)
@@ -155,9 +160,11 @@ def make_session(
     devices = make_devices(sim=sim, detector_dir=settings.detector_dir, config=beamline_config)
     return Session(
         RE=RE,
-        catalog=client,
+        catalog=raw,
+        derived=derived,
         settings=settings,
         writer=writer,
+        derived_writer=derived_writer,
         devices=devices,
         plans=plan_registry(),
         analyses=live,

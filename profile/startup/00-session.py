@@ -6,6 +6,7 @@
 #   NANOSTRAIN_BEC, NANOSTRAIN_PLOTS  "0" turns off the BestEffortCallback / live figures
 import os
 
+from nanostrain.catalog import broker
 from nanostrain.session import make_session
 
 _config = os.environ.get("NANOSTRAIN_BEAMLINE_CONFIG")
@@ -18,4 +19,10 @@ session = make_session(
     live_plots=os.environ.get("NANOSTRAIN_PLOTS", "1") == "1",
 )
 RE = session.RE
-catalog = db = session.catalog
+# catalog: the raw runs, a bluesky-tiled-plugins CatalogOfBlueskyRuns (catalog[-1],
+# catalog[scan_id], catalog["<partial uid>"], catalog.search(TimeRange(...))); derived:
+# what the live analyses made (session.derived_runs(uid)); db: databroker's v1 Broker over
+# the raw runs, for profiles that still use db[-1].table().
+catalog = session.catalog
+derived = session.derived
+db = broker(catalog)

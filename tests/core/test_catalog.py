@@ -64,8 +64,8 @@ def test_api_key_is_created_once_and_reused(tmp_path, monkeypatch):
 
 
 def test_run_round_trips_through_the_catalog(catalog_client):
-    uid, live = write_scan(catalog_client)
-    run = catalog_client[uid]
+    uid, live = write_scan(catalog_client["raw"])
+    run = catalog_client["raw"][uid]
     table = run["primary"].read()
     assert np.allclose(table["motor"], np.linspace(-1, 1, 5))
     assert np.allclose(table["det"], [e["data"]["det"] for n, e in live if n == "event"])
@@ -74,8 +74,8 @@ def test_run_round_trips_through_the_catalog(catalog_client):
 
 
 def test_documents_are_exported_and_valid(catalog_client):
-    uid, live = write_scan(catalog_client)
-    exported = list(catalog_client[uid].documents())
+    uid, live = write_scan(catalog_client["raw"])
+    exported = list(catalog_client["raw"][uid].documents())
     assert [n for n, _ in exported].count("event") == 5
     for name, doc in exported:
         schema_validators[DocumentNames(name)].validate(doc)
@@ -90,9 +90,9 @@ def test_served_catalog_needs_the_key_to_write_and_none_to_read(catalog_settings
     try:
         anonymous = connect(server.url, api_key=None)
         with pytest.raises(Exception, match="Not enough permissions"):
-            write_scan(anonymous)
-        uid, _ = write_scan(server.client())
-        assert list(connect(server.url, api_key=None)) == [uid]
+            write_scan(anonymous["raw"])
+        uid, _ = write_scan(server.client()["raw"])
+        assert list(connect(server.url, api_key=None)["raw"]) == [uid]
         assert httpx.get(f"{server.url}/ui/", follow_redirects=True).status_code == 200
     finally:
         server.stop()

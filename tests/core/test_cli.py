@@ -40,7 +40,9 @@ def test_demo_then_catalog_ls_then_replay(tmp_path):
     listing = nanostrain("catalog", "ls", "--last", "200", "--data-dir", str(tmp_path / "d"))
     assert listing.returncode == 0, listing.stderr
     raw_uid = next(line.split()[0] for line in listing.stdout.splitlines() if " alignment " in line)
-    assert any("derived:frame_statistics" in line for line in listing.stdout.splitlines())
+    assert not any("derived:" in line for line in listing.stdout.splitlines())
+    derived = nanostrain("catalog", "ls", "--derived", "--data-dir", str(tmp_path / "d"))
+    assert any("derived:frame_statistics" in line for line in derived.stdout.splitlines())
     replayed = nanostrain("replay", raw_uid, "--data-dir", str(tmp_path / "d"))
     assert replayed.returncode == 0, replayed.stderr
     assert "1 derived run(s), 11 event(s)" in replayed.stdout
@@ -58,7 +60,9 @@ SHELL_CODE = (
     "print('NAMES', ' '.join(k for k in ('RE', 'catalog', 'cam', 'sx', 'i0', 'cycler', 'xrd', 'alignment_scan', "
     "'operando_xrd', 'xrd_reduction_lattice_change_A') if k in g)); "
     "uid, = RE(alignment_scan(cam, sx, -1, 1, 3, monitor=i0)); "
-    "print('RUN', catalog[uid].metadata['start']['technique'])"
+    "print('RUN', catalog[uid].metadata['start']['technique']); "
+    "print('LAST', catalog[-1].metadata['start']['uid'] == uid, len(db[-1].table()), "
+    "len(session.derived_runs(uid)))"
 )
 SHELL_NAMES = {"RE", "catalog", "cam", "sx", "i0", "cycler", "xrd", "alignment_scan", "operando_xrd",
                "xrd_reduction_lattice_change_A"}
@@ -68,6 +72,7 @@ def _check_shell_output(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "RUN alignment" in lines
+    assert "LAST True 3 1" in lines  # the banner's catalog[-1] is the raw run; db is databroker's v1
     assert set(next(line for line in lines if line.startswith("NAMES")).split()[1:]) == SHELL_NAMES
     return next(line for line in lines if line.startswith("FROM")).split(maxsplit=1)[1]
 

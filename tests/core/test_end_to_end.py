@@ -46,7 +46,7 @@ def written_run(tmp_path_factory):
 
 def test_run_written_by_another_process_reads_back_over_http(written_run):
     server, info = written_run
-    run = server.client()[info["uid"]]
+    run = server.client()["raw"][info["uid"]]
     table = run["primary"].read()
     assert np.allclose(table["sx"], np.linspace(-1, 1, 7))
     # the ophyd (v1) beam monitor recorded in the same plan as the ophyd-async devices
@@ -58,7 +58,7 @@ def test_run_written_by_another_process_reads_back_over_http(written_run):
 
 def test_every_exported_document_validates_against_event_model(written_run):
     server, info = written_run
-    documents = list(server.client()[info["uid"]].documents())
+    documents = list(server.client()["raw"][info["uid"]].documents())
     names = {name for name, _ in documents}
     assert {"start", "descriptor", "event", "stream_resource", "stream_datum", "stop"} <= names
     for name, doc in documents:
@@ -67,7 +67,7 @@ def test_every_exported_document_validates_against_event_model(written_run):
 
 def test_live_analysis_follows_the_stage(written_run):
     server, info = written_run
-    stats = server.client()[info["derived"]]["frame_stats"].read()
+    stats = server.client()["derived"][info["derived"]]["frame_stats"].read()
     # spot centre = 48 + 20 px/mm * x (the bench's calibration)
     assert np.allclose(stats["centroid_col"], 48 + 20 * np.asarray(stats["sx"]), atol=0.3)
 
@@ -75,8 +75,8 @@ def test_live_analysis_follows_the_stage(written_run):
 def test_replay_through_the_catalog_equals_live(written_run):
     server, info = written_run
     client = server.client()
-    live = client[info["derived"]]["frame_stats"].read()
-    published = replay(client[info["uid"]])
+    live = client["derived"][info["derived"]]["frame_stats"].read()
+    published = replay(client["raw"][info["uid"]])
     starts = [doc for name, doc in published if name == "start"]
     assert len(starts) == 1 and starts[0]["derived_from"] == info["uid"]
     events = [doc["data"] for name, doc in published if name == "event"]

@@ -68,8 +68,12 @@ def test_killed_server_loses_no_documents(sqlite_settings, tmp_path):
         assert recovered.returncode == 0, recovered.stderr
         assert "2 run(s) recovered" in recovered.stdout
 
-        run = server.client()[written["uid"]]
+        client = server.client()
+        run = client["raw"][written["uid"]]
         assert run.metadata["stop"]["exit_status"] == "success"
+        # the analysis's derived run went back into the derived node, not among the raw runs
+        (derived,) = client["derived"].values()
+        assert derived.metadata["start"]["derived_from"] == written["uid"] and len(client["raw"]) == 1
         live_events = [doc for name, doc in written["docs"] if name == "event"]
         table = run["primary"].read()
         assert len(table["sx"]) == len(live_events) == 9
