@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from bluesky_queueserver_api import BPlan
 from bluesky_queueserver_api.zmq import REManagerAPI
-from tiled.queries import Key
 
-from nanostrain.catalog import CatalogSettings, EmbeddedCatalog
+from nanostrain.catalog import CatalogSettings, EmbeddedCatalog, catalog_nodes
+from nanostrain.schema.catalog import derived_runs
 
 from ..conftest import free_port
 
@@ -100,13 +100,12 @@ def test_json_items_run_and_a_bad_one_fails_with_the_plans_message(manager, tmp_
     manager.environment_close()
     manager.wait_for_condition(lambda status: not status["worker_environment_exists"], timeout=60)
     with EmbeddedCatalog(CatalogSettings(data_dir=tmp_path / "data")) as catalog:  # the profile's catalog
-        client = catalog.client()
+        raw, derived = catalog_nodes(catalog.client())
         for name, result in results[:1] + results[2:]:
             (uid,) = result["run_uids"]
-            start = client[uid].metadata["start"]
+            start = raw[uid].metadata["start"]
             assert start["plan_name"] == name and start["plan_args"], name
-            derived = client.search(Key("start.derived_from") == uid)
-            assert len(derived) >= 1, f"{name}: no derived run"
+            assert len(derived_runs(derived, uid)) >= 1, f"{name}: no derived run"
         operando = results[3][1]["run_uids"][0]
-        analyses = {run.metadata["start"]["analysis"] for run in client.search(Key("start.derived_from") == operando).values()}
+        analyses = {run.metadata["start"]["analysis"] for run in derived_runs(derived, operando)}
         assert "xrd_reduction" in analyses
