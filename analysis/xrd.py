@@ -36,7 +36,7 @@ from scipy.optimize import least_squares
 from scipy.signal import find_peaks
 from scipy.special import erf
 
-from nanostrain.analysis.units import INV_NM_PER_INV_A, M_PER_A, d_to_q, q_to_d, q_to_two_theta
+from nanostrain.analysis.units import INV_NM_PER_INV_A, M_PER_A
 
 ArrayLike = npt.ArrayLike
 

@@ -32,7 +32,6 @@ import asyncio
 import sys
 from pathlib import Path
 
-import numpy as np
 
 MOTORS = {
     "BRAGG": (5.0, 30.0, "deg", 13.7, 10.0),

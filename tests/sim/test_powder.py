@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyFAI
 import pytest
 from pyFAI.calibrant import get_calibrant
 
