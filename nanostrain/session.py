@@ -16,7 +16,7 @@ catalog recover` puts it back into its node later.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,25 @@ from .replaying import replay
 Document = dict[str, Any]
 
 
+def options_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`make_session`'s arguments from the variables the profile and blueapi are
+    configured by: ``NANOSTRAIN_CATALOG`` (catalog URL; empty: embedded),
+    ``NANOSTRAIN_API_KEY``, ``NANOSTRAIN_DATA_DIR`` (default ``nanostrain-data``),
+    ``NANOSTRAIN_BEAMLINE_CONFIG`` (TOML of real devices; empty: simulated),
+    ``NANOSTRAIN_BEC`` and ``NANOSTRAIN_PLOTS`` ("0" turns off bluesky's
+    BestEffortCallback and the live figures)."""
+    config = environ.get("NANOSTRAIN_BEAMLINE_CONFIG") or None
+    return {
+        "catalog_uri": environ.get("NANOSTRAIN_CATALOG") or None,
+        "api_key": environ.get("NANOSTRAIN_API_KEY") or None,
+        "data_dir": environ.get("NANOSTRAIN_DATA_DIR") or "nanostrain-data",
+        "sim": config is None,
+        "beamline_config": config,
+        "best_effort": environ.get("NANOSTRAIN_BEC", "1") == "1",
+        "live_plots": environ.get("NANOSTRAIN_PLOTS", "1") == "1",
+    }
+
+
 def live_signals(analyses: Iterable[AnalysisCallback]) -> dict[str, SignalR]:
     """The live signals of ``analyses`` keyed ``f"{analysis}_{signal}"``; two analyses of
     one name would clash, which raises ValueError."""
@@ -49,21 +68,22 @@ def live_signals(analyses: Iterable[AnalysisCallback]) -> dict[str, SignalR]:
     return signals
 
 
-@dataclass
-class Session:
-    """What a beamline session holds; the profile puts these names in the namespace."""
+@dataclass(kw_only=True)
+class Recording:
+    """What records runs, whichever RunEngine makes them: the catalog's raw and derived
+    nodes, the writers into them and the live analyses. ``callbacks`` are what a
+    RunEngine subscribes (`make_session` does it for its own; blueapi's plans carry them
+    with ``subs_wrapper``, `nanostrain.blueapi_env`)."""
 
-    RE: RunEngine
     catalog: Any  # the raw node
     derived: Any  # the derived node
     settings: CatalogSettings
     writer: TiledWriter  # raw runs into ``catalog``
     derived_writer: TiledWriter  # derived runs into ``derived``
-    devices: dict[str, Any]
-    plans: dict[str, Callable]
     analyses: list[AnalysisCallback]
     server: EmbeddedCatalog | None = None
     guards: list[GuardedCallback] = field(default_factory=list)
+    callbacks: list[Callable[[str, Document], Any]] = field(default_factory=list)
 
     def derived_runs(self, uid: str) -> list:
         """Derived runs (catalog clients) whose start document names raw run ``uid``
@@ -82,13 +102,72 @@ class Session:
         return replay(self.catalog[uid], derived=self.derived, writer=self.derived_writer if write else None)
 
     def close(self) -> None:
+        """Stop the embedded catalog (if any)."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+
+@dataclass(kw_only=True)
+class Session(Recording):
+    """What a beamline session holds; the profile puts these names in the namespace."""
+
+    RE: RunEngine
+    devices: dict[str, Any]
+    plans: dict[str, Callable]
+
+    def close(self) -> None:
         """Write persisted metadata now and stop the embedded catalog (if any)."""
         finalizer = getattr(self.RE.md, "_finalizer", None)  # bluesky PersistentDict
         if finalizer is not None:
             finalizer()  # a weakref.finalize: writes to disk once, then never again
-        if self.server is not None:
-            self.server.close()
-            self.server = None
+        super().close()
+
+
+def make_recording(
+    catalog_uri: str | None = None,
+    data_dir: str | Path | None = None,
+    api_key: str | None = None,
+    best_effort: bool = False,
+    live_analysis: bool = True,
+    live_plots: bool = False,
+    analyses: Iterable[AnalysisCallback] | None = None,
+) -> Recording:
+    """Connect to the catalog (or start an embedded one) and build the writers and live
+    analyses that record runs; the arguments are `make_session`'s."""
+    live: list[AnalysisCallback] = []
+    if live_analysis:
+        live = default_analyses() if analyses is None else list(analyses)
+        live_signals(live)  # refuse clashing names before anything starts
+    settings = CatalogSettings(data_dir=Path(data_dir or "nanostrain-data"), **({"api_key": api_key} if api_key else {}))
+    server = None
+    if catalog_uri is None:
+        server = EmbeddedCatalog(settings)
+        client = server.client()
+    else:
+        client = connect(catalog_uri, api_key=settings.api_key)
+    raw, derived = catalog_nodes(client)
+    writer = TiledWriter(raw, backup_directory=str(settings.backup_dir))
+    derived_writer = TiledWriter(derived, backup_directory=str(settings.backup_dir))
+
+    callbacks: list[Callable[[str, Document], Any]] = [writer]
+    guards: list[GuardedCallback] = []
+    for analysis in live:
+        analysis.subscribe(derived_writer)
+        guards.append(GuardedCallback(analysis))
+    callbacks += guards
+    if live_plots:
+        from .callbacks.xrd_plots import XrdLivePlot
+
+        for analysis in live:
+            if analysis.analysis == "xrd_reduction":
+                analysis.subscribe(XrdLivePlot())
+    if best_effort:
+        from bluesky.callbacks.best_effort import BestEffortCallback
+
+        callbacks.append(BestEffortCallback())
+    return Recording(catalog=raw, derived=derived, settings=settings, writer=writer, derived_writer=derived_writer,
+                     analyses=live, server=server, guards=guards, callbacks=callbacks)
 
 
 def make_session(
@@ -117,57 +196,15 @@ def make_session(
         settings, `callbacks.registry.default_analyses`).
     live_plots: draw the live figures (operando XRD) as the analyses publish.
     """
-    live: list[AnalysisCallback] = []
-    if live_analysis:
-        live = default_analyses() if analyses is None else list(analyses)
-        live_signals(live)  # refuse clashing names before anything starts
-    settings = CatalogSettings(data_dir=Path(data_dir or "nanostrain-data"), **({"api_key": api_key} if api_key else {}))
-    server = None
-    if catalog_uri is None:
-        server = EmbeddedCatalog(settings)
-        client = server.client()
-    else:
-        client = connect(catalog_uri, api_key=settings.api_key)
-    raw, derived = catalog_nodes(client)
-
+    recording = make_recording(catalog_uri, data_dir, api_key, best_effort=best_effort, live_analysis=live_analysis,
+                               live_plots=live_plots, analyses=analyses)
     md: Any = {}
     if persist_metadata:
         from bluesky.utils import PersistentDict
 
-        md = PersistentDict(str(settings.data_dir / "runengine-metadata"))
+        md = PersistentDict(str(recording.settings.data_dir / "runengine-metadata"))
     RE = RunEngine(md)
-    writer = TiledWriter(raw, backup_directory=str(settings.backup_dir))
-    derived_writer = TiledWriter(derived, backup_directory=str(settings.backup_dir))
-    RE.subscribe(writer)
-
-    guards: list[GuardedCallback] = []
-    for analysis in live:
-        analysis.subscribe(derived_writer)
-        guard = GuardedCallback(analysis)
-        guards.append(guard)
-        RE.subscribe(guard)
-    if live_plots:
-        from .callbacks.xrd_plots import XrdLivePlot
-
-        for analysis in live:
-            if analysis.analysis == "xrd_reduction":
-                analysis.subscribe(XrdLivePlot())
-    if best_effort:
-        from bluesky.callbacks.best_effort import BestEffortCallback
-
-        RE.subscribe(BestEffortCallback())
-
-    devices = make_devices(sim=sim, detector_dir=settings.detector_dir, config=beamline_config)
-    return Session(
-        RE=RE,
-        catalog=raw,
-        derived=derived,
-        settings=settings,
-        writer=writer,
-        derived_writer=derived_writer,
-        devices=devices,
-        plans=plan_registry(),
-        analyses=live,
-        server=server,
-        guards=guards,
-    )
+    for callback in recording.callbacks:
+        RE.subscribe(callback)
+    devices = make_devices(sim=sim, detector_dir=recording.settings.detector_dir, config=beamline_config)
+    return Session(**vars(recording), RE=RE, devices=devices, plans=plan_registry())
