@@ -172,6 +172,16 @@ class AnalysisCallback(event_model.DocumentRouter):
         in the derived run's start document; `from_parameters` rebuilds the analysis."""
         return {"image_key": self.image_key, "stream": self.stream}
 
+    def parameters_for(self, start: Document) -> dict[str, Any]:
+        """The `parameters` a derived run of the raw run that ``start`` opens records (an
+        ``image_key`` not configured is the run's own)."""
+        configured = self.image_key
+        self.image_key = self._configured_image_key or start.get("image_key")
+        try:
+            return self.parameters()
+        finally:
+            self.image_key = configured
+
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> Self:
         """The analysis a derived run recorded ``parameters`` for (see `parameters`).
@@ -243,6 +253,12 @@ class AnalysisCallback(event_model.DocumentRouter):
         except Exception as error:
             self._fail(error)
             raise
+
+    def abandon(self, reason: str) -> None:
+        """Give up the raw run in progress (its documents can no longer all reach this
+        analysis): close its derived run as failed with ``reason``, ignore the rest."""
+        if self.derived is not None:
+            self._fail(RuntimeError(reason))
 
     def _fail(self, error: Exception) -> None:
         """Close the derived run as failed and ignore the rest of this raw run."""

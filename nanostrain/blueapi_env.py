@@ -42,7 +42,8 @@ def recording() -> Recording:
     """This process's catalog writers and live analyses, built once from the environment
     (`nanostrain.session.options_from_environment`); headless: no tables, no figures."""
     options = options_from_environment(os.environ)
-    return make_recording(options["catalog_uri"], options["data_dir"], options["api_key"])
+    return make_recording(options["catalog_uri"], options["data_dir"], options["api_key"],
+                          live_analysis=options["live_analysis"], bus=options["bus"])
 
 
 class BlueapiBeamline:

@@ -4,6 +4,8 @@
     nanostrain serve [--data-dir D]       the catalog server (Tiled) on 127.0.0.1:8000
     nanostrain shell [--real CONFIG] [-c CODE]   IPython with the beamline session loaded
     nanostrain replay UID [--write]       re-run the live analyses on a stored run
+    nanostrain bus                        the document bus (0MQ proxy) on 127.0.0.1:5577/5578
+    nanostrain worker --catalog URL       live analyses beside acquisition, fed by the bus
     nanostrain catalog ls [--derived] | recover DIR   list raw (derived) runs / re-ingest backed-up runs
 """
 
@@ -96,6 +98,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
             server.close()
 
 
+def cmd_bus(args: argparse.Namespace) -> int:
+    from .bus import serve_proxy
+
+    print(f"document bus: publishers -> {args.publishers}, subscribers <- {args.subscribers}", flush=True)
+    try:
+        serve_proxy(args.publishers, args.subscribers)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .worker import serve_worker
+
+    if not args.catalog:
+        print("A worker writes to a catalog server: give --catalog URL (or $NANOSTRAIN_CATALOG).", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    analyses = args.analyses.split(",") if args.analyses else None
+    serve_worker(args.catalog, args.api_key, args.bus, analyses, Path(args.data_dir) / "backup", args.lookback, stop,
+                 say=lambda text: print(text, flush=True))
+    return 0
+
+
 def cmd_catalog_ls(args: argparse.Namespace) -> int:
     client, server = _client(args)
     try:
@@ -169,6 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("uid", help="uid of the raw run")
     p.add_argument("--write", action="store_true", help="store the replayed derived runs in the catalog")
     p.set_defaults(func=cmd_replay)
+
+    from .bus import DEFAULT_IN, DEFAULT_OUT
+
+    p = sub.add_parser("bus", help="run the document bus (bluesky's 0MQ proxy) for out-of-process analysis")
+    p.add_argument("--publishers", default=DEFAULT_IN, metavar="ADDR", help="where sessions publish (default: %(default)s)")
+    p.add_argument("--subscribers", default=DEFAULT_OUT, metavar="ADDR", help="where workers subscribe (default: %(default)s)")
+    p.set_defaults(func=cmd_bus)
+
+    p = sub.add_parser("worker", help="run the live analyses on documents from the bus; derived runs to the catalog")
+    common(p)
+    p.add_argument("--bus", default=os.environ.get("NANOSTRAIN_BUS_OUT") or DEFAULT_OUT, metavar="ADDR",
+                   help="the bus's subscriber address (default: %(default)s)")
+    p.add_argument("--analyses", metavar="A,B", help="the analyses this worker runs (default: all)")
+    p.add_argument("--lookback", type=int, default=50, help="newest runs reconciled at start (default: %(default)s)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("demo", help="run the simulated experiment campaign into the catalog")
     common(p, catalog=False)

@@ -26,14 +26,18 @@ from bluesky_tiled_plugins import TiledWriter
 from ophyd_async.core import SignalR
 
 from .beamline import make_devices
+from .bus import DEFAULT_IN, BusPublisher
 from .callbacks.derived import AnalysisCallback, GuardedCallback
 from .callbacks.registry import default_analyses
 from .catalog import CatalogSettings, EmbeddedCatalog, catalog_nodes, connect
-from .schema.catalog import derived_runs
+from .schema.catalog import SupersedingWriter, derived_runs
 from .plans import registry as plan_registry
 from .replaying import replay
 
 Document = dict[str, Any]
+
+#: ``live_analysis`` values and the mode each means
+LIVE_MODES: dict[Any, str | None] = {True: "inline", "inline": "inline", "worker": "worker", False: "off", "off": "off"}
 
 
 def options_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -42,9 +46,12 @@ def options_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     ``NANOSTRAIN_API_KEY``, ``NANOSTRAIN_DATA_DIR`` (default ``nanostrain-data``),
     ``NANOSTRAIN_BEAMLINE_CONFIG`` (TOML of real devices; empty: simulated),
     ``NANOSTRAIN_BEC`` and ``NANOSTRAIN_PLOTS`` ("0" turns off bluesky's
-    BestEffortCallback and the live figures)."""
+    BestEffortCallback and the live figures), ``NANOSTRAIN_LIVE_ANALYSIS`` (``inline``,
+    ``worker`` or ``off``) and ``NANOSTRAIN_BUS`` (the bus's publisher address)."""
     config = environ.get("NANOSTRAIN_BEAMLINE_CONFIG") or None
     return {
+        "live_analysis": environ.get("NANOSTRAIN_LIVE_ANALYSIS") or "inline",
+        "bus": environ.get("NANOSTRAIN_BUS") or DEFAULT_IN,
         "catalog_uri": environ.get("NANOSTRAIN_CATALOG") or None,
         "api_key": environ.get("NANOSTRAIN_API_KEY") or None,
         "data_dir": environ.get("NANOSTRAIN_DATA_DIR") or "nanostrain-data",
@@ -79,8 +86,9 @@ class Recording:
     derived: Any  # the derived node
     settings: CatalogSettings
     writer: TiledWriter  # raw runs into ``catalog``
-    derived_writer: TiledWriter  # derived runs into ``derived``
-    analyses: list[AnalysisCallback]
+    derived_writer: SupersedingWriter  # derived runs into ``derived``, one per computation
+    analyses: list[AnalysisCallback]  # run here (inline); none when a worker runs them
+    publisher: BusPublisher | None = None  # every document to the bus, for workers
     server: EmbeddedCatalog | None = None
     guards: list[GuardedCallback] = field(default_factory=list)
     callbacks: list[Callable[[str, Document], Any]] = field(default_factory=list)
@@ -102,7 +110,10 @@ class Recording:
         return replay(self.catalog[uid], derived=self.derived, writer=self.derived_writer if write else None)
 
     def close(self) -> None:
-        """Stop the embedded catalog (if any)."""
+        """Close the bus publisher and stop the embedded catalog (if any)."""
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
         if self.server is not None:
             self.server.close()
             self.server = None
@@ -129,14 +140,18 @@ def make_recording(
     data_dir: str | Path | None = None,
     api_key: str | None = None,
     best_effort: bool = False,
-    live_analysis: bool = True,
+    live_analysis: bool | str = "inline",
     live_plots: bool = False,
     analyses: Iterable[AnalysisCallback] | None = None,
+    bus: str = DEFAULT_IN,
 ) -> Recording:
     """Connect to the catalog (or start an embedded one) and build the writers and live
     analyses that record runs; the arguments are `make_session`'s."""
+    mode = LIVE_MODES.get(live_analysis)
+    if mode is None:
+        raise ValueError(f"live_analysis must be one of 'inline', 'worker' or False, got {live_analysis!r}.")
     live: list[AnalysisCallback] = []
-    if live_analysis:
+    if mode == "inline":
         live = default_analyses() if analyses is None else list(analyses)
         live_signals(live)  # refuse clashing names before anything starts
     settings = CatalogSettings(data_dir=Path(data_dir or "nanostrain-data"), **({"api_key": api_key} if api_key else {}))
@@ -148,9 +163,12 @@ def make_recording(
         client = connect(catalog_uri, api_key=settings.api_key)
     raw, derived = catalog_nodes(client)
     writer = TiledWriter(raw, backup_directory=str(settings.backup_dir))
-    derived_writer = TiledWriter(derived, backup_directory=str(settings.backup_dir))
+    derived_writer = SupersedingWriter(TiledWriter(derived, backup_directory=str(settings.backup_dir)), derived)
 
     callbacks: list[Callable[[str, Document], Any]] = [writer]
+    publisher = BusPublisher(bus) if mode == "worker" else None
+    if publisher is not None:
+        callbacks.append(publisher)
     guards: list[GuardedCallback] = []
     for analysis in live:
         analysis.subscribe(derived_writer)
@@ -167,7 +185,7 @@ def make_recording(
 
         callbacks.append(BestEffortCallback())
     return Recording(catalog=raw, derived=derived, settings=settings, writer=writer, derived_writer=derived_writer,
-                     analyses=live, server=server, guards=guards, callbacks=callbacks)
+                     analyses=live, server=server, guards=guards, callbacks=callbacks, publisher=publisher)
 
 
 def make_session(
@@ -178,9 +196,10 @@ def make_session(
     beamline_config: str | Path | None = None,
     best_effort: bool = False,
     persist_metadata: bool = True,
-    live_analysis: bool = True,
+    live_analysis: bool | str = "inline",
     live_plots: bool = False,
     analyses: Iterable[AnalysisCallback] | None = None,
+    bus: str = DEFAULT_IN,
 ) -> Session:
     """Build a beamline session.
 
@@ -191,13 +210,18 @@ def make_session(
     sim: simulated devices (default) or real EPICS devices from ``beamline_config``.
     best_effort: subscribe bluesky's BestEffortCallback (tables and plots).
     persist_metadata: keep ``RE.md`` (proposal, sample, ...) between sessions.
-    live_analysis: subscribe the live analyses (their derived runs go to the catalog).
-    analyses: the live analyses to run (default: every analysis with its default
+    live_analysis: where the live analyses run (their derived runs go to the catalog):
+        ``"inline"`` (or True) in this process, on the RunEngine's callbacks;
+        ``"worker"``: every document is published to the bus at ``bus`` (`nanostrain
+        bus`), and ``nanostrain worker`` processes analyse them beside acquisition;
+        False: none.
+    analyses: the live analyses to run inline (default: every analysis with its default
         settings, `callbacks.registry.default_analyses`).
+    bus: the document bus's publisher address (``live_analysis="worker"``).
     live_plots: draw the live figures (operando XRD) as the analyses publish.
     """
     recording = make_recording(catalog_uri, data_dir, api_key, best_effort=best_effort, live_analysis=live_analysis,
-                               live_plots=live_plots, analyses=analyses)
+                               live_plots=live_plots, analyses=analyses, bus=bus)
     md: Any = {}
     if persist_metadata:
         from bluesky.utils import PersistentDict

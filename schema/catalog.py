@@ -28,3 +28,43 @@ def derived_runs(derived, raw_uid: str) -> list:
 def derived_node_of(run):
     """The ``derived`` node beside the ``raw`` node that holds ``run`` (a raw run client)."""
     return run.parent.parent[DERIVED_NODE]
+
+
+def derived_identity(start: dict) -> tuple[str, str, str, str]:
+    """What makes two derived runs the same computation: raw run, analysis, analysis
+    version and parameters (as JSON with sorted keys)."""
+    import json
+
+    return (start.get("derived_from", ""), start.get("analysis", ""), str(start.get("analysis_version", "")),
+            json.dumps(start.get("parameters") or {}, sort_keys=True))
+
+
+class SupersedingWriter:
+    """Writes derived runs through ``writer`` (a TiledWriter into ``derived``) so that
+    there is one per computation: when a derived run ends successfully, every other
+    derived run of the same `derived_identity` (an earlier computation, or a partial or
+    failed one) is deleted. A failed derived run deletes nothing, so a failed
+    recomputation never takes a good result away. ``superseded`` lists the deleted uids."""
+
+    def __init__(self, writer, derived) -> None:
+        self.writer = writer
+        self.derived = derived
+        self._starts: dict[str, dict] = {}
+        self.superseded: list[str] = []
+
+    def __call__(self, name: str, doc: dict) -> None:
+        self.writer(name, doc)
+        if name == "start":
+            self._starts[doc["uid"]] = doc
+        elif name == "stop":
+            start = self._starts.pop(doc["run_start"], None)
+            if start is not None and doc.get("exit_status") == "success":
+                self._supersede(start)
+
+    def _supersede(self, start: dict) -> None:
+        same = derived_identity(start)
+        older = [run.metadata["start"]["uid"] for run in derived_runs(self.derived, start["derived_from"])
+                 if run.metadata["start"]["uid"] != start["uid"] and derived_identity(run.metadata["start"]) == same]
+        for uid in older:
+            self.derived.delete_contents(uid, recursive=True, external_only=False)
+        self.superseded += older
