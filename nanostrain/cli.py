@@ -83,7 +83,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.write:
             from bluesky_tiled_plugins import TiledWriter
 
-            writer = TiledWriter(derived)
+            from .schema.catalog import SupersedingWriter
+
+            writer = SupersedingWriter(TiledWriter(derived), derived)  # replaces, never duplicates
         published = replay(raw[args.uid], derived=derived, writer=writer)
         starts = [doc for name, doc in published if name == "start"]
         events = sum(1 for name, _ in published if name == "event")
