@@ -24,6 +24,7 @@ servers on one port and host hide each other from unicast searches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -140,7 +141,8 @@ class LiveValueServer:
             signal.clear_sub(callback)
         self._subscriptions.clear()
         if self._loop is not None and self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
+            with contextlib.suppress(RuntimeError):  # its loop is closed: the server has ended already
+                self._loop.call_soon_threadsafe(self._task.cancel)
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._thread = self._loop = self._task = self._context = self._updates = None
