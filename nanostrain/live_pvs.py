@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import Any, Self
 
-from caproto import ChannelChar, ChannelData, ChannelDouble, ChannelInteger
+from caproto import AccessRights, CaprotoValueError, ChannelChar, ChannelData, ChannelDouble, ChannelInteger
 from caproto.asyncio.server import Context
 from bluesky.protocols import Reading
 from ophyd_async.core import SignalR
@@ -45,16 +45,45 @@ logger = logging.getLogger(__name__)
 
 #: prefix of every live-value PV unless another is given (one per worker on a network)
 DEFAULT_PREFIX = "NS:LIVE:"
-#: characters of a str live value's CHAR waveform (the calibration geometry is 5-20 kB
+#: bytes (UTF-8) of a str live value's CHAR waveform (the calibration geometry is 5-20 kB
 #: of JSON)
 LONG_STRING_LENGTH = 65536
 #: interfaces served when ``EPICS_CAS_INTF_ADDR_LIST`` is unset
 DEFAULT_INTERFACES = ("127.0.0.1",)
 
+
+class _ReadOnly:
+    """Channel Access clients may read a live value, never write it: the analysis alone
+    sets it."""
+
+    def check_access(self, hostname: str, username: str) -> AccessRights:
+        return AccessRights.READ
+
+
+class ReadOnlyDouble(_ReadOnly, ChannelDouble):
+    """A DOUBLE PV clients cannot write."""
+
+
+class ReadOnlyInteger(_ReadOnly, ChannelInteger):
+    """A LONG PV clients cannot write."""
+
+
+class ReadOnlyChar(_ReadOnly, ChannelChar):
+    """A CHAR waveform PV (a long string) clients cannot write; a string longer than
+    the waveform is refused (caproto would send it whole, past the PV's length)."""
+
+    def preprocess_value(self, value: Any) -> Any:
+        if isinstance(value, str) and len(value.encode(self.string_encoding)) > self.max_length:
+            raise CaprotoValueError(f"a string of {len(value.encode(self.string_encoding))} bytes "
+                                    f"does not fit the PV's {self.max_length}")
+        return super().preprocess_value(value)
+
+
+#: the PV of a live signal, by the signal's datatype
 CHANNELS: dict[type, Any] = {
-    float: ChannelDouble,
-    int: ChannelInteger,
-    str: partial(ChannelChar, max_length=LONG_STRING_LENGTH, string_encoding="utf-8"),
+    float: ReadOnlyDouble,
+    int: ReadOnlyInteger,
+    str: partial(ReadOnlyChar, max_length=LONG_STRING_LENGTH, string_encoding="utf-8"),
 }
 
 

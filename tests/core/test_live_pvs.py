@@ -17,8 +17,10 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import pytest
+from bluesky.utils import FailedStatus
 from bluesky.run_engine import call_in_bluesky_event_loop
 from ophyd_async.core import NotConnectedError, SignalR, soft_signal_r_and_setter
+from ophyd_async.epics.core import epics_signal_rw
 from ophyd_async.plan_stubs import ensure_connected
 
 from nanostrain.callbacks.registry import default_analyses, live_signals
@@ -154,6 +156,7 @@ def test_a_monitor_sees_every_value_in_the_order_it_was_set(remote, live_values_
 
     signal = remote["xrd_reduction_lattice_change_A"]
     call_in_bluesky_event_loop(_subscribe(signal, monitor))
+    wait_for(lambda: seen == [0.0], timeout=10, interval=0.01)  # the monitor's first update: the value now
     for value in (0.01, 0.02, 0.05):
         live_values_process.set("xrd_reduction", "lattice_change_A", value)
     wait_for(lambda: seen[-1:] == [0.05], timeout=10, interval=0.01)
@@ -207,3 +210,39 @@ def test_a_second_server_on_a_taken_port_refuses_to_start():
     with LiveValueServer({"a_x": signal}, prefix="NSTAKEN1:"):
         with pytest.raises(LiveValueServerError, match="port .* is taken"):
             LiveValueServer({"a_x": signal}, prefix="NSTAKEN2:").start()
+
+
+@pytest.mark.ioc
+def test_clients_cannot_write_a_live_value(RE, remote, live_values_process):
+    writer = epics_signal_rw(float, f"{live_values_process.prefix}xrd_reduction_lattice_change_A")
+    RE(ensure_connected(writer, timeout=10))
+    with pytest.raises(FailedStatus, match=re.escape("CAException(376")):  # 376: ECA_NOWTACCESS
+        RE(bps.mv(writer, 1.0))
+    assert read(remote["xrd_reduction_lattice_change_A"]) == 0.0
+
+
+@pytest.mark.ioc
+def test_a_string_longer_than_the_waveform_is_not_posted_and_the_pv_keeps_its_value(RE, caplog):
+    signal, set_value = soft_signal_r_and_setter(str, initial_value="kept", name="a_text")
+    remote_text = remote_live_signals({"a_text": str}, prefix="NSLONG:")["a_text"]
+    with LiveValueServer({"a_text": signal}, prefix="NSLONG:"):
+        RE(ensure_connected(remote_text, timeout=10))
+        set_value("x" * (LONG_STRING_LENGTH + 1))
+        set_value("y" * LONG_STRING_LENGTH)
+        wait_for(lambda: read(remote_text) != "kept", timeout=10)
+        assert read(remote_text) == "y" * LONG_STRING_LENGTH
+    assert "NSLONG:a_text could not be posted" in caplog.text
+
+
+def _documented_rows() -> list[tuple[str, str, str]]:
+    """(PV, type, analysis) of each row of the table in docs/live-pvs.md."""
+    rows = re.findall(r"^\| `\{prefix\}(\w+)` \| ([^|]+) \|.*\| `(\w+)` \| [^|]+ \|$", DOC.read_text(), re.M)
+    return [(key, kind.strip(), analysis) for key, kind, analysis in rows]
+
+
+def test_the_pv_table_lists_every_live_value_with_its_type_and_analysis():
+    expected = [
+        (f"{analysis.analysis}_{name}", TYPE_NAMES[signal.datatype], analysis.analysis)
+        for analysis in default_analyses() for name, signal in analysis.signals.items()
+    ]
+    assert _documented_rows() == expected
