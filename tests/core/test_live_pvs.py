@@ -17,8 +17,8 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import pytest
-from bluesky.utils import FailedStatus
 from bluesky.run_engine import call_in_bluesky_event_loop
+from bluesky.utils import FailedStatus
 from ophyd_async.core import NotConnectedError, SignalR, soft_signal_r_and_setter
 from ophyd_async.epics.core import epics_signal_rw
 from ophyd_async.plan_stubs import ensure_connected
@@ -63,10 +63,9 @@ def live_values_process(tmp_path) -> Iterator[LiveValuesProcess]:
     conftest's ``running_ioc``, with a pipe to its stdin)."""
     prefix = f"NSTEST{secrets.token_hex(3)}:LIVE:"
     log_path = tmp_path / "live_values_ioc.log"
-    process = subprocess.Popen(
-        [sys.executable, str(IOC), prefix], stdin=subprocess.PIPE, text=True,
-        stdout=log_path.open("w"), stderr=subprocess.STDOUT,
-    )
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, str(IOC), prefix], stdin=subprocess.PIPE, text=True,
+                                   stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: f"READY {prefix}" in log_path.read_text() or process.poll() is not None, timeout=60)
         assert process.poll() is None, log_path.read_text()
@@ -87,6 +86,13 @@ def remote(RE, live_values_process) -> dict[str, SignalR]:
 
 def read(signal: SignalR) -> Any:
     return call_in_bluesky_event_loop(signal.get_value())
+
+
+def read_once_changed(signal: SignalR, before: Any) -> Any:
+    """The value of ``signal`` once it is no longer ``before``: a value set in the server
+    process reaches its PV a moment after ``set_live`` returns."""
+    (value,) = wait_for(lambda: [value for value in [read(signal)] if value != before], timeout=10, interval=0.01)
+    return value
 
 
 def test_live_signal_types_key_the_live_signals_as_the_session_does():
@@ -139,12 +145,12 @@ def test_values_set_in_the_server_process_read_back_exactly(remote, live_values_
     geometry = json.dumps({"raw_uid": "u1", "pyfai_config": {"dist": 0.4123456789012345, "note": "é" + "x" * 10_000}})
     live_values_process.set("xrd_reduction", "c_A", 14.208765432109876)
     live_values_process.set("xrd_reduction", "n_phases", 2)
-    live_values_process.set("txm_xanes", "wl_mean_eV", math.nan)
+    live_values_process.set("frame_statistics", "total", math.nan)
     live_values_process.set("xrd_calibration", "geometry", geometry)
-    assert read(remote["xrd_reduction_c_A"]) == 14.208765432109876
-    assert read(remote["xrd_reduction_n_phases"]) == 2
-    assert math.isnan(read(remote["txm_xanes_wl_mean_eV"]))
-    assert read(remote["xrd_calibration_geometry"]) == geometry
+    assert read_once_changed(remote["xrd_reduction_c_A"], 0.0) == 14.208765432109876
+    assert read_once_changed(remote["xrd_reduction_n_phases"], 1) == 2
+    assert math.isnan(read_once_changed(remote["frame_statistics_total"], 0.0))
+    assert read_once_changed(remote["xrd_calibration_geometry"], "") == geometry
 
 
 @pytest.mark.ioc
@@ -171,6 +177,7 @@ async def _subscribe(signal: SignalR, callback) -> None:
 @pytest.mark.ioc
 def test_a_plan_reads_the_served_value_with_bps_rd(RE, remote, live_values_process):
     live_values_process.set("xrd_reduction", "lattice_change_A", 0.031)
+    read_once_changed(remote["xrd_reduction_lattice_change_A"], 0.0)
     values = []
 
     def plan():
