@@ -112,10 +112,15 @@ def server_interfaces() -> list[str]:
     return os.environ.get("EPICS_CAS_INTF_ADDR_LIST", "").split() or list(DEFAULT_INTERFACES)
 
 
-def _channel(key: str, datatype: type | None) -> ChannelData:
+def _check_datatype(key: str, datatype: type | None) -> None:
     if datatype not in CHANNELS:
         raise LiveValueServerError(f"live signal {key!r} has datatype {datatype}; a PV needs one of float, int, str")
-    return CHANNELS[datatype](value=datatype())  # a placeholder: the signal's value is posted on start
+
+
+def _channel(datatype: type) -> ChannelData:
+    """A fresh PV for a live value of ``datatype``, holding a placeholder until the
+    signal's value is posted."""
+    return CHANNELS[datatype](value=datatype())
 
 
 class LiveValueServer:
@@ -128,9 +133,11 @@ class LiveValueServer:
     """
 
     def __init__(self, signals: Mapping[str, SignalR], prefix: str = DEFAULT_PREFIX):
+        for key, signal in signals.items():
+            _check_datatype(key, signal.datatype)
         self.prefix = prefix
-        self._signals = dict(signals)
-        self._channels = {f"{prefix}{key}": _channel(key, signal.datatype) for key, signal in self._signals.items()}
+        self._signals = {f"{prefix}{key}": signal for key, signal in signals.items()}
+        self._channels: dict[str, ChannelData] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
@@ -143,7 +150,7 @@ class LiveValueServer:
     @property
     def pv_names(self) -> list[str]:
         """The served PV names, in the order of ``signals``."""
-        return list(self._channels)
+        return list(self._signals)
 
     def start(self, timeout_s: float = 10.0) -> Self:
         """Serve in a background thread; return once every PV holds its signal's current
@@ -187,6 +194,7 @@ class LiveValueServer:
         self._loop = asyncio.get_running_loop()
         self._updates = asyncio.Queue()
         self._task = asyncio.current_task()
+        self._channels = {pv_name: _channel(signal.datatype) for pv_name, signal in self._signals.items()}
         self._context = Context(self._channels, server_interfaces())
         try:
             await self._context.run(startup_hook=self._started)
@@ -195,18 +203,25 @@ class LiveValueServer:
         except BaseException as error:  # reported by `start`
             self._error = error
         finally:
+            self._disconnect_clients()
             self._ready.set()
 
+    def _disconnect_clients(self) -> None:
+        """Close every client's circuit, so clients see the PVs disconnect at once (and
+        find them again when a server comes back) rather than after their echo timeout."""
+        for circuit in list(self._context.circuits):
+            circuit.client.close()
+
     async def _started(self, async_lib: object) -> None:
-        """Startup hook: refuse a fallback port, follow the signals, then publish."""
+        """caproto's startup hook: refuse a fallback port, follow the signals, publish."""
         context = self._context
         if context.port != context.ca_server_port:
             raise LiveValueServerError(
                 f"the CA server port {context.ca_server_port} is taken on {context.interfaces} (another IOC?); "
                 "set EPICS_CA_SERVER_PORT to a free port here and for the clients"
             )
-        for key, signal in self._signals.items():
-            callback = partial(self._post, f"{self.prefix}{key}")
+        for pv_name, signal in self._signals.items():
+            callback = partial(self._post, pv_name)
             signal.subscribe_reading(callback)
             self._subscriptions.append((signal, callback))
         publishing = asyncio.create_task(self._publish())

@@ -88,10 +88,10 @@ def read(signal: SignalR) -> Any:
     return call_in_bluesky_event_loop(signal.get_value())
 
 
-def read_once_changed(signal: SignalR, before: Any) -> Any:
+def read_once_changed(signal: SignalR, before: Any, timeout_s: float = 10) -> Any:
     """The value of ``signal`` once it is no longer ``before``: a value set in the server
     process reaches its PV a moment after ``set_live`` returns."""
-    (value,) = wait_for(lambda: [value for value in [read(signal)] if value != before], timeout=10, interval=0.01)
+    (value,) = wait_for(lambda: [value for value in [read(signal)] if value != before], timeout_s, interval=0.01)
     return value
 
 
@@ -253,3 +253,19 @@ def test_the_pv_table_lists_every_live_value_with_its_type_and_analysis():
         for analysis in default_analyses() for name, signal in analysis.signals.items()
     ]
     assert _documented_rows() == expected
+
+
+@pytest.mark.ioc
+def test_a_stopped_server_starts_again_with_the_signals_current_values(RE):
+    signal, set_value = soft_signal_r_and_setter(int, initial_value=1, name="a_count")
+    remote_count = remote_live_signals({"a_count": int}, prefix="NSAGAIN:")["a_count"]
+    server = LiveValueServer({"a_count": signal}, prefix="NSAGAIN:")
+    with server:
+        RE(ensure_connected(remote_count, timeout=10))
+        set_value(2)
+        assert read_once_changed(remote_count, 1) == 2
+    set_value(3)
+    with server:  # the client finds the PV again after its search back-off, ~10 s here
+        assert read_once_changed(remote_count, 2, timeout_s=60) == 3
+        set_value(4)
+        assert read_once_changed(remote_count, 3) == 4
