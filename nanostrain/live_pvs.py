@@ -12,8 +12,8 @@ PV names are ``f"{prefix}{key}"`` with ``key`` as in ``session.live_signals``
 (``f"{analysis}_{signal}"``, e.g. ``NS:LIVE:xrd_reduction_lattice_change_A``) and
 ``prefix`` `DEFAULT_PREFIX` unless given. Types follow the signal's datatype: float ->
 DOUBLE (NaN allowed), int -> LONG, str -> a long string (a CHAR waveform of
-`LONG_STRING_LENGTH` characters, UTF-8, which ophyd-async reads as ``str``). The table
-of every PV, its units and meaning is docs/live-pvs.md.
+`LONG_STRING_LENGTH` bytes, UTF-8, which ophyd-async reads as ``str``). Clients may
+read, never write. The table of every PV, its units and meaning is docs/live-pvs.md.
 
 The server listens on the interfaces of ``EPICS_CAS_INTF_ADDR_LIST`` (127.0.0.1 when it
 is unset: never every interface by default) and the port of ``EPICS_CA_SERVER_PORT``
