@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from ophyd_async.core import SignalR
+
 from .derived import AnalysisCallback
 from .electrochem import ElectrochemistryCallback
 from .frame_stats import FrameStatisticsCallback
@@ -23,3 +27,15 @@ def default_analyses() -> list[AnalysisCallback]:
     applies to."""
     return [cls() for cls in ANALYSES.values()]
 
+
+def live_signals(analyses: Iterable[AnalysisCallback]) -> dict[str, SignalR]:
+    """The live signals of ``analyses`` keyed ``f"{analysis}_{signal}"``; two analyses of
+    one name would clash, which raises ValueError."""
+    signals: dict[str, SignalR] = {}
+    for analysis in analyses:
+        for name, signal in analysis.signals.items():
+            key = f"{analysis.analysis}_{name}"
+            if key in signals:
+                raise ValueError(f"two live analyses publish the live signal {key!r}")
+            signals[key] = signal
+    return signals

@@ -28,7 +28,7 @@ from ophyd_async.core import SignalR
 from .beamline import make_devices
 from .bus import DEFAULT_IN, BusPublisher
 from .callbacks.derived import AnalysisCallback, GuardedCallback
-from .callbacks.registry import default_analyses
+from .callbacks.registry import default_analyses, live_signals
 from .catalog import CatalogSettings, EmbeddedCatalog, catalog_nodes, connect
 from .schema.catalog import SupersedingWriter, derived_runs
 from .plans import registry as plan_registry
@@ -60,19 +60,6 @@ def options_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "best_effort": environ.get("NANOSTRAIN_BEC", "1") == "1",
         "live_plots": environ.get("NANOSTRAIN_PLOTS", "1") == "1",
     }
-
-
-def live_signals(analyses: Iterable[AnalysisCallback]) -> dict[str, SignalR]:
-    """The live signals of ``analyses`` keyed ``f"{analysis}_{signal}"``; two analyses of
-    one name would clash, which raises ValueError."""
-    signals: dict[str, SignalR] = {}
-    for analysis in analyses:
-        for name, signal in analysis.signals.items():
-            key = f"{analysis.analysis}_{name}"
-            if key in signals:
-                raise ValueError(f"two live analyses publish the live signal {key!r}")
-            signals[key] = signal
-    return signals
 
 
 @dataclass(kw_only=True)
