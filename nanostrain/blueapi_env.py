@@ -32,7 +32,14 @@ from typing import Any
 from bluesky.preprocessors import subs_wrapper
 from bluesky.utils import MsgGenerator
 
-from .beamline import SIM_BEAMLINE, DeviceConnectResult, beamline_spec, detector_path_provider, load_config
+from .beamline import (
+    SIM_BEAMLINE,
+    DeviceConnectResult,
+    beamline_spec,
+    connection_errors_of,
+    detector_path_provider,
+    load_config,
+)
 from .plans import registry
 from .session import Recording, make_recording, options_from_environment
 
@@ -43,7 +50,7 @@ def recording() -> Recording:
     (`nanostrain.session.options_from_environment`); headless: no tables, no figures."""
     options = options_from_environment(os.environ)
     return make_recording(options["catalog_uri"], options["data_dir"], options["api_key"],
-                          live_analysis=options["live_analysis"], bus=options["bus"])
+                          live_analysis=options["live_analysis"], bus=options["bus"], pv_prefix=options["pv_prefix"])
 
 
 class BlueapiBeamline:
@@ -65,7 +72,10 @@ class BlueapiBeamline:
             mock=mock, timeout=timeout, fixtures={**fixtures, **spec.values}, names=spec.names,
             overrides=spec.overrides, mock_names=spec.mock_names,
         )
-        result.devices.update({signal.name: signal for signal in record.live_signals.values()})
+        signals = record.live_signals
+        unreachable = connection_errors_of(record.remote_signals, mock=mock, timeout=timeout or 10.0)
+        result.connection_errors.update(unreachable)
+        result.devices.update({name: signal for name, signal in signals.items() if name not in unreachable})
         return result
 
 

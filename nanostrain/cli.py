@@ -125,7 +125,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         signal.signal(number, lambda *_: stop.set())
     analyses = args.analyses.split(",") if args.analyses else None
     serve_worker(args.catalog, args.api_key, args.bus, analyses, Path(args.data_dir) / "backup", args.lookback, stop,
-                 say=lambda text: print(text, flush=True))
+                 say=lambda text: print(text, flush=True), pv_prefix=None if args.no_pvs else args.pv_prefix)
     return 0
 
 
@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the bus's subscriber address (default: %(default)s)")
     p.add_argument("--analyses", metavar="A,B", help="the analyses this worker runs (default: all)")
     p.add_argument("--lookback", type=int, default=50, help="newest runs reconciled at start (default: %(default)s)")
+    p.add_argument("--pv-prefix", default=os.environ.get("NANOSTRAIN_PV_PREFIX") or "NS:LIVE:",
+                   help="prefix of the live-value PVs (default: %(default)s; docs/live-pvs.md)")
+    p.add_argument("--no-pvs", action="store_true", help="do not serve the live values as PVs")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("demo", help="run the simulated experiment campaign into the catalog")

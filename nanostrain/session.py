@@ -16,6 +16,7 @@ catalog recover` puts it back into its node later.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +26,22 @@ from bluesky import RunEngine
 from bluesky_tiled_plugins import TiledWriter
 from ophyd_async.core import SignalR
 
-from .beamline import make_devices
+from .beamline import connection_errors_of, make_devices
 from .bus import DEFAULT_IN, BusPublisher
 from .callbacks.derived import AnalysisCallback, GuardedCallback
 from .callbacks.registry import default_analyses, live_signals
 from .catalog import CatalogSettings, EmbeddedCatalog, catalog_nodes, connect
+from .live_pvs import DEFAULT_PREFIX, live_signal_types, remote_live_signals
 from .schema.catalog import SupersedingWriter, derived_runs
 from .plans import registry as plan_registry
 from .replaying import replay
 
 Document = dict[str, Any]
+
+logger = logging.getLogger(__name__)
+
+#: how long a session waits for a worker's live-value PVs (s)
+REMOTE_CONNECT_S = 5.0
 
 #: ``live_analysis`` values and the mode each means
 LIVE_MODES: dict[Any, str | None] = {True: "inline", "inline": "inline", "worker": "worker", False: "off", "off": "off"}
@@ -47,11 +54,13 @@ def options_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     ``NANOSTRAIN_BEAMLINE_CONFIG`` (TOML of real devices; empty: simulated),
     ``NANOSTRAIN_BEC`` and ``NANOSTRAIN_PLOTS`` ("0" turns off bluesky's
     BestEffortCallback and the live figures), ``NANOSTRAIN_LIVE_ANALYSIS`` (``inline``,
-    ``worker`` or ``off``) and ``NANOSTRAIN_BUS`` (the bus's publisher address)."""
+    ``worker`` or ``off``), ``NANOSTRAIN_BUS`` (the bus's publisher address) and
+    ``NANOSTRAIN_PV_PREFIX`` (the worker's live-value PVs)."""
     config = environ.get("NANOSTRAIN_BEAMLINE_CONFIG") or None
     return {
         "live_analysis": environ.get("NANOSTRAIN_LIVE_ANALYSIS") or "inline",
         "bus": environ.get("NANOSTRAIN_BUS") or DEFAULT_IN,
+        "pv_prefix": environ.get("NANOSTRAIN_PV_PREFIX") or DEFAULT_PREFIX,
         "catalog_uri": environ.get("NANOSTRAIN_CATALOG") or None,
         "api_key": environ.get("NANOSTRAIN_API_KEY") or None,
         "data_dir": environ.get("NANOSTRAIN_DATA_DIR") or "nanostrain-data",
@@ -76,6 +85,7 @@ class Recording:
     derived_writer: SupersedingWriter  # derived runs into ``derived``, one per computation
     analyses: list[AnalysisCallback]  # run here (inline); none when a worker runs them
     publisher: BusPublisher | None = None  # every document to the bus, for workers
+    remote_signals: dict[str, SignalR] = field(default_factory=dict)  # a worker's live values, as PVs
     server: EmbeddedCatalog | None = None
     guards: list[GuardedCallback] = field(default_factory=list)
     callbacks: list[Callable[[str, Document], Any]] = field(default_factory=list)
@@ -87,9 +97,11 @@ class Recording:
 
     @property
     def live_signals(self) -> dict[str, SignalR]:
-        """Every live analysis's live values (soft signals plans can read), keyed
-        ``f"{analysis}_{signal}"``, e.g. ``"xrd_reduction_lattice_change_A"``."""
-        return live_signals(self.analyses)
+        """Every live analysis's live values (signals plans can read), keyed
+        ``f"{analysis}_{signal}"``, e.g. ``"xrd_reduction_lattice_change_A"``: soft
+        signals of the analyses inline, Channel Access signals of the worker's PVs
+        (`nanostrain.live_pvs`) when a worker runs them."""
+        return self.remote_signals or live_signals(self.analyses)
 
     def replay(self, uid: str, write: bool = False) -> list[tuple[str, Document]]:
         """Re-run a stored run's analyses as they ran live (`nanostrain.replaying.replay`);
@@ -131,6 +143,7 @@ def make_recording(
     live_plots: bool = False,
     analyses: Iterable[AnalysisCallback] | None = None,
     bus: str = DEFAULT_IN,
+    pv_prefix: str = DEFAULT_PREFIX,
 ) -> Recording:
     """Connect to the catalog (or start an embedded one) and build the writers and live
     analyses that record runs; the arguments are `make_session`'s."""
@@ -153,9 +166,11 @@ def make_recording(
     derived_writer = SupersedingWriter(TiledWriter(derived, backup_directory=str(settings.backup_dir)), derived)
 
     callbacks: list[Callable[[str, Document], Any]] = [writer]
-    publisher = BusPublisher(bus) if mode == "worker" else None
-    if publisher is not None:
+    publisher, remote = None, {}
+    if mode == "worker":
+        publisher = BusPublisher(bus)
         callbacks.append(publisher)
+        remote = remote_live_signals(live_signal_types(default_analyses()), pv_prefix)
     guards: list[GuardedCallback] = []
     for analysis in live:
         analysis.subscribe(derived_writer)
@@ -172,7 +187,8 @@ def make_recording(
 
         callbacks.append(BestEffortCallback())
     return Recording(catalog=raw, derived=derived, settings=settings, writer=writer, derived_writer=derived_writer,
-                     analyses=live, server=server, guards=guards, callbacks=callbacks, publisher=publisher)
+                     analyses=live, server=server, guards=guards, callbacks=callbacks, publisher=publisher,
+                     remote_signals=remote)
 
 
 def make_session(
@@ -187,6 +203,7 @@ def make_session(
     live_plots: bool = False,
     analyses: Iterable[AnalysisCallback] | None = None,
     bus: str = DEFAULT_IN,
+    pv_prefix: str = DEFAULT_PREFIX,
 ) -> Session:
     """Build a beamline session.
 
@@ -205,10 +222,13 @@ def make_session(
     analyses: the live analyses to run inline (default: every analysis with its default
         settings, `callbacks.registry.default_analyses`).
     bus: the document bus's publisher address (``live_analysis="worker"``).
+    pv_prefix: the prefix of the worker's live-value PVs (``live_analysis="worker"``);
+        `live_signals` are then those PVs, connected now if the worker serves them (a
+        warning names them otherwise; they can be connected later).
     live_plots: draw the live figures (operando XRD) as the analyses publish.
     """
     recording = make_recording(catalog_uri, data_dir, api_key, best_effort=best_effort, live_analysis=live_analysis,
-                               live_plots=live_plots, analyses=analyses, bus=bus)
+                               live_plots=live_plots, analyses=analyses, bus=bus, pv_prefix=pv_prefix)
     md: Any = {}
     if persist_metadata:
         from bluesky.utils import PersistentDict
@@ -217,5 +237,9 @@ def make_session(
     RE = RunEngine(md)
     for callback in recording.callbacks:
         RE.subscribe(callback)
+    missing = connection_errors_of(recording.remote_signals, timeout=REMOTE_CONNECT_S)
+    if missing:
+        logger.warning("The worker's live-value PVs did not connect (is `nanostrain worker` running?): %s",
+                       ", ".join(sorted(missing)))
     devices = make_devices(sim=sim, detector_dir=recording.settings.detector_dir, config=beamline_config)
     return Session(**vars(recording), RE=RE, devices=devices, plans=plan_registry())

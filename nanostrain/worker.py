@@ -32,8 +32,9 @@ from typing import Any
 
 from .bus import DEFAULT_OUT, Gap, Message, Subscriber
 from .callbacks.derived import ANALYSIS_VERSION, AnalysisCallback, GuardedCallback
-from .callbacks.registry import ANALYSES
+from .callbacks.registry import ANALYSES, live_signals
 from .catalog import catalog_nodes, connect
+from .live_pvs import DEFAULT_PREFIX, LiveValueServer
 from .replaying import replay
 from .schema.catalog import SupersedingWriter, derived_identity, derived_runs
 
@@ -208,11 +209,14 @@ def serve_worker(
     lookback: int = 50,
     stop: threading.Event | None = None,
     say: Callable[[str], None] = print,
+    pv_prefix: str | None = DEFAULT_PREFIX,
 ) -> Worker:
     """Run a worker until ``stop`` is set (``nanostrain worker``): subscribe to the bus at
     ``bus``, reconcile the newest ``lookback`` runs against the catalog at
     ``catalog_uri``, then analyse documents as they come. ``analyses``: names of the
-    analyses to run (default all, `nanostrain.callbacks.registry.ANALYSES`)."""
+    analyses to run (default all, `nanostrain.callbacks.registry.ANALYSES`). The live
+    values are served as PVs ``f"{pv_prefix}{analysis}_{signal}"``
+    (`nanostrain.live_pvs`; None: not served)."""
     from bluesky_tiled_plugins import TiledWriter
 
     names = list(ANALYSES) if analyses is None else list(analyses)
@@ -224,11 +228,15 @@ def serve_worker(
     writer = SupersedingWriter(TiledWriter(derived, backup_directory=str(backup_dir)), derived)
     subscriber = Subscriber(bus)  # subscribe first: what comes during the reconciliation waits
     worker = Worker(subscriber, raw, derived, [ANALYSES[name]() for name in names], writer)
-    say(f"worker: analyses {', '.join(names)}; bus {bus}; catalog {catalog_uri}")
-    count = worker.reconcile(lookback, progress=lambda uid: say(f"worker: computed what run {uid} lacked"))
-    say(f"worker: reconciled the newest {lookback} runs ({count} computed); listening")
+    pvs = LiveValueServer(live_signals(worker.analyses), pv_prefix).start() if pv_prefix is not None else None
+    say(f"worker: analyses {', '.join(names)}; bus {bus}; catalog {catalog_uri}"
+        + (f"; live values as PVs {pv_prefix}*" if pvs else ""))
     try:
+        count = worker.reconcile(lookback, progress=lambda uid: say(f"worker: computed what run {uid} lacked"))
+        say(f"worker: reconciled the newest {lookback} runs ({count} computed); listening")
         worker.run(stop or threading.Event())
     finally:
         subscriber.close()
+        if pvs is not None:
+            pvs.stop()
     return worker

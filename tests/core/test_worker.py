@@ -70,13 +70,22 @@ class WorkerProcess:
 
 SESSION = """
 import sys
+import bluesky.plan_stubs as bps
 from nanostrain import make_session
 from nanostrain.plans.protocols import galvanostatic
 s = make_session(catalog_uri={url!r}, api_key={key!r}, data_dir={data!r}, live_analysis="worker",
                  bus={bus!r}, persist_metadata=False)
 d = s.devices
 for plan in {plans!r}:
-    if plan == "alignment":
+    if plan in ("sparse", "dense"):  # one charge; dense: frames 4x denser while c >= 10 A (always, once analysed)
+        s.RE(s.plans["mount_sample"](d["cycler"], {{"material": "NC91", "morphology": "SC"}}))  # a fresh cell
+        s.RE(bps.mv(d["cycler"].time_scale, 300.0))
+        feedback = dict(feedback=s.live_signals["xrd_reduction_c_A"], feedback_threshold=10.0, dense_factor=4.0)
+        uid, = s.RE(s.plans["operando_xrd"](d["cycler"], d["xrd"], [{{"mode": "CC_CHARGE", "rate_mA_g": 200.0, "v_max": 4.5}}],
+                                            active_mass_g=6.16e-3, cadence_mAh_g=40.0, exposure_s=0.1,
+                                            **(feedback if plan == "dense" else {{}})))
+        print("SIGNAL", type(s.live_signals["xrd_reduction_c_A"]).__name__, s.live_signals["xrd_reduction_c_A"].source)
+    elif plan == "alignment":
         uid, = s.RE(s.plans["alignment_scan"](d["cam"], d["sx"], -1, 1, 11, monitor=d["i0"], exposure_s=0.01))
     else:
         uid, = s.RE(s.plans["operando_xrd"](d["cycler"], d["xrd"], galvanostatic(200, cycles=1),
@@ -92,9 +101,11 @@ def session_command(catalog: ServerProcess, bus: Bus, plans: list[str], cadence:
     return [sys.executable, "-c", textwrap.dedent(code)]
 
 
-def run_session(catalog: ServerProcess, bus: Bus, plans: list[str]) -> dict[str, str]:
+def run_session(catalog: ServerProcess, bus: Bus, plans: list[str], output: list[str] | None = None) -> dict[str, str]:
     result = subprocess.run(session_command(catalog, bus, plans), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    if output is not None:
+        output += result.stdout.splitlines()
     return {line.split()[1]: line.split()[2] for line in result.stdout.splitlines() if line.startswith("RUN ")}
 
 
@@ -196,6 +207,25 @@ def test_a_worker_in_another_process_computes_what_inline_analysis_would(service
     assert "recomputing" not in log.lower(), log[-3000:]  # analysed live, off the bus
     for uid in uids.values():
         assert_equal_to_inline(raw[uid], derived)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_feedback_from_a_worker_reaches_the_plan_through_its_pvs(services, tmp_path):
+    """The worker serves its live values as PVs; the session's live_signals are those PVs
+    (named as inline), and operando_xrd's feedback densifies frames through them."""
+    catalog, bus = services
+    worker = WorkerProcess(catalog, bus, tmp_path / "worker.log", "--analyses", "xrd_reduction")
+    output: list[str] = []
+    try:
+        uids = run_session(catalog, bus, ["sparse", "dense"], output)
+    finally:
+        worker.stop()
+    assert "live values as PVs NS:LIVE:*" in (tmp_path / "worker.log").read_text()
+    assert "SIGNAL SignalR ca://NS:LIVE:xrd_reduction_c_A" in output
+    raw, _ = catalog_nodes(catalog.client())
+    sparse, dense = (len(raw[uids[k]]["primary"]["cycler-potential"].read()) for k in ("sparse", "dense"))
+    assert sparse <= 8 and dense >= 2.5 * sparse, (sparse, dense)
 
 
 @pytest.mark.slow
