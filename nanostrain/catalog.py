@@ -344,3 +344,31 @@ def recover(backup_dir: Path | str, client, remove: bool = False) -> list[str]:
 def _mark_recovered(path: Path, remove: bool) -> None:
     if remove:
         path.rename(path.with_suffix(".jsonl.recovered"))
+
+
+def migrate_root_runs(client, say=print) -> list[str]:
+    """Move runs that a catalog of the older layout holds at its root into the ``raw`` or
+    ``derived`` node (by ``start.derived_from``): each run's documents, as the catalog
+    exports them, are written into its node, and the root entry is deleted once the copy
+    has its stop document. A run already in its node is only removed from the root.
+    Returns the uids moved (``nanostrain catalog migrate``)."""
+    from bluesky_tiled_plugins import TiledWriter
+
+    moved = []
+    for key in [key for key in client if key not in (RAW_NODE, DERIVED_NODE)]:
+        run = client[key]
+        if "BlueskyRun" not in [spec.name for spec in run.specs]:
+            say(f"{key}: not a bluesky run; left at the root")
+            continue
+        start = run.metadata["start"]
+        node = client[DERIVED_NODE if "derived_from" in start else RAW_NODE]
+        if start["uid"] not in node:
+            writer = TiledWriter(node, batch_size=100)
+            for name, doc in run.documents():
+                writer(name, doc.to_dict())  # the exported documents are read-only
+        if not node[start["uid"]].metadata.get("stop") and run.metadata.get("stop"):
+            raise RuntimeError(f"run {key}: the copy in {node.item['id']!r} has no stop document; root entry kept")
+        client.delete_contents(key, recursive=True, external_only=False)
+        moved.append(start["uid"])
+        say(f"{start['uid']} -> {node.item['id']}")
+    return moved

@@ -6,7 +6,9 @@
     nanostrain replay UID [--write]       re-run the live analyses on a stored run
     nanostrain bus                        the document bus (0MQ proxy) on 127.0.0.1:5577/5578
     nanostrain worker --catalog URL       live analyses beside acquisition, fed by the bus
-    nanostrain catalog ls [--derived] | recover DIR   list raw (derived) runs / re-ingest backed-up runs
+    nanostrain catalog ls [--derived] | recover DIR | migrate
+                                          list raw (derived) runs / re-ingest backed-up runs /
+                                          move runs of the older layout into raw and derived
 """
 
 from __future__ import annotations
@@ -158,6 +160,19 @@ def cmd_catalog_recover(args: argparse.Namespace) -> int:
             server.close()
 
 
+def cmd_catalog_migrate(args: argparse.Namespace) -> int:
+    from .catalog import migrate_root_runs
+
+    client, server = _client(args)
+    try:
+        uids = migrate_root_runs(client)
+        print(f"{len(uids)} run(s) moved from the catalog's root into raw/derived")
+        return 0
+    finally:
+        if server is not None:
+            server.close()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -237,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backup_dir", help="folder of *.jsonl run backups (e.g. nanostrain-data/backup)")
     p.add_argument("--remove", action="store_true", help="rename recovered files to *.jsonl.recovered")
     p.set_defaults(func=cmd_catalog_recover)
+    p = cat.add_parser("migrate", help="move runs of the older layout (at the catalog's root) into raw/derived")
+    common(p)
+    p.set_defaults(func=cmd_catalog_migrate)
     return parser
 
 

@@ -21,7 +21,7 @@ from bluesky_tiled_plugins.queries import ScanID, TimeRange
 from ophyd.sim import det, motor
 from tiled.queries import FullText, Key
 
-from nanostrain.catalog import broker, build_catalog_app, recover
+from nanostrain.catalog import broker, build_catalog_app, catalog_nodes, migrate_root_runs, recover
 from nanostrain.schema.catalog import RUNS_SPEC, derived_runs
 from nanostrain.session import make_session
 
@@ -163,3 +163,32 @@ def test_databroker_v1_broker_reads_the_raw_runs(session):
     assert type(session.catalog[uid]).__name__ == "BlueskyRunV3"
     (published,) = [doc for name, doc in session.replay(uid) if name == "start"]
     assert published["derived_from"] == uid
+
+
+def _composed_run(**metadata) -> list[tuple[str, dict]]:
+    import event_model
+
+    bundle = event_model.compose_run(metadata=metadata)
+    stream = bundle.compose_descriptor(name="primary", data_keys={"x": {"dtype": "number", "shape": [], "source": "s"}})
+    events = [stream.compose_event(data={"x": float(i)}, timestamps={"x": 0.0}) for i in range(3)]
+    return [("start", bundle.start_doc), ("descriptor", stream.descriptor_doc), *(("event", e) for e in events),
+            ("stop", bundle.compose_stop())]
+
+
+def test_runs_of_the_older_layout_move_from_the_root_into_raw_and_derived(catalog_client):
+    raw_docs = _composed_run(plan_name="count")
+    derived_docs = _composed_run(derived_from=raw_docs[0][1]["uid"], analysis="frame_statistics")
+    old_writer = TiledWriter(catalog_client)  # as sessions wrote before raw/derived existed
+    for name, doc in raw_docs + derived_docs:
+        old_writer(name, doc)
+    raw_uid, derived_uid = raw_docs[0][1]["uid"], derived_docs[0][1]["uid"]
+    assert {raw_uid, derived_uid} <= set(catalog_client)
+
+    said: list[str] = []
+    moved = migrate_root_runs(catalog_client, say=said.append)
+    assert sorted(moved) == sorted([raw_uid, derived_uid])
+    raw, derived = catalog_nodes(catalog_client)
+    assert set(catalog_client) == {"raw", "derived"}
+    assert list(raw[-1]["primary"]["x"].read()) == [0.0, 1.0, 2.0] and raw[-1].metadata["start"]["uid"] == raw_uid
+    assert [r.metadata["start"]["uid"] for r in derived_runs(derived, raw_uid)] == [derived_uid]
+    assert migrate_root_runs(catalog_client, say=said.append) == []  # nothing left to move
