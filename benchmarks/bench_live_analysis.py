@@ -8,11 +8,16 @@
 (b) Latency in the worker: frames at a fixed rate (``--rates`` frames/s, set by the
     simulated clock); per frame, the time from the raw event to the worker's derived
     event (both times as the documents record them), p50 and p95.
+(c) SXDM burst: a fly raster of ``--burst-raster``^2 points x 2 rocking angles of 256x256
+    frames at 1 kHz (1 ms exposure), published to the worker: acquisition rate, how long
+    after the raw run's stop the worker's derived run ends (the catch-up time) and the
+    maps compared with the same analysis run inline on the raw run (a replay).
 
 Every mode writes to the same served catalog (``nanostrain serve``), so the catalog's cost
 is in every figure. Real processes: catalog, bus, worker, and this one (the RunEngine).
 
 Usage: python benchmarks/bench_live_analysis.py [--shape 2048] [--seconds 30] [--rates 2 5 10]
+       [--burst-raster 100]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bluesky.run_engine import call_in_bluesky_event_loop
 
 import nanostrain.beamline
 from nanostrain.catalog import CatalogSettings, catalog_nodes, connect, wait_until_up
@@ -73,11 +79,45 @@ def latencies(raw_run, derived, timeout: float = 300.0) -> np.ndarray:
     return derived_times - raw_times[: len(derived_times)]
 
 
+def sxdm_burst(session, raw, derived, raster: int) -> None:
+    """Part (c): a fly raster published at 1 kHz; catch-up and equality with inline."""
+    from nanostrain.replaying import replay
+
+    d = session.devices
+    half = (raster - 1) * 0.05 / 2
+    centre = call_in_bluesky_event_loop(d["np_theta"].user_readback.get_value())
+    began = time.perf_counter()
+    (uid,) = session.RE(session.plans["sxdm_rocking_raster"](
+        d["merlin"], d["np_stage"], d["np_theta"], [-half, half], [-half, half], 0.05, [centre - 0.1, centre + 0.1],
+        mode="fly", exposure_s=1e-3, progress=False))
+    acquired = time.perf_counter()
+    frames = 2 * raster * raster
+    print(f"  {frames} frames in {acquired - began:.1f} s ({frames / (acquired - began):.0f} frames/s, 1 ms exposure)")
+    deadline = time.monotonic() + 1800
+    while not any(r.metadata.get("stop") for r in derived_runs(derived, uid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(f"  the worker's sxdm_strain run ended {time.perf_counter() - acquired:.1f} s after the raw run's stop")
+    (run,) = [r for r in derived_runs(derived, uid) if r.metadata["start"]["analysis"] == "sxdm_strain"]
+    inline = {}
+    analysis_of = {}
+    for name, doc in replay(raw[uid]):
+        if name == "start":
+            analysis_of[doc["uid"]] = doc["analysis"]
+        elif name == "descriptor" and analysis_of[doc["run_start"]] == "sxdm_strain":
+            inline[doc["uid"]] = doc["name"]
+        elif name == "event" and doc["descriptor"] in inline and inline[doc["descriptor"]] == "maps":
+            for key, value in doc["data"].items():
+                stored = np.asarray(run["maps"][key].read())[0]
+                same = np.allclose(stored, np.asarray(value, dtype=float), equal_nan=True, rtol=1e-12, atol=0)
+                print(f"  map {key}: worker {'equals' if same else 'DIFFERS FROM'} inline")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", type=int, default=2048, help="XRD frame side (pixels)")
     parser.add_argument("--seconds", type=float, default=30.0, help="wall duration of each acquisition run (s)")
     parser.add_argument("--rates", type=float, nargs="*", default=[2.0, 5.0, 10.0], help="frames/s for latency")
+    parser.add_argument("--burst-raster", type=int, default=100, help="SXDM fly raster side (points; 0: skip)")
     args = parser.parse_args()
     nanostrain.beamline.SIM_XRD_SHAPE = (args.shape, args.shape)
 
@@ -98,7 +138,7 @@ def main() -> None:
         for mode in ("off", "inline", "worker"):
             if mode == "worker":
                 worker = start([*nanostrain_cmd, "worker", "--catalog", url, "--api-key", API_KEY, "--bus", bus_out,
-                                "--data-dir", str(data), "--analyses", "xrd_reduction", "--lookback", "0"],
+                                "--data-dir", str(data), "--analyses", "xrd_reduction,sxdm_strain", "--lookback", "0"],
                                work / "worker.log")
                 while "listening" not in (work / "worker.log").read_text():
                     time.sleep(0.2)
@@ -130,6 +170,14 @@ def main() -> None:
             lag = latencies(raw[uid], derived)
             print(f"  {rate:4.1f} frames/s asked, {frames / wall:5.2f} taken ({frames} frames): "
                   f"p50 {np.percentile(lag, 50):.3f} s, p95 {np.percentile(lag, 95):.3f} s, max {lag.max():.3f} s")
+        if args.burst_raster:
+            print("SXDM burst, analysed by the worker:")
+            session = make_session(catalog_uri=url, api_key=API_KEY, data_dir=data, persist_metadata=False,
+                                   live_analysis="worker", bus=bus_in)
+            try:
+                sxdm_burst(session, raw, derived, args.burst_raster)
+            finally:
+                session.close()
     finally:
         for process in (worker, bus, server):
             if process is not None:
@@ -140,4 +188,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("NANOSTRAIN_BEC", "0")
+    # the worker's live-value PVs on loopback, found by unicast search (docs/live-pvs.md)
+    os.environ.update(EPICS_CA_ADDR_LIST="127.0.0.1", EPICS_CA_AUTO_ADDR_LIST="NO", EPICS_CAS_INTF_ADDR_LIST="127.0.0.1")
     main()
