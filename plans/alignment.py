@@ -17,12 +17,11 @@ from .validation import (
     has_soft_limits,
     require_count,
     require_device,
-    require_finite,
     require_limits,
     require_metadata,
     require_optional_device,
     require_positive,
-    require_within_limits,
+    require_range,
 )
 
 #: Most points of an alignment scan.
@@ -63,11 +62,11 @@ def alignment_scan(
     require_device("cam", cam, AREA_DETECTOR)
     require_device("stage", stage, POSITIONER)
     require_optional_device("monitor", monitor, READABLE)
-    start_mm, stop_mm = require_finite("start_mm", start_mm), require_finite("stop_mm", stop_mm)
+    limits_mm = require_limits("limits_mm", limits_mm, "mm")
+    start_mm = require_range("start_mm", start_mm, *limits_mm, "mm")
+    stop_mm = require_range("stop_mm", stop_mm, *limits_mm, "mm")
     num = require_count("num", num, 2, MAX_POINTS)
     require_positive("exposure_s", exposure_s, MAX_EXPOSURE_S, "s")
-    limits_mm = require_limits("limits_mm", limits_mm, "mm")
-    require_within_limits("stage", [start_mm, stop_mm], limits_mm, "mm")
     require_metadata(sample, md)
     detectors = [cam] + ([monitor] if monitor is not None else [])
     metadata = start_metadata(ALIGNMENT, "alignment_scan", md, image_key=cam.name, exposure_s=exposure_s,

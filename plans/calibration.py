@@ -138,7 +138,7 @@ def calibrate_xrd(
         raise PlanArgumentError(f"poni_path: cannot replace the PONI file {poni_path}.")
     if start_geometry is None:
         if not hasattr(detector, "geometry_config"):
-            raise PlanArgumentError("No starting geometry: pass start_geometry=ai.get_config().")
+            raise PlanArgumentError(f"detector {detector.name!r} has no geometry_config: pass start_geometry=ai.get_config().")
         start_geometry = detector.geometry_config()
     start_geometry = require_pyfai_config("start_geometry", start_geometry)
     metadata = start_metadata(

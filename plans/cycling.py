@@ -104,7 +104,10 @@ def _geometry(detector: Any, geometry: dict[str, Any] | None) -> dict[str, Any]:
     else the detector's own."""
     if geometry is None:
         if not hasattr(detector, "geometry_config"):
-            raise PlanArgumentError("No detector geometry: pass geometry=ai.get_config() (from the PONI calibration).")
+            raise PlanArgumentError(
+                f"detector {detector.name!r} has no geometry_config: pass geometry=ai.get_config() (from the PONI "
+                "calibration)."
+            )
         return detector.geometry_config()
     return require_pyfai_config("geometry", geometry)
 

@@ -266,7 +266,8 @@ def _geometry_md(detector, geometry: Mapping[str, Any] | None) -> dict[str, Any]
     if geometry is None:
         if not hasattr(detector, "sxdm_geometry"):
             raise PlanArgumentError(
-                "No detector geometry: pass geometry=SxdmGeometry(...).to_metadata() or use an SXDM detector."
+                f"detector {detector.name!r} has no sxdm_geometry: pass geometry=SxdmGeometry(...).to_metadata() "
+                "or use an SXDM detector."
             )
         return detector.sxdm_geometry().to_metadata()
     if not isinstance(geometry, Mapping):

@@ -36,7 +36,7 @@ def test_operando_xrd_validates_before_moving(sim_devices, kwargs, message):
 
 def test_a_detector_without_geometry_needs_one(sim_devices):
     plan = operando_xrd(sim_devices["cycler"], sim_devices["cam"], galvanostatic(100), active_mass_g=6e-3, cadence_s=60)
-    with pytest.raises(PlanArgumentError, match="No detector geometry"):
+    with pytest.raises(PlanArgumentError, match="detector 'cam' has no geometry_config"):
         next(plan)
 
 
