@@ -17,9 +17,15 @@ class FrameStatistics:
     centroid_row: float
     centroid_col: float
 
+    @classmethod
+    def not_measured(cls) -> FrameStatistics:
+        """The statistics of a frame that could not be measured (a bad frame): all NaN."""
+        return cls(float("nan"), float("nan"), float("nan"), float("nan"))
 
-def frame_statistics(frame: np.ndarray, background: float | None = None) -> FrameStatistics:
-    """Total, maximum and centroid of ``frame - background``.
+
+def frame_statistics(frame: np.ndarray, background: float | None = None, mask: np.ndarray | None = None) -> FrameStatistics:
+    """Total, maximum and centroid of ``frame - background`` over the pixels ``mask``
+    (bool, frame shape, True = excluded; `analysis.frame_quality.assess_frame`'s) leaves.
 
     centroid_row = sum_i sum_j i * I_ij / sum I, centroid_col likewise with j.
     background: counts per pixel to subtract; None estimates it as the 3-sigma-clipped
@@ -29,9 +35,10 @@ def frame_statistics(frame: np.ndarray, background: float | None = None) -> Fram
     raw = np.asarray(frame, dtype=np.float64)
     if raw.ndim != 2:
         raise ValueError(f"frame must be 2D, got shape {raw.shape}")
-    level = clipped_mean(raw) if background is None else background
+    keep = np.ones(raw.shape, dtype=bool) if mask is None else ~np.asarray(mask, dtype=bool)
+    level = clipped_mean(raw[keep]) if background is None else background
     # Negative residuals are kept: clipping them would bias the centroid to the frame centre.
-    image = raw - level
+    image = np.where(keep, raw - level, 0.0)
     total = float(image.sum())
     if total <= 0.0:
         return FrameStatistics(0.0, 0.0, float("nan"), float("nan"))

@@ -56,8 +56,9 @@ from skimage.filters import threshold_otsu
 from nanostrain.analysis.txm import find_center, normalize, reconstruct, register
 from nanostrain.analysis.xanes import WhitelineStatistics, pca_denoise, whiteline_energy, whiteline_statistics
 
-#: Fewest complete energies for a white-line fit (3-point quadratic, maximum inside).
-MIN_ENERGIES = 5
+#: Fewest complete energies for a white-line fit: `whiteline_energy`'s 5-point quadratic
+#: (half width 2, used unless PCA denoising applies) with its maximum inside, 5 + 2.
+MIN_ENERGIES = 7
 
 #: Acquisition modes: a tomogram per energy, or one projection per energy (2D map).
 MODES = ("tomo", "2d")

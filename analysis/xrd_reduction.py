@@ -21,6 +21,12 @@ per frame, a frozen `XrdFrame`:
    beta converted from Q to degrees 2 theta and the instrumental FWHM subtracted:
    beta cos(theta) / (K lambda) = 1/D + 4 eps sin(theta) / (K lambda).
 
+Before step 1, every frame is checked (`analysis.frame_quality.assess_frame`): non-finite,
+saturated and dead pixels are masked out of the integration; a frame of the wrong shape or
+mostly masked is skipped (its `XrdFrame` is all NaN, ``quality.usable`` False); a frame
+without signal, or whose (003) cannot be fitted, is all NaN with the ``reason``. Such
+frames change nothing of the reducer's state (reference cell, previous c).
+
 Units (DESIGN.md): Q in 1/A, lengths in A, angles in degrees, wavelength in A.
 """
 
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from pyFAI.geometry import Geometry
 
+from nanostrain.analysis.frame_quality import OK, FrameQuality, assess_frame
 from nanostrain.analysis.strain import strain
 from nanostrain.analysis.units import M_PER_A, fwhm_q_to_two_theta, q_to_two_theta
 from nanostrain.analysis.xrd import (
@@ -121,6 +128,8 @@ class XrdFrame:
     strain_a, strain_c, strain_volume: against the reference cell (eq. 1);
     lattice_change_A: |c - c of the previous frame| (0 for the first frame), large at the
     H2 -> H3 collapse; intensity: I(Q) on `XrdReducer.q` (NaN in empty bins).
+    quality: the frame's `FrameQuality`; reason: why the values are NaN (empty when the
+    frame was reduced).
     """
 
     n_phases: int
@@ -141,10 +150,21 @@ class XrdFrame:
     strain_volume: float
     lattice_change_A: float
     intensity: np.ndarray = field(repr=False, compare=False)
+    quality: FrameQuality = field(default=FrameQuality(OK), compare=False)
+    reason: str = ""
 
     def scalars(self) -> dict[str, float | int]:
-        """Every field but ``intensity``, in declaration order."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "intensity"}
+        """Every number (every field but ``intensity``, ``quality``, ``reason``), in
+        declaration order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("intensity", "quality", "reason")}
+
+    @classmethod
+    def not_reduced(cls, npt: int, quality: FrameQuality, reason: str) -> XrdFrame:
+        """The result of a frame that was not reduced: every number NaN (counts 0), with
+        the ``reason``."""
+        numbers = {f.name: (0 if f.type == "int" else math.nan) for f in fields(cls)
+                   if f.name not in ("intensity", "quality", "reason")}
+        return cls(**numbers, intensity=np.full(npt, np.nan), quality=quality, reason=reason)
 
 
 class XrdReducer:
@@ -158,7 +178,10 @@ class XrdReducer:
         every line's before Williamson-Hall.
     q003_window: (lo, hi) Q (1/A) of the (003) fit.
     reference_a_A, reference_c_A: the pristine cell strains refer to; None takes the
-        first frame's (a: the first frame with a finite a).
+        first reduced frame's (a: the first frame with a finite a).
+    dead_mask: bool array of the detector shape, True = dead pixel (masked in every frame).
+    saturation: counts at or above which a pixel is saturated and masked (default the top
+        of an integer frame's counter).
     """
 
     def __init__(
@@ -169,6 +192,8 @@ class XrdReducer:
         q003_window: tuple[float, float] = Q003_WINDOW,
         reference_a_A: float | None = None,
         reference_c_A: float | None = None,
+        dead_mask: np.ndarray | None = None,
+        saturation: float | None = None,
     ) -> None:
         lo, hi = q003_window
         if not integrator.q_range[0] <= lo < hi <= integrator.q_range[1]:
@@ -181,6 +206,7 @@ class XrdReducer:
         self.instrument_fwhm_deg = float(instrument_fwhm_deg)
         self.q003_window = (float(lo), float(hi))
         self.a0, self.c0 = reference_a_A, reference_c_A
+        self.dead_mask, self.saturation = dead_mask, saturation
         self.n_frames = 0
         self._last_a: float | None = None
         self._last_c: float | None = None
@@ -191,9 +217,16 @@ class XrdReducer:
         return self.integrator.q
 
     def add(self, frame: np.ndarray) -> XrdFrame:
-        """Integrate and reduce the next frame (detector shape, counts)."""
-        _, intensity = self.integrator(frame)
-        lattice = self._lattice(self.integrator.q, intensity)
+        """Check, integrate and reduce the next frame (detector shape, counts); a frame
+        that cannot be reduced gives `XrdFrame.not_reduced` (module docstring)."""
+        quality, mask = assess_frame(frame, self.integrator.shape, dead_mask=self.dead_mask, saturation=self.saturation)
+        if quality.status != OK:
+            return XrdFrame.not_reduced(self.integrator.npt, quality, quality.reason)
+        _, intensity = self.integrator(np.where(mask, 0, frame), mask if mask.any() else None)
+        try:
+            lattice = self._lattice(self.integrator.q, intensity)
+        except ValueError as error:  # no (003) to fit in this frame
+            return XrdFrame.not_reduced(self.integrator.npt, quality, f"no fit: {error}")
         if self.c0 is None:
             self.c0 = lattice["c_A"]
         if self.a0 is None and math.isfinite(lattice["a_A"]):
@@ -209,6 +242,7 @@ class XrdReducer:
             strain_volume=float(strain(lattice["volume_A3"], cell_volume(a0, self.c0))),
             lattice_change_A=change,
             intensity=intensity,
+            quality=quality,
         )
 
     def _fit_lines(self, q: np.ndarray, intensity: np.ndarray, a: float, c: float, q_high: float):

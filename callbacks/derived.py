@@ -229,6 +229,8 @@ class AnalysisCallback(event_model.DocumentRouter):
         self._events: dict[int, dict[str, Any]] = {}
         self._frames: dict[int, np.ndarray] = {}
         self._next_seq = 1
+        #: (rows, cols) of the frames, as the raw descriptor declares them (None: not declared)
+        self.frame_shape: tuple[int, int] | None = None
 
     def accepts(self, start: Document) -> bool:
         """Whether this analysis applies to the raw run that ``start`` opens.
@@ -289,6 +291,9 @@ class AnalysisCallback(event_model.DocumentRouter):
 
     def descriptor(self, doc: Document) -> None:
         self._streams[doc["uid"]] = doc["name"]
+        image = doc.get("data_keys", {}).get(self.image_key) if doc["name"] == self.stream else None
+        if image is not None and len(image.get("shape") or ()) >= 2:
+            self.frame_shape = tuple(image["shape"][-2:])
 
     def stream_resource(self, doc: Document) -> None:
         self._resources[doc["uid"]] = doc

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.frames import frame_statistics
+from ..analysis.frame_quality import BAD, OK, assess_frame
+from ..analysis.frames import FrameStatistics, frame_statistics
 from ..schema.start import ALIGNMENT
 from .derived import AnalysisCallback
 
@@ -16,8 +17,12 @@ class FrameStatisticsCallback(AnalysisCallback):
 
     background: counts per pixel subtracted first (None: each frame's median).
 
+    Each frame is checked first (`analysis.frame_quality.assess_frame` against the shape
+    the raw descriptor declares): bad pixels are left out, a bad frame's statistics are
+    NaN; every row records the frame's quality and reason.
+
     Live values (soft signals, readable by plans): ``total`` and ``centroid_col`` of the
-    latest frame. The derived run also carries the raw run's scalar readings of each row,
+    latest good frame. The derived run also carries the raw run's scalar readings of each row,
     so plots of "total vs motor" need only the derived run.
     """
 
@@ -35,11 +40,13 @@ class FrameStatisticsCallback(AnalysisCallback):
         return {**super().parameters(), "background": self.background}
 
     def process_row(self, seq_num: int, data: dict[str, Any], frame: np.ndarray | None) -> None:
-        stats = frame_statistics(frame, self.background)
+        quality, mask = assess_frame(frame, self.frame_shape or np.shape(frame))
+        stats = FrameStatistics.not_measured() if quality.status == BAD else frame_statistics(frame, self.background, mask)
         scalars = {k: v for k, v in data.items() if np.ndim(v) == 0 and not isinstance(v, str)}
         self.derived.event(
             "frame_stats",
-            {"raw_seq_num": seq_num, **scalars, **vars(stats)},
+            {"raw_seq_num": seq_num, **scalars, **vars(stats), **quality.record()},
         )
-        self.set_live("total", stats.total)
-        self.set_live("centroid_col", stats.centroid_col)
+        if quality.status == OK:
+            self.set_live("total", stats.total)
+            self.set_live("centroid_col", stats.centroid_col)

@@ -7,9 +7,14 @@ keys ``echem_keys``), feeds it every frame and publishes the `XrdFrame` it retur
 science (integration, (003) phases, a and c, strains, Williamson-Hall) and its equations
 are in `nanostrain.analysis.xrd_reduction`.
 
-Derived run streams: ``xrd`` (one row per frame: the raw seq_num, the electrochemistry
-values, every scalar of `XrdFrame`), ``patterns`` (I(Q) per frame, NaN as 0) and
-``reduction`` (the Q grid and the wavelength, once). Live values for plans:
+Derived run streams: ``frame_quality`` (one row per frame: the raw seq_num, its
+`analysis.frame_quality.FrameQuality` record, whether it was ``reduced`` and the
+``reason`` if not), ``xrd`` (one row per usable frame: the raw seq_num, the
+electrochemistry values, every scalar of `XrdFrame`, NaN for a frame without signal or
+fit), ``patterns`` (I(Q) per usable frame, NaN as 0) and ``reduction`` (the Q grid and
+the wavelength, once). A bad frame (wrong shape, mostly non-finite or saturated) is
+skipped: only its ``frame_quality`` row says why, and the analysis goes on. Live values
+for plans, from reduced frames only:
 ``phase_separation_A``, ``microstrain``, ``c_A``, ``n_phases`` and ``lattice_change_A``
 (|c| change since the previous frame, A: large at the H2 -> H3 collapse, the cue to take
 frames more often).
@@ -95,13 +100,17 @@ class XrdCallback(AnalysisCallback):
             reference_c_A=reference.get("c_A"),
         )
         self.keys = start.get("echem_keys", {})
+        self.derived.event("reduction", {"q": self.reducer.q, "wavelength_A": self.reducer.wavelength_A})
 
     def process_row(self, seq_num: int, data: dict[str, Any], frame: np.ndarray | None) -> None:
         result = self.reducer.add(frame)
+        self.derived.event("frame_quality", {"raw_seq_num": seq_num, **result.quality.record(),
+                                             "reduced": not result.reason, "reason": result.reason})
+        if not result.quality.usable:
+            return
         echem = {name: float(data[key]) for name, key in self.keys.items() if key in data}
-        if self.reducer.n_frames == 1:
-            self.derived.event("reduction", {"q": self.reducer.q, "wavelength_A": self.reducer.wavelength_A})
         self.derived.event("xrd", {"raw_seq_num": seq_num, **echem, **result.scalars()})
         self.derived.event("patterns", {"raw_seq_num": seq_num, "intensity": np.nan_to_num(result.intensity)})
-        for name in LIVE_VALUES:
-            self.set_live(name, getattr(result, name))
+        if not result.reason:
+            for name in LIVE_VALUES:
+                self.set_live(name, getattr(result, name))

@@ -46,7 +46,8 @@ class _FrameFile:
     """An SWMR HDF5 file growing one frame at a time, as the AD HDF5 plugin writes it."""
 
     def __init__(self, path: PurePath, shape: tuple[int, int], dtype: np.dtype):
-        self.file = h5py.File(path, "w", libver="latest")
+        # "w-": a new file; an existing one (recorded frames) is never truncated
+        self.file = h5py.File(path, "w-", libver="latest")
         self.data = self.file.create_dataset(
             DATA_PATH,
             shape=(0, *shape),

@@ -24,10 +24,26 @@ from pyFAI.geometry import Geometry
 from ..analysis.xrd import poni_text, pyfai_geometry
 from ..schema.start import XRD_CALIBRATION, start_metadata
 from .metadata import plan_args
-from .validation import PlanArgumentError, require_positive
+from .validation import (
+    AREA_DETECTOR,
+    READABLE,
+    PlanArgumentError,
+    require_choice,
+    require_device,
+    require_metadata,
+    require_path,
+    require_positive,
+    require_pyfai_config,
+)
 
 KNOWN_CALIBRANTS = ("CeO2", "LaB6", "Si", "Al2O3")
 POLL_S = 0.1
+#: Longest calibrant exposure, s.
+MAX_EXPOSURE_S = 3600.0
+#: Longest wait for the calibration analysis, s.
+MAX_TIMEOUT_S = 3600.0
+#: An XRD detector the plan can set: an area detector with ``set_geometry``.
+XRD_DETECTOR = AREA_DETECTOR.requiring("set_geometry")
 
 
 class CalibrationError(RuntimeError):
@@ -97,28 +113,34 @@ def calibrate_xrd(
     poni_path: a path (a str; any os.PathLike from Python). refined_geometry: the live
     signal itself (a queue item names it, the queue server passes the signal). sample:
     metadata of the calibrant specimen; the start document records it and ``plan_args``.
-    Raises PlanArgumentError before anything moves for a bad exposure or timeout, an
-    unknown calibrant, an unwritable folder or no starting geometry. If no geometry comes
+    Raises PlanArgumentError before the first message for a detector that is not an area
+    detector with ``set_geometry``, a refined_geometry that is not readable, exposure_s
+    outside (0, MAX_EXPOSURE_S] s or timeout_s outside (0, MAX_TIMEOUT_S] s, an unknown
+    calibrant, a poni_path that is not a path or is in an unwritable folder, no starting
+    geometry or one pyFAI cannot build, sample or md not dicts. If no geometry comes
     (too few rings, beam off, analysis not running, timeout) the run is closed with
     exit_status "fail" and the reason, `CalibrationError` is raised, and the PONI file and
     the detector's geometry are left as they were.
     """
     arguments = plan_args(locals())
-    require_positive("exposure_s", exposure_s)
-    require_positive("timeout_s", timeout_s)
-    if calibrant not in KNOWN_CALIBRANTS:
-        raise PlanArgumentError(f"calibrant must be one of {KNOWN_CALIBRANTS}, got {calibrant!r}.")
-    poni_path = Path(poni_path).resolve()
+    require_device("detector", detector, XRD_DETECTOR)
+    require_device("refined_geometry", refined_geometry, READABLE)
+    require_positive("exposure_s", exposure_s, MAX_EXPOSURE_S, "s")
+    require_positive("timeout_s", timeout_s, MAX_TIMEOUT_S, "s")
+    require_choice("calibrant", calibrant, KNOWN_CALIBRANTS)
+    require_metadata(sample, md)
+    poni_path = Path(require_path("poni_path", poni_path)).resolve()
     if not poni_path.parent.is_dir() or not os.access(poni_path.parent, os.W_OK):
-        raise PlanArgumentError(f"Cannot write the PONI file in {poni_path.parent}.")
+        raise PlanArgumentError(f"poni_path: cannot write the PONI file in {poni_path.parent}.")
+    if poni_path.is_dir():
+        raise PlanArgumentError(f"poni_path {poni_path} is a folder, not a PONI file.")
     if poni_path.exists() and not os.access(poni_path, os.W_OK):
-        raise PlanArgumentError(f"Cannot replace the PONI file {poni_path}.")
-    if isinstance(refined_geometry, str) or not callable(getattr(refined_geometry, "read", None)):
-        raise PlanArgumentError(f"refined_geometry must be a readable signal, got {refined_geometry!r}.")
+        raise PlanArgumentError(f"poni_path: cannot replace the PONI file {poni_path}.")
     if start_geometry is None:
         if not hasattr(detector, "geometry_config"):
-            raise PlanArgumentError("No starting geometry: pass start_geometry=ai.get_config().")
+            raise PlanArgumentError(f"detector {detector.name!r} has no geometry_config: pass start_geometry=ai.get_config().")
         start_geometry = detector.geometry_config()
+    start_geometry = require_pyfai_config("start_geometry", start_geometry)
     metadata = start_metadata(
         XRD_CALIBRATION, "calibrate_xrd", md,
         image_key=detector.name, xrd_geometry=start_geometry, calibrant=calibrant,

@@ -21,10 +21,44 @@ from ..schema.cycler import CyclerState, CyclerStep
 from ..schema.start import ELECTROCHEMISTRY, XRD, start_metadata
 from .metadata import plan_args
 from .protocols import Protocol, ProtocolSpec, ProtocolStep, gitt as gitt_protocol, resolve_protocol
-from .validation import PlanArgumentError, require_positive, require_range
+from .validation import (
+    AREA_DETECTOR,
+    READABLE,
+    DeviceRole,
+    PlanArgumentError,
+    require_device,
+    require_finite,
+    require_metadata,
+    require_optional_device,
+    require_positive,
+    require_pyfai_config,
+    require_range,
+)
 
 #: Active mass accepted by the plans: 0.01 mg to 100 mg.
 ACTIVE_MASS_RANGE_G = (1e-5, 0.1)
+#: Wall-clock seconds between echem readings: 1 ms to 1 min.
+POLL_S_RANGE = (1e-3, 60.0)
+#: Longest frame cadence in step time, s (a week).
+MAX_CADENCE_S = 7 * 24 * 3600.0
+#: Longest frame cadence in capacity, mAh/g (beyond any cathode's capacity).
+MAX_CADENCE_MAH_G = 1000.0
+#: How much denser frames may come while the feedback is above its threshold.
+DENSE_FACTOR_RANGE = (1.0, 1000.0)
+#: Largest magnitude of a feedback threshold (in the feedback signal's units).
+MAX_FEEDBACK_THRESHOLD = 1e6
+#: Largest beam-monitor threshold (the monitor's units, photons/s for an ion chamber).
+MAX_FLUX = 1e16
+#: Longest detector exposure, s.
+MAX_EXPOSURE_S = 3600.0
+
+#: A cycler channel: a `devices.cycler.Cycler` (movable to a step, with the readings the
+#: plans record and the channel's current limit).
+CYCLER = DeviceRole(
+    "a cycler channel", (Readable, Movable),
+    children=("current_limit", "potential", "current", "step_time", "step_capacity", "total_charge",
+              "step_index", "cycle_index", "state"),
+)
 
 
 @dataclass(frozen=True)
@@ -39,21 +73,13 @@ class Cadence:
     threshold: float | None = None
 
 
-def _validate(protocol: ProtocolSpec, active_mass_g: float, poll_s: float) -> Protocol:
+def _validate(cycler: Any, protocol: ProtocolSpec, active_mass_g: float, poll_s: float) -> Protocol:
     """The resolved protocol, after the checks every cycling plan runs first."""
+    require_device("cycler", cycler, CYCLER)
     steps = resolve_protocol(protocol)
     require_range("active_mass_g", active_mass_g, *ACTIVE_MASS_RANGE_G, unit="g")
-    require_positive("poll_s", poll_s)
+    require_range("poll_s", poll_s, *POLL_S_RANGE, unit="s")
     return steps
-
-
-def _readable(name: str, device: Any) -> None:
-    """``device`` is an object (a queue item names it; the queue server resolves the name)."""
-    if isinstance(device, str) or not isinstance(device, Readable):
-        raise PlanArgumentError(
-            f"{name} must be a readable device or signal, got {device!r} (a queue item gives its name; "
-            "the queue server passes the object)."
-        )
 
 
 def _cadence(cadence_s, cadence_mAh_g, feedback, feedback_threshold, dense_factor) -> Cadence:
@@ -61,13 +87,43 @@ def _cadence(cadence_s, cadence_mAh_g, feedback, feedback_threshold, dense_facto
         raise PlanArgumentError("Give exactly one of cadence_s (frames every N s) or cadence_mAh_g (every N mAh/g).")
     if (feedback is None) != (feedback_threshold is None):
         raise PlanArgumentError("feedback and feedback_threshold go together.")
-    if feedback is not None:
-        _readable("feedback", feedback)
-    if dense_factor < 1:
-        raise PlanArgumentError(f"dense_factor must be >= 1, got {dense_factor}.")
+    require_optional_device("feedback", feedback, READABLE)
+    if feedback_threshold is not None:
+        feedback_threshold = require_range("feedback_threshold", feedback_threshold,
+                                           -MAX_FEEDBACK_THRESHOLD, MAX_FEEDBACK_THRESHOLD)
+    dense_factor = require_range("dense_factor", dense_factor, *DENSE_FACTOR_RANGE)
     if cadence_s is not None:
-        return Cadence("time_s", require_positive("cadence_s", cadence_s), dense_factor, feedback_threshold)
-    return Cadence("capacity_mAh_g", require_positive("cadence_mAh_g", cadence_mAh_g), dense_factor, feedback_threshold)
+        return Cadence("time_s", require_positive("cadence_s", cadence_s, MAX_CADENCE_S, "s"), dense_factor,
+                       feedback_threshold)
+    every = require_positive("cadence_mAh_g", cadence_mAh_g, MAX_CADENCE_MAH_G, "mAh/g")
+    return Cadence("capacity_mAh_g", every, dense_factor, feedback_threshold)
+
+
+def _geometry(detector: Any, geometry: dict[str, Any] | None) -> dict[str, Any]:
+    """The pyFAI geometry config to record: ``geometry`` if it builds a pyFAI geometry,
+    else the detector's own."""
+    if geometry is None:
+        if not hasattr(detector, "geometry_config"):
+            raise PlanArgumentError(
+                f"detector {detector.name!r} has no geometry_config: pass geometry=ai.get_config() (from the PONI "
+                "calibration)."
+            )
+        return detector.geometry_config()
+    return require_pyfai_config("geometry", geometry)
+
+
+def check_current_limit(cycler: Any, protocol: Protocol, active_mass_g: float) -> MsgGenerator[None]:
+    """Plan stub: read the channel's ``current_limit`` (mA) and raise `PlanArgumentError`
+    naming the first protocol step whose current (rate_mA_g x active_mass_g) exceeds it.
+    Reads only; a cycling plan runs it first, before the cycler is touched or the run opens."""
+    limit = yield from bps.rd(cycler.current_limit)
+    for index, step in enumerate(protocol):
+        current_mA = step.rate_mA_g * active_mass_g
+        if current_mA > limit:
+            raise PlanArgumentError(
+                f"protocol step {index} ({step.label or step.mode}): {step.rate_mA_g:g} mA/g x active_mass_g "
+                f"{active_mass_g:g} g = {current_mA:.4g} mA exceeds {cycler.name}'s current limit {limit:.4g} mA."
+            )
 
 
 def echem_keys(cycler) -> dict[str, str]:
@@ -154,19 +210,27 @@ def operando_xrd(
     md: extra start metadata; it may not replace what the contract
     (`nanostrain.schema.start`) records for the live analyses.
     sample: metadata of the cell (recorded as ``sample``). The start document also
-    records ``plan_args``. All arguments are checked before the cycler is touched
-    (`plans.validate` runs the same checks without running). Returns the run uid.
+    records ``plan_args``. Returns the run uid.
+
+    Limits (PlanArgumentError naming the argument, before the first message): cycler a
+    cycler channel, detector an area detector, monitor and feedback readable;
+    active_mass_g in ACTIVE_MASS_RANGE_G; cadence_s in (0, MAX_CADENCE_S] s or
+    cadence_mAh_g in (0, MAX_CADENCE_MAH_G]; dense_factor in DENSE_FACTOR_RANGE;
+    |feedback_threshold| <= MAX_FEEDBACK_THRESHOLD; min_flux in [0, MAX_FLUX];
+    exposure_s in (0, MAX_EXPOSURE_S] s; poll_s in POLL_S_RANGE s; every number finite.
+    Then, as the plan's first messages (reads only, before the cycler is touched or the
+    run opens): every step's current (mA) within the channel's ``current_limit``.
+    `plans.validate` runs the checks before the first message without running.
     """
     arguments = plan_args(locals())
-    protocol = _validate(protocol, active_mass_g, poll_s)
+    protocol = _validate(cycler, protocol, active_mass_g, poll_s)
+    require_device("detector", detector, AREA_DETECTOR)
     cadence = _cadence(cadence_s, cadence_mAh_g, feedback, feedback_threshold, dense_factor)
-    require_positive("exposure_s", exposure_s)
-    if monitor is not None:
-        _readable("monitor", monitor)
-    if geometry is None:
-        if not hasattr(detector, "geometry_config"):
-            raise PlanArgumentError("No detector geometry: pass geometry=ai.get_config() (from the PONI calibration).")
-        geometry = detector.geometry_config()
+    require_positive("exposure_s", exposure_s, MAX_EXPOSURE_S, "s")
+    require_optional_device("monitor", monitor, READABLE)
+    require_range("min_flux", min_flux, 0.0, MAX_FLUX)
+    require_metadata(sample, md)
+    geometry = _geometry(detector, geometry)
     readers = [detector, cycler] + ([monitor] if monitor is not None else [])
     metadata = start_metadata(
         XRD, "operando_xrd", md,
@@ -211,6 +275,7 @@ def operando_xrd(
         yield from bps.prepare(detector, TriggerInfo(livetime=exposure_s), wait=True)
         yield from _run_protocol(cycler, protocol, active_mass_g, poll_s, take_frame, stop_when_pulse_hits_limit=False)
 
+    yield from check_current_limit(cycler, protocol, active_mass_g)
     return (yield from inner())
 
 
@@ -228,9 +293,11 @@ def gitt(
     reaches the voltage limit; the ``echem`` stream holds the transient for the analysis.
     ``protocol`` as in `operando_xrd` (steps or their JSON form). The start document
     follows the electrochemistry contract of `nanostrain.schema.start` and records
-    ``plan_args`` and ``sample``. Returns the run uid."""
+    ``plan_args`` and ``sample``. Returns the run uid. Checks as `operando_xrd` (cycler,
+    protocol, active_mass_g, poll_s, sample, md; then the channel's current limit)."""
     arguments = plan_args(locals())
-    protocol = _validate(gitt_protocol() if protocol is None else protocol, active_mass_g, poll_s)
+    protocol = _validate(cycler, gitt_protocol() if protocol is None else protocol, active_mass_g, poll_s)
+    require_metadata(sample, md)
     metadata = start_metadata(
         ELECTROCHEMISTRY, "gitt", md,
         active_mass_g=active_mass_g,
@@ -248,4 +315,5 @@ def gitt(
     def inner():
         yield from _run_protocol(cycler, protocol, active_mass_g, poll_s, no_frames, stop_when_pulse_hits_limit=True)
 
+    yield from check_current_limit(cycler, protocol, active_mass_g)
     return (yield from inner())

@@ -14,7 +14,14 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from ..schema.cycler import MAX_RATE_MA_G, VOLTAGE_WINDOW_V
-from .validation import PlanArgumentError, require_count, require_positive, require_range
+from .validation import PlanArgumentError, require_bool, require_count, require_finite, require_numbers, require_positive, require_range
+
+#: Longest step, s (30 days).
+MAX_STEP_S = 30 * 24 * 3600.0
+#: Most cycles one builder makes (`galvanostatic`, each part of `formation_and_cycling`).
+MAX_CYCLES = 10_000
+#: Most steps in one protocol (formation and cycling of MAX_CYCLES each, charge and discharge).
+MAX_STEPS = 4 * MAX_CYCLES
 
 Mode = Literal["CC_CHARGE", "CC_DISCHARGE", "REST"]
 
@@ -24,7 +31,8 @@ class ProtocolStep:
     """One cycler step: ``mode``, specific current ``rate_mA_g`` (>= 0; 0 for REST; at most
     the cell's safety maximum `MAX_RATE_MA_G`), voltage window ``v_min``..``v_max`` (V,
     inside the cell's safe `VOLTAGE_WINDOW_V`) that ends a CC step, ``duration_s`` (0 = until
-    the voltage limit; required for REST), ``label`` for the record (e.g. "formation 1")."""
+    the voltage limit; required for REST; at most `MAX_STEP_S`), ``label`` for the record
+    (e.g. "formation 1"). Every number finite; PlanArgumentError naming the field."""
 
     mode: Mode
     rate_mA_g: float = 0.0
@@ -40,14 +48,15 @@ class ProtocolStep:
         require_range("v_max", self.v_max, *VOLTAGE_WINDOW_V, unit="V")
         if self.v_min >= self.v_max:
             raise PlanArgumentError(f"v_min ({self.v_min} V) must be below v_max ({self.v_max} V).")
+        if not isinstance(self.label, str):
+            raise PlanArgumentError(f"label must be a string, got {self.label!r}.")
         if self.mode == "REST":
-            if self.rate_mA_g != 0:
+            if require_finite("rate_mA_g", self.rate_mA_g) != 0:
                 raise PlanArgumentError("A REST step carries no current (rate_mA_g = 0).")
-            require_positive("duration_s of a REST step", self.duration_s)
+            require_positive("duration_s of a REST step", self.duration_s, MAX_STEP_S, "s")
         else:
             require_range("rate_mA_g", self.rate_mA_g, 1e-3, MAX_RATE_MA_G, unit="mA/g")
-            if self.duration_s < 0:
-                raise PlanArgumentError(f"duration_s must be >= 0, got {self.duration_s}.")
+            require_range("duration_s", self.duration_s, 0.0, MAX_STEP_S, unit="s")
 
 
 Protocol = tuple[ProtocolStep, ...]
@@ -55,7 +64,8 @@ Protocol = tuple[ProtocolStep, ...]
 
 def galvanostatic(rate_mA_g: float, cycles: int = 1, v_min: float = 2.7, v_max: float = 4.5, label: str = "") -> Protocol:
     """``cycles`` x (constant-current charge to ``v_max``, discharge to ``v_min``)."""
-    require_count("cycles", cycles, 1, 10_000)
+    rate_mA_g = require_range("rate_mA_g", rate_mA_g, 1e-3, MAX_RATE_MA_G, unit="mA/g")
+    require_count("cycles", cycles, 1, MAX_CYCLES)
     steps = []
     for n in range(1, cycles + 1):
         tag = f"{label or f'{rate_mA_g:g} mA/g'} cycle {n}"
@@ -80,9 +90,11 @@ def formation_and_cycling(
 
 def rate_test(rates_mA_g: tuple[float, ...] = (20, 50, 100, 200, 20), cycles_per_rate: int = 1, v_min: float = 2.7, v_max: float = 4.5) -> Protocol:
     """Galvanostatic cycles at each rate in turn (the last back at a low rate: recovery)."""
-    if not rates_mA_g:
-        raise PlanArgumentError("rates_mA_g must list at least one rate.")
-    return tuple(step for rate in rates_mA_g for step in galvanostatic(rate, cycles_per_rate, v_min, v_max))
+    rates = require_numbers("rates_mA_g", rates_mA_g, 1, MAX_STEPS // 2, "mA/g")
+    require_count("cycles_per_rate", cycles_per_rate, 1, MAX_CYCLES)
+    if rates.size * cycles_per_rate > MAX_CYCLES:
+        raise PlanArgumentError(f"a rate test of {rates.size} rates x {cycles_per_rate} cycles exceeds {MAX_CYCLES} cycles.")
+    return tuple(step for rate in rates for step in galvanostatic(float(rate), cycles_per_rate, v_min, v_max))
 
 
 def gitt(
@@ -100,10 +112,10 @@ def gitt(
     The cycler ends a pulse early at the voltage limit; the plan stops titrating then,
     so ``max_titrations`` is only an upper bound.
     """
-    require_positive("pulse_s", pulse_s)
-    require_positive("rest_s", rest_s)
-    require_count("max_titrations", max_titrations, 1, 10_000)
-    mode: Mode = "CC_CHARGE" if charge else "CC_DISCHARGE"
+    require_positive("pulse_s", pulse_s, MAX_STEP_S, "s")
+    require_positive("rest_s", rest_s, MAX_STEP_S, "s")
+    require_count("max_titrations", max_titrations, 1, MAX_STEPS // 2)
+    mode: Mode = "CC_CHARGE" if require_bool("charge", charge) else "CC_DISCHARGE"
     steps = []
     for n in range(1, max_titrations + 1):
         steps.append(ProtocolStep(mode, pulse_rate_mA_g, v_min, v_max, pulse_s, label=f"GITT pulse {n}"))
@@ -152,7 +164,7 @@ def resolve_protocol(spec: ProtocolSpec) -> Protocol:
     if isinstance(spec, Mapping):
         if set(spec) - {"name", "args"} or "name" not in spec:
             raise PlanArgumentError(f"a named protocol is {{'name': ..., 'args': {{...}}}}, got {dict(spec)!r}.")
-        builder = NAMED_PROTOCOLS.get(spec["name"])
+        builder = NAMED_PROTOCOLS.get(spec["name"]) if isinstance(spec["name"], str) else None
         if builder is None:
             raise PlanArgumentError(f"unknown protocol {spec['name']!r}; known: {sorted(NAMED_PROTOCOLS)}.")
         args = spec.get("args") or {}
@@ -167,6 +179,8 @@ def resolve_protocol(spec: ProtocolSpec) -> Protocol:
             "protocol must be a non-empty sequence of steps (ProtocolStep or dicts of its fields) or a named "
             f"protocol {{'name': ..., 'args': {{...}}}}, got {spec!r}."
         )
+    if len(spec) > MAX_STEPS:
+        raise PlanArgumentError(f"protocol must hold at most {MAX_STEPS} steps, got {len(spec)}.")
     try:
         return tuple(_step(index, step) for index, step in enumerate(spec))
     except TypeError as error:

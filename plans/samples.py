@@ -15,7 +15,10 @@ from bluesky.utils import MsgGenerator
 
 from ..devices.sample import SampleHolder
 from ..schema.sample import SampleRecord, sample_record
-from .validation import PlanArgumentError
+from .validation import DeviceRole, PlanArgumentError, require_device
+
+#: A device that holds a sample: a `devices.sample.SampleHolder` (``mounted_sample`` signal).
+SAMPLE_HOLDER = DeviceRole("a sample holder (a device with a mounted_sample signal)", (Stageable, SampleHolder))
 
 
 def validate_mount_sample(sample: dict[str, Any] | str, **state: Any) -> SampleRecord:
@@ -37,8 +40,7 @@ def mount_sample(device: Stageable, sample: dict[str, Any] | str, **state: Any) 
     their descriptors' configuration. ``device`` is typed with a bluesky protocol that
     every sample holder satisfies (so queue servers resolve its name to a device); that it
     holds a `SampleHolder` ``mounted_sample`` signal is checked here."""
+    require_device("device", device, SAMPLE_HOLDER)
     record = validate_mount_sample(sample, **state)
-    if not isinstance(device, SampleHolder):
-        raise PlanArgumentError(f"mount_sample: {getattr(device, 'name', device)!r} has no mounted_sample signal")
     yield from bps.mv(device.mounted_sample, record.to_json())
     return record

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
-from bluesky.protocols import Movable, Readable
+from bluesky.protocols import Movable, Readable, Triggerable
 from bluesky.utils import MsgGenerator
 from numpy.typing import NDArray
 from ophyd_async.core import TriggerInfo
@@ -50,7 +50,27 @@ from ..devices.nanoprobe import ROCKING_TRAVEL_DEG, SCANNER_TRAVEL_UM
 from ..schema.start import SXDM, SXDM_ROCKING_CURVE, XRF_MAP, start_metadata
 from .metadata import plan_args
 from .progress import report_progress
-from .validation import PlanArgumentError, require_count, require_finite, require_positive, require_within_limits
+from .validation import (
+    AREA_DETECTOR,
+    LIMITED_AXIS,
+    READABLE,
+    DeviceRole,
+    PlanArgumentError,
+    check_axis_limits,
+    require_bool,
+    require_choice,
+    require_count,
+    require_device,
+    require_finite,
+    require_limits,
+    require_metadata,
+    require_numbers,
+    require_optional_device,
+    require_positive,
+    require_range,
+    require_span,
+    require_within_limits,
+)
 
 __all__ = [
     "RasterPlan",
@@ -74,8 +94,38 @@ ANGLE_OVERHEAD_S = 1.0
 DEFAULT_TIME_BUDGET_S = 8 * 3600.0
 """A beamline shift (s)."""
 
+MAX_TIME_BUDGET_S = 7 * 24 * 3600.0
+"""Largest time budget accepted (s): a week of beamtime."""
+
 MAX_RASTER_POINTS = 4096
 """Largest raster side (points) accepted."""
+
+MAX_RASTER_AREA = 1 << 20
+"""Most points of one raster (ny x nx) accepted."""
+
+MAX_ANGLES = 10_000
+"""Most rocking angles accepted."""
+
+STEP_UM_RANGE = (1e-3, 100.0)
+"""Raster step accepted (um): 1 nm to the scanner's full travel."""
+
+MAX_EXPOSURE_S = 60.0
+"""Longest frame exposure (and deadtime) accepted (s)."""
+
+MAX_BACKGROUND = 1e9
+"""Largest background accepted (detector counts per pixel per frame)."""
+
+MAX_DETECTOR_PIXELS = 1 << 16
+"""Largest detector row or column index an roi may name."""
+
+#: The nanoprobe's scanner: ``x`` and ``y`` axes with soft limits (`SCANNER_AXIS`).
+SCANNER = DeviceRole("a scanner with x and y axes", (Readable,), children=("x", "y"))
+#: An axis of the scanner (a fly row also sets and reads its speed).
+SCANNER_AXIS = LIMITED_AXIS.requiring("velocity", "max_velocity")
+#: An XRF counter: triggered, read, with a settable ``acquire_time`` and ``counts``.
+XRF_COUNTER = DeviceRole("a fluorescence counter", (Readable, Triggerable), children=("counts", "acquire_time"))
+#: The detector of a rocking scan: an area detector with a ``stats.total`` statistic.
+ROCKING_DETECTOR = AREA_DETECTOR.requiring("stats.total")
 
 MIN_RASTER_POINTS = 17
 """Fewest points of an SXDM raster: its maps are published as 2D arrays, which the catalog
@@ -86,36 +136,42 @@ writer stores as arrays only above 16 values (smaller ones go to table cells, 1D
 # --------------------------------------------------------------------------------------
 def _axis_points(name: str, span: Sequence[float], step_um: float, limits_um: tuple[float, float]) -> NDArray[np.float64]:
     """Inclusive points start, start + step, ..., stop of a raster axis (stop - start must be
-    a multiple of step), inside the scanner's travel."""
-    if len(span) != 2:
-        raise PlanArgumentError(f"{name} must be (start, stop) in um, got {span!r}.")
-    start, stop = (require_finite(f"{name} {end}", value) for end, value in zip(("start", "stop"), span))
+    a multiple of step; at most MAX_RASTER_POINTS points), inside the scanner's travel."""
+    start, stop = require_span(name, span, "um")
+    require_within_limits(name, [start, stop], limits_um, "um")
     intervals = abs(stop - start) / step_um
+    if not intervals < MAX_RASTER_POINTS:  # also refuses an infinite span
+        raise PlanArgumentError(f"{name} = {span!r}: more than {MAX_RASTER_POINTS} points of {step_um} um.")
     if abs(intervals - round(intervals)) > 1e-6:
         raise PlanArgumentError(f"{name} = {span!r}: stop - start must be a multiple of the step {step_um} um.")
     n = require_count(f"points along {name}", int(round(intervals)) + 1, 1, MAX_RASTER_POINTS)
-    points = start + np.sign(stop - start) * step_um * np.arange(n)
-    require_within_limits(name, [start, stop], limits_um, "um")
-    return points
+    return start + np.sign(stop - start) * step_um * np.arange(n)
 
 
 def _angles(name: str, values: Sequence[float], limits_deg: tuple[float, float]) -> NDArray[np.float64]:
-    """Distinct, finite angles (deg) inside limits_deg."""
-    try:
-        angles = np.asarray(values, dtype=np.float64).ravel()
-    except (TypeError, ValueError):
-        raise PlanArgumentError(f"{name} must be a sequence of angles in deg, got {values!r}.") from None
-    require_count(f"number of {name}", int(angles.size), 1, 10_000)
-    if not np.all(np.isfinite(angles)):
-        raise PlanArgumentError(f"{name} must be finite, got {values!r}.")
+    """Distinct, finite angles (deg; 1 to MAX_ANGLES of them) inside limits_deg."""
+    angles = require_numbers(name, values, 1, MAX_ANGLES, "deg")
     if np.unique(angles).size != angles.size:
         raise PlanArgumentError(f"{name} must not repeat an angle.")
     require_within_limits(name, list(angles), limits_deg, "deg")
     return angles
 
 
+def _raster_axes(
+    x: Sequence[float], y: Sequence[float], step: float, limits_um: tuple[float, float]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], float, tuple[float, float]]:
+    """The checked raster: x and y points (um), the step (um, in STEP_UM_RANGE) and the
+    limits (um); at most MAX_RASTER_AREA points."""
+    step = require_range("step", step, *STEP_UM_RANGE, unit="um")
+    limits_um = require_limits("limits_um", limits_um, "um")
+    xs, ys = _axis_points("x", x, step, limits_um), _axis_points("y", y, step, limits_um)
+    if xs.size * ys.size > MAX_RASTER_AREA:
+        raise PlanArgumentError(f"x, y: a {ys.size} x {xs.size} raster exceeds {MAX_RASTER_AREA} points.")
+    return xs, ys, step, limits_um
+
+
 def _within_budget(duration_s: float, max_time_s: float, what: str) -> None:
-    if duration_s > require_positive("max_time_s", max_time_s):
+    if duration_s > max_time_s:
         raise PlanArgumentError(
             f"{what} would take about {duration_s / 3600:.2f} h, more than max_time_s = {max_time_s / 3600:.2f} h."
         )
@@ -182,21 +238,18 @@ def plan_raster(
 ) -> RasterPlan:
     """Check a rocking raster's arguments (see `sxdm_rocking_raster`); raise
     `PlanArgumentError` naming the first bad one."""
-    if mode not in ("step", "fly"):
-        raise PlanArgumentError(f"mode must be 'step' or 'fly', got {mode!r}.")
-    step = require_positive("step", step)
-    exposure_s = require_positive("exposure_s", exposure_s)
-    if require_finite("deadtime_s", deadtime_s) < 0:
-        raise PlanArgumentError(f"deadtime_s must be >= 0, got {deadtime_s!r}.")
-    xs = _axis_points("x", x, step, limits_um)
-    ys = _axis_points("y", y, step, limits_um)
+    mode = require_choice("mode", mode, ("step", "fly"))
+    exposure_s = require_positive("exposure_s", exposure_s, MAX_EXPOSURE_S, "s")
+    deadtime_s = require_range("deadtime_s", deadtime_s, 0.0, MAX_EXPOSURE_S, "s")
+    max_time_s = require_positive("max_time_s", max_time_s, MAX_TIME_BUDGET_S, "s")
+    xs, ys, step, limits_um = _raster_axes(x, y, step, limits_um)
     if mode == "fly" and xs.size < 2:
         raise PlanArgumentError("a fly raster needs at least 2 points per row.")
     if xs.size * ys.size < MIN_RASTER_POINTS:
         raise PlanArgumentError(
             f"an SXDM raster needs at least {MIN_RASTER_POINTS} points, got {ys.size} x {xs.size}."
         )
-    angles = _angles("thetas", thetas, limits_deg)
+    angles = _angles("thetas", thetas, require_limits("limits_deg", limits_deg, "deg"))
     duration = estimate_duration_s(angles.size, ys.size, xs.size, exposure_s, deadtime_s, mode)
     raster = RasterPlan(angles, ys, xs, step, mode, exposure_s, float(deadtime_s), duration)
     require_within_limits("x", list(raster.x_span_um), limits_um, "um")
@@ -207,33 +260,14 @@ def plan_raster(
 # --------------------------------------------------------------------------------------
 # Plan stubs
 # --------------------------------------------------------------------------------------
-def check_axis_limits(
-    moves: Sequence[tuple[Any, float, float]], speeds: Sequence[tuple[Any, float]] = ()
-) -> MsgGenerator[None]:
-    """Plan stub: read each axis's soft limits (``low_limit_travel``, ``high_limit_travel``;
-    both 0 = none, the motor-record convention) and raise `PlanArgumentError` if a move
-    (axis, lowest, highest) leaves them or a speed (axis, units/s) exceeds
-    ``max_velocity`` (0 = no maximum). Reads only: nothing moves."""
-    for axis, lowest, highest in moves:
-        low = yield from bps.rd(axis.low_limit_travel)
-        high = yield from bps.rd(axis.high_limit_travel)
-        if (low, high) != (0.0, 0.0) and not (low <= lowest and highest <= high):
-            raise PlanArgumentError(
-                f"{axis.name} would move over [{lowest}, {highest}], outside its soft limits [{low}, {high}]."
-            )
-    for axis, speed in speeds:
-        maximum = yield from bps.rd(axis.max_velocity)
-        if maximum > 0 and speed > maximum:
-            raise PlanArgumentError(f"{axis.name} would fly at {speed:g}/s, above its maximum speed {maximum:g}/s.")
-
-
 def _geometry_md(detector, geometry: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``sxdm_geometry`` record of the given geometry (an `SxdmGeometry.to_metadata`
     dict, checked by rebuilding the `SxdmGeometry`), else of the detector's."""
     if geometry is None:
         if not hasattr(detector, "sxdm_geometry"):
             raise PlanArgumentError(
-                "No detector geometry: pass geometry=SxdmGeometry(...).to_metadata() or use an SXDM detector."
+                f"detector {detector.name!r} has no sxdm_geometry: pass geometry=SxdmGeometry(...).to_metadata() "
+                "or use an SXDM detector."
             )
         return detector.sxdm_geometry().to_metadata()
     if not isinstance(geometry, Mapping):
@@ -245,11 +279,23 @@ def _geometry_md(detector, geometry: Mapping[str, Any] | None) -> dict[str, Any]
 
 
 def _check_roi(roi: Sequence[int] | None) -> list[int] | None:
+    """(row_start, row_stop, col_start, col_stop): integers, starts below stops, at most
+    MAX_DETECTOR_PIXELS."""
     if roi is None:
         return None
-    if len(roi) != 4 or not all(isinstance(v, int | np.integer) for v in roi) or not (0 <= roi[0] < roi[1] and 0 <= roi[2] < roi[3]):
-        raise PlanArgumentError(f"roi must be (row_start, row_stop, col_start, col_stop) integers, got {roi!r}.")
-    return [int(v) for v in roi]
+    if isinstance(roi, str | bytes) or not isinstance(roi, Sequence | np.ndarray) or len(roi) != 4:
+        raise PlanArgumentError(f"roi must be (row_start, row_stop, col_start, col_stop), got {roi!r}.")
+    r0, r1, c0, c1 = (require_count(f"roi[{i}]", v, 0, MAX_DETECTOR_PIXELS) for i, v in enumerate(roi))
+    if not (r0 < r1 and c0 < c1):
+        raise PlanArgumentError(f"roi must have row_start < row_stop and col_start < col_stop, got {roi!r}.")
+    return [r0, r1, c0, c1]
+
+
+def _scanner(stage: Any) -> None:
+    """``stage`` is a scanner whose x and y are axes with soft limits and a speed."""
+    require_device("stage", stage, SCANNER)
+    require_device("stage.x", stage.x, SCANNER_AXIS)
+    require_device("stage.y", stage.y, SCANNER_AXIS)
 
 
 def sxdm_rocking_raster(
@@ -291,12 +337,30 @@ def sxdm_rocking_raster(
     budget (see `estimate_duration_s`). progress: a line per angle
     (`plans.progress.report_progress`; False: quiet). The start document records
     ``sample`` and ``plan_args``. Returns the run uid.
+
+    Limits (PlanArgumentError naming the argument, before the first message): step in
+    STEP_UM_RANGE um; at most MAX_RASTER_POINTS per side and MAX_RASTER_AREA per raster
+    (at least MIN_RASTER_POINTS); 1 to MAX_ANGLES distinct thetas inside limits_deg;
+    exposure_s in (0, MAX_EXPOSURE_S] s, deadtime_s in [0, MAX_EXPOSURE_S] s; max_time_s
+    in (0, MAX_TIME_BUDGET_S] s; background in [0, MAX_BACKGROUND]; roi integers up to
+    MAX_DETECTOR_PIXELS; limits finite with low < high; every number finite; detector an
+    area detector, stage a scanner (x, y axes with soft limits), theta an axis with soft
+    limits, monitor and xrf readable. Then, as the first messages (reads only, before
+    anything moves or the run opens): the axes' own soft limits and, in fly mode, x's
+    maximum speed.
     """
     arguments = plan_args(locals())
+    require_device("detector", detector, AREA_DETECTOR)
+    _scanner(stage)
+    require_device("theta", theta, LIMITED_AXIS)
+    require_optional_device("monitor", monitor, READABLE)
+    require_optional_device("xrf", xrf, READABLE)
     raster = plan_raster(x, y, step, thetas, mode, exposure_s, deadtime_s, limits_um, limits_deg, max_time_s)
     geometry_md = _geometry_md(detector, geometry)
     roi = _check_roi(roi)
-    background = require_finite("background", background)
+    background = require_range("background", background, 0.0, MAX_BACKGROUND, "counts")
+    progress = require_bool("progress", progress)
+    require_metadata(sample, md)
     n_theta, ny, nx = raster.shape
     extras = [device for device in (monitor, xrf) if device is not None]
     metadata = start_metadata(
@@ -402,13 +466,21 @@ def find_bragg_peak(
     fitted by `analysis.sxdm_alignment.fit_rocking_curve`; with
     ``move`` the rotation goes to the fitted centre. Records ``technique="sxdm_rocking_curve"``.
     Returns the `analysis.sxdm_alignment.RockingCurveFit` (raises ValueError, without moving, if no peak is found).
-    The start document records ``sample`` and ``plan_args``.
+    The start document records ``sample`` and ``plan_args``. Checked before the first
+    message: detector an area detector with ``stats.total``, theta an axis with soft
+    limits, 4 to MAX_ANGLES distinct finite thetas inside limits_deg, exposure_s in
+    (0, MAX_EXPOSURE_S] s, move a bool; theta's own soft limits are read first.
     """
     arguments = plan_args(locals())
-    angles = _angles("thetas", thetas, limits_deg).tolist()
+    require_device("detector", detector, ROCKING_DETECTOR)
+    require_device("theta", theta, LIMITED_AXIS)
+    require_optional_device("monitor", monitor, READABLE)
+    angles = _angles("thetas", thetas, require_limits("limits_deg", limits_deg, "deg")).tolist()
     if len(angles) < 4:
         raise PlanArgumentError(f"a rocking scan needs >= 4 angles, got {len(angles)}.")
-    require_positive("exposure_s", exposure_s)
+    require_positive("exposure_s", exposure_s, MAX_EXPOSURE_S, "s")
+    move = require_bool("move", move)
+    require_metadata(sample, md)
     metadata = start_metadata(
         SXDM_ROCKING_CURVE,
         "find_bragg_peak",
@@ -460,14 +532,21 @@ def xrf_map(
     ``exposure_s`` s per point with ``xrf`` (``counts``, ``acquire_time``); the particle is
     the counts-weighted centroid of the pixels above ``threshold`` (`analysis.sxdm_alignment.xrf_centroid`), where
     the stage goes with ``move_to_particle``. Records ``technique="xrf_map"``, ``sample`` and
-    ``plan_args``. Returns an `XrfMap`.
+    ``plan_args``. Returns an `XrfMap`. Checked before the first message as
+    `sxdm_rocking_raster` (xrf a fluorescence counter; step, raster size, exposure_s,
+    max_time_s, limits_um); threshold in (0, 1); the axes' soft limits are read first.
     """
     arguments = plan_args(locals())
-    if not 0 < threshold < 1:
+    require_device("xrf", xrf, XRF_COUNTER)
+    _scanner(stage)
+    require_optional_device("monitor", monitor, READABLE)
+    if not 0 < require_finite("threshold", threshold) < 1:
         raise PlanArgumentError(f"threshold must be in (0, 1), got {threshold!r}.")
-    step = require_positive("step", step)
-    exposure_s = require_positive("exposure_s", exposure_s)
-    xs, ys = _axis_points("x", x, step, limits_um), _axis_points("y", y, step, limits_um)
+    exposure_s = require_positive("exposure_s", exposure_s, MAX_EXPOSURE_S, "s")
+    max_time_s = require_positive("max_time_s", max_time_s, MAX_TIME_BUDGET_S, "s")
+    move_to_particle = require_bool("move_to_particle", move_to_particle)
+    require_metadata(sample, md)
+    xs, ys, step, limits_um = _raster_axes(x, y, step, limits_um)
     _within_budget(ys.size * xs.size * (exposure_s + STEP_OVERHEAD_S), max_time_s, f"the {ys.size} x {xs.size} map")
     metadata = start_metadata(
         XRF_MAP,

@@ -38,7 +38,17 @@ from ..devices.txm import FrameType, ShutterState
 from ..schema.start import TXM, TXM_ENERGY_CALIBRATION, start_metadata
 from .metadata import plan_args
 from .progress import report_progress
-from .validation import PlanArgumentError, require_count, require_finite, require_positive, require_range
+from .validation import (
+    DeviceRole,
+    PlanArgumentError,
+    require_bool,
+    require_count,
+    require_device,
+    require_metadata,
+    require_numbers,
+    require_positive,
+    require_range,
+)
 
 #: Ni K-edge XANES of the study: 8340-8360 eV in 1 eV steps.
 DEFAULT_ENERGIES_EV = tuple(np.arange(8340.0, 8360.5, 1.0).tolist())
@@ -51,6 +61,24 @@ NI_K_EDGE_EV = 8333.0
 DEFAULT_CALIBRATION_ENERGIES_EV = tuple(np.arange(8318.0, 8348.1, 0.5).tolist())
 #: Fewest projections accepted for a tomogram.
 MIN_ANGLES = 8
+#: Most projections accepted per energy.
+MAX_ANGLES = 10_000
+#: Most energies accepted in a scan.
+MAX_ENERGIES = 1000
+#: Fewest energies of an energy calibration: the edge with >= 3 energies each side.
+MIN_CALIBRATION_ENERGIES = 7
+#: Most frames (darks, flats, projections) accepted in one scan.
+MAX_FRAMES = 1_000_000
+#: Most flats or darks per set.
+MAX_FLATS = 1000
+#: A transmission X-ray microscope (`devices.txm`): energy with its DCM range, rotation
+#: with its limits, sample stage, shutter, camera, frame type.
+TXM_DEVICE = DeviceRole(
+    "a transmission X-ray microscope", (Stageable,),
+    children=("energy.limits_eV", "energy.offset_eV", "rotation", "rotation_limits_deg", "sample.x",
+              "sample.out_offset_mm", "shutter", "camera.stats.total", "camera.frame_shape",
+              "camera.bytes_per_pixel", "frame_type", "data_directory", "pixel_size_um"),
+)
 #: Longest exposure accepted, s.
 MAX_EXPOSURE_S = 60.0
 #: Room kept free on the detector disk beyond the scan's frames, bytes.
@@ -79,9 +107,8 @@ class XanesScan:
 
 
 def _energies(name: str, values: Sequence[float], txm, minimum: int) -> np.ndarray:
-    energies = np.asarray(values, dtype=np.float64)
-    if energies.ndim != 1 or energies.size < minimum or not np.all(np.isfinite(energies)):
-        raise PlanArgumentError(f"{name} must be >= {minimum} finite energies (eV), got {values!r}.")
+    """``minimum`` to MAX_ENERGIES finite energies (eV), strictly increasing, inside the DCM range."""
+    energies = require_numbers(name, values, minimum, MAX_ENERGIES, "eV")
     if np.any(np.diff(energies) <= 0):
         raise PlanArgumentError(f"{name} must increase strictly (eV), got {values!r}.")
     low, high = txm.energy.limits_eV
@@ -90,17 +117,23 @@ def _energies(name: str, values: Sequence[float], txm, minimum: int) -> np.ndarr
     return energies
 
 
-def _angles(angles_deg: Sequence[float], txm, tomography: bool) -> np.ndarray:
-    angles = np.atleast_1d(np.asarray(angles_deg, dtype=np.float64))
-    if angles.ndim != 1 or not np.all(np.isfinite(angles)):
-        raise PlanArgumentError(f"angles must be finite numbers (deg), got {angles_deg!r}.")
+def _closest_to_half_turn(angles: np.ndarray) -> float:
+    """Smallest |a_j - a_i - 180| over pairs of the increasing ``angles`` (deg), in
+    O(n log n) time and O(n) memory."""
+    targets = angles + 180.0
+    index = np.clip(np.searchsorted(angles, targets), 1, angles.size - 1)
+    return float(np.min(np.minimum(np.abs(angles[index] - targets), np.abs(angles[index - 1] - targets))))
+
+
+def _angles(name: str, angles_deg: Sequence[float], txm, tomography: bool) -> np.ndarray:
+    """Rotation angles (deg) inside the rotation limits; for a tomogram MIN_ANGLES to
+    MAX_ANGLES of them, increasing, with a pair 180 deg apart (within half a step)."""
+    angles = require_numbers(name, angles_deg, MIN_ANGLES if tomography else 1, MAX_ANGLES, "deg")
     if tomography:
-        require_count("len(angles_deg)", int(angles.size), MIN_ANGLES, 100_000)
-        ordered = np.sort(angles)
-        step = float(np.median(np.diff(ordered)))
-        if step <= 0 or np.any(np.diff(angles) <= 0):
-            raise PlanArgumentError("angles_deg must increase strictly (deg).")
-        gap = np.min(np.abs(ordered[None, :] - ordered[:, None] - 180.0))
+        if np.any(np.diff(angles) <= 0):
+            raise PlanArgumentError(f"{name} must increase strictly (deg).")
+        step = float(np.median(np.diff(angles)))
+        gap = _closest_to_half_turn(angles)
         if gap > 0.5 * step + 1e-9:
             raise PlanArgumentError(
                 f"angles_deg must hold two projections 180 deg apart (a 0-180 deg scan, both ends"
@@ -108,7 +141,7 @@ def _angles(angles_deg: Sequence[float], txm, tomography: bool) -> np.ndarray:
             )
     low, high = txm.rotation_limits_deg
     for value in (angles.min(), angles.max()):
-        require_range("rotation angle", float(value), low, high, "deg")
+        require_range(name, float(value), low, high, "deg")
     return angles
 
 
@@ -149,18 +182,25 @@ def validate_xanes_scan(
     flat_every: int,
 ) -> XanesScan:
     """Check a XANES scan before anything moves; raise `PlanArgumentError` naming the
-    argument. Energies: >= MIN_ENERGIES, increasing, inside the DCM range. Angles
-    (tomography): >= MIN_ANGLES, increasing, with a pair 180 deg apart (within half a
-    step), inside the rotation limits. Exposure 0-60 s; 1-1000 flats and darks; disk space
-    for every frame."""
+    argument. txm: a microscope (`TXM_DEVICE`). Energies: MIN_ENERGIES (what the
+    white-line analysis needs) to MAX_ENERGIES, increasing, inside the DCM range. Angles
+    (tomography): MIN_ANGLES to MAX_ANGLES, increasing, with a pair 180 deg apart (within
+    half a step), inside the rotation limits. Exposure (0, MAX_EXPOSURE_S] s; 1 to
+    MAX_FLATS flats and darks; flat_every 1 to MAX_ENERGIES; at most MAX_FRAMES frames and
+    disk space for every one."""
+    require_device("txm", txm, TXM_DEVICE)
     scan = XanesScan(
         energies_eV=_energies("energies_eV", energies_eV, txm, MIN_ENERGIES),
-        angles_deg=_angles(angles_deg, txm, tomography),
-        exposure_s=require_range("exposure_s", require_positive("exposure_s", exposure_s), 0.0, MAX_EXPOSURE_S, "s"),
-        n_flats=require_count("n_flats", n_flats, 1, 1000),
-        n_darks=require_count("n_darks", n_darks, 1, 1000),
-        flat_every=require_count("flat_every", flat_every, 1, 100_000),
+        angles_deg=_angles("angles_deg" if tomography else "angle_deg", angles_deg, txm, tomography),
+        exposure_s=require_positive("exposure_s", exposure_s, MAX_EXPOSURE_S, "s"),
+        n_flats=require_count("n_flats", n_flats, 1, MAX_FLATS),
+        n_darks=require_count("n_darks", n_darks, 1, MAX_FLATS),
+        flat_every=require_count("flat_every", flat_every, 1, MAX_ENERGIES),
     )
+    if scan.n_frames > MAX_FRAMES:
+        raise PlanArgumentError(
+            f"energies_eV, angles_deg: the scan would take {scan.n_frames} frames, more than {MAX_FRAMES}."
+        )
     require_disk_space(txm, scan.n_frames)
     return scan
 
@@ -262,10 +302,11 @@ def txm_xanes_tomo(
     exposure_s: per frame (s). n_darks: dark frames at the start (shutter closed);
     n_flats: flat frames (sample out) every ``flat_every`` energies. sample: metadata of
     the specimen (recorded as ``sample``, beside ``plan_args``). All arguments are checked
-    (DCM range, angle coverage, exposure, disk space) before anything moves. Returns the
-    run uid.
+    (`validate_xanes_scan`: DCM range, angle coverage, counts, exposure, disk space)
+    before the first message. Returns the run uid.
     """
     arguments = plan_args(locals())
+    require_metadata(sample, md)
     scan = validate_xanes_scan(txm, energies_eV, angles_deg, tomography=True, exposure_s=exposure_s,
                                n_flats=n_flats, n_darks=n_darks, flat_every=flat_every)
     return (yield from _xanes_scan(txm, scan, "txm_xanes_tomo", sample, md, arguments))
@@ -287,7 +328,7 @@ def txm_xanes_2d(
     increasing); per-pixel spectra of the projected particle. Other arguments as
     `txm_xanes_tomo`."""
     arguments = plan_args(locals())
-    require_finite("angle_deg", angle_deg)
+    require_metadata(sample, md)
     scan = validate_xanes_scan(txm, energies_eV, [angle_deg], tomography=False, exposure_s=exposure_s,
                                n_flats=n_flats, n_darks=n_darks, flat_every=flat_every)
     return (yield from _xanes_scan(txm, scan, "txm_xanes_2d", sample, md, arguments))
@@ -322,17 +363,24 @@ def energy_calibration(
     energies. With ``apply`` the new offset is written to ``txm.energy.offset_eV``; the
     ``calibration`` stream records the offset in force at the end (with ``apply=False``,
     the unchanged one: the raw frames still hold the measurement). ``sample`` (the foil)
-    and ``plan_args`` are recorded. Returns the new offset (eV).
+    and ``plan_args`` are recorded. Returns the new offset (eV). Checked before the first
+    message: txm a microscope, MIN_CALIBRATION_ENERGIES to MAX_ENERGIES energies (as
+    `validate_xanes_scan`), edge_eV finite, exposure_s in (0, MAX_EXPOSURE_S] s, 1 to
+    MAX_FLATS darks, apply a bool, disk space.
     """
     arguments = plan_args(locals())
-    energies = _energies("energies_eV", energies_eV, txm, 7)
+    require_device("txm", txm, TXM_DEVICE)
+    energies = _energies("energies_eV", energies_eV, txm, MIN_CALIBRATION_ENERGIES)
+    edge_eV = require_range("edge_eV", edge_eV, *txm.energy.limits_eV, "eV")
     if np.sum(energies < edge_eV) < 3 or np.sum(energies > edge_eV) < 3:
         raise PlanArgumentError(
             f"edge_eV = {edge_eV} eV needs >= 3 energies each side in the scan "
             f"({energies[0]:.1f}-{energies[-1]:.1f} eV)."
         )
-    require_range("exposure_s", require_positive("exposure_s", exposure_s), 0.0, MAX_EXPOSURE_S, "s")
-    require_count("n_darks", n_darks, 1, 1000)
+    require_positive("exposure_s", exposure_s, MAX_EXPOSURE_S, "s")
+    require_count("n_darks", n_darks, 1, MAX_FLATS)
+    apply = require_bool("apply", apply)
+    require_metadata(sample, md)
     require_disk_space(txm, n_darks + 2 * len(energies))
     readers = _readers(txm)
     metadata = start_metadata(

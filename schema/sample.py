@@ -5,7 +5,7 @@ A sample is given as JSON (what a queue or a REST call can send):
 * a cathode: ``{"material": "NM91", "morphology": "SC", "state": {"charge_V": 4.3,
   "current_mA_g": 200, "cycles": 100}, "name": "SC-NM91 aged"}``. ``material`` is
   required; ``morphology`` is "SC" (single crystal, default) or "PC" (polycrystal);
-  ``state`` (optional, every key optional) is its history: ``cycles`` (int >= 0, aged
+  ``state`` (optional, every key optional) is its history: ``cycles`` (int, 0-10000, aged
   that many cycles), then ``charge_V`` (V vs Li/Li+, charged galvanostatically until
   that potential; absent = not charged) at ``current_mA_g`` (mA/g, > 0, default 200);
   ``name`` defaults to "<morphology>-<material>".
@@ -20,10 +20,11 @@ also mounts the particle, cell or calibrant it describes.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from .cycler import MAX_RATE_MA_G
 
 __all__ = ["CALIBRANTS", "MORPHOLOGIES", "SampleRecord", "sample_record"]
 
@@ -31,6 +32,10 @@ __all__ = ["CALIBRANTS", "MORPHOLOGIES", "SampleRecord", "sample_record"]
 CALIBRANTS = ("CeO2",)
 #: Cathode morphologies: single crystal, polycrystal.
 MORPHOLOGIES = ("SC", "PC")
+#: Charge potentials a sample's state may name, V vs Li/Li+.
+CHARGE_WINDOW_V = (2.5, 4.8)
+#: Most cycles a sample's state may name.
+MAX_CYCLES = 10_000
 _STATE_KEYS = ("charge_V", "current_mA_g", "cycles")
 _CATHODE_KEYS = ("material", "morphology", "state", "name")
 
@@ -67,6 +72,13 @@ class SampleRecord:
         return cls(**fields)
 
 
+def _number(name: str, value: Any, low: float, high: float, unit: str) -> float:
+    """``value`` as a float if it is a real number (not bool) within [low, high] ``unit``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"{name} must be a number within {low}-{high} {unit}, got {value!r}")
+    return float(value)
+
+
 def sample_record(sample: Mapping[str, Any] | str, **state: Any) -> SampleRecord:
     """Check ``sample`` (module docstring), with ``state`` keys overriding its ``state``,
     and return its `SampleRecord`; raise ValueError naming what is wrong."""
@@ -89,24 +101,24 @@ def sample_record(sample: Mapping[str, Any] | str, **state: Any) -> SampleRecord
     morphology = sample.get("morphology", "SC")
     if morphology not in MORPHOLOGIES:
         raise ValueError(f"morphology must be one of {MORPHOLOGIES}, got {morphology!r}")
+    if not isinstance(sample.get("state") or {}, Mapping):
+        raise ValueError(f"state must be a dict of {', '.join(_STATE_KEYS)}, got {sample['state']!r}")
     history = {**(sample.get("state") or {}), **state}
     unknown = set(history) - set(_STATE_KEYS)
     if unknown:
         raise ValueError(f"unknown state keys {sorted(unknown)}; a state takes {', '.join(_STATE_KEYS)}")
     cycles = history.get("cycles", 0)
-    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 0:
-        raise ValueError(f"cycles must be an integer >= 0, got {cycles!r}")
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or not 0 <= cycles <= MAX_CYCLES:
+        raise ValueError(f"cycles must be an integer from 0 to {MAX_CYCLES}, got {cycles!r}")
     charge_V = history.get("charge_V")
     current = history.get("current_mA_g")
     if charge_V is None:
         if current is not None:
             raise ValueError("current_mA_g is the rate of a charge: give charge_V too")
     else:
-        charge_V = float(charge_V)
-        current = 200.0 if current is None else float(current)
-        if not math.isfinite(charge_V) or not 2.5 <= charge_V <= 4.8:
-            raise ValueError(f"charge_V must be within 2.5-4.8 V vs Li/Li+, got {charge_V}")
-        if not math.isfinite(current) or current <= 0.0:
+        charge_V = _number("charge_V", charge_V, *CHARGE_WINDOW_V, "V vs Li/Li+")
+        current = 200.0 if current is None else _number("current_mA_g", current, 0.0, MAX_RATE_MA_G, "mA/g")
+        if current <= 0.0:
             raise ValueError(f"current_mA_g must be > 0, got {current}")
     name = sample.get("name", f"{morphology}-{material}")
     if not isinstance(name, str):

@@ -301,12 +301,12 @@ def test_accumulator_normalises_each_energy_with_the_latest_dark_and_flat_sets()
 
 
 def test_accumulator_needs_min_energies_complete():
-    reducer = TxmXanesAccumulator(np.arange(8340.0, 8346.0), [0.0], "2d")
+    reducer = TxmXanesAccumulator(np.arange(8340.0, 8341.0 + MIN_ENERGIES), [0.0], "2d")
     reducer.add_dark(np.zeros((4, 4)))
     reducer.add_flat(np.full((4, 4), 100.0))
     for energy in np.arange(8340.0, 8340.0 + MIN_ENERGIES - 1):
         reducer.add_projection(energy, 0.0, np.full((4, 4), 50.0))
-    with pytest.raises(ValueError, match=f"only {MIN_ENERGIES - 1} of 6 energies"):
+    with pytest.raises(ValueError, match=f"only {MIN_ENERGIES - 1} of {MIN_ENERGIES + 1} energies"):
         reducer.result()
 
 

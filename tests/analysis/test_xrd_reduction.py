@@ -144,7 +144,7 @@ def test_results_are_frozen_and_scalars_are_every_field_but_the_pattern(renderer
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.c_A = 0.0
     names = [f.name for f in dataclasses.fields(XrdFrame)]
-    assert list(result.scalars()) == names[:-1] and names[-1] == "intensity"
+    assert list(result.scalars()) == names[:-3] and names[-3:] == ["intensity", "quality", "reason"]
 
 
 def test_bad_settings_are_refused(integrator):

@@ -128,16 +128,16 @@ def test_live_2d_map_matches_the_projected_spectra(RE, txm, nm91):
 def test_a_scan_cut_short_fails_the_derived_run_with_a_reason(RE, txm, nm91):
     txm.mount(nm91)
     docs = []
-    RE(txm_xanes_2d(txm, ENERGIES[:6], n_flats=1, n_darks=1), lambda name, doc: docs.append((name, doc)))
+    RE(txm_xanes_2d(txm, ENERGIES[:8], n_flats=1, n_darks=1), lambda name, doc: docs.append((name, doc)))
     # keep the darks, then 4 energies (flat + projection each): the rest never arrived
     kept = [(n, d) for n, d in docs if n != "event" or d["seq_num"] <= 1 + 2 * 4]
     callback, published = TxmXanesCallback(), []
     callback.subscribe(lambda name, doc: published.append((name, doc)))
-    with pytest.raises(ValueError, match="only 4 of 6 energies"):
+    with pytest.raises(ValueError, match="only 4 of 8 energies"):
         for name, doc in kept:
             callback(name, doc)
     (stop,) = [d for n, d in published if n == "stop"]
-    assert stop["exit_status"] == "fail" and "only 4 of 6" in stop["reason"]
+    assert stop["exit_status"] == "fail" and "only 4 of 8" in stop["reason"]
 
 
 # ------------------------------------------------------------------ figures

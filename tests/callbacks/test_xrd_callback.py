@@ -119,7 +119,7 @@ def test_derived_documents_validate_and_carry_the_reduced_patterns(rng):
     for name, doc in out:
         if name == "event":
             counts[streams[doc["descriptor"]]] = counts.get(streams[doc["descriptor"]], 0) + 1
-    assert counts == {"reduction": 1, "xrd": 2, "patterns": 2}
+    assert counts == {"reduction": 1, "frame_quality": 2, "xrd": 2, "patterns": 2}
 
 
 def test_williamson_hall_recovers_size_and_microstrain(rng):
@@ -186,3 +186,35 @@ def test_parameters_rebuild_the_same_analysis():
     rebuilt("start", compose_run(metadata=md).start_doc)
     assert rebuilt.reducer.q003_window == (1.25, 1.45)
     assert rebuilt.reducer.q_max == 4.5 and rebuilt.reducer.integrator.npt == 900
+
+
+def test_bad_frames_are_skipped_with_reasons_and_the_good_ones_reduced(rng):
+    ai = small_geometry()
+    good = frame(ai, [(2.87, 14.2, 1.0)], rng)
+    frames = [good, np.full(good.shape, np.nan), good, np.zeros_like(good), np.ones((16, 16), dtype=np.uint32), good]
+    _, out, rows = run_frames(frames)
+    quality = [doc["data"] for name, doc in out if name == "event" and "quality_status" in doc["data"]]
+    assert [q["quality_status"] for q in quality] == ["ok", "bad", "ok", "no_signal", "bad", "ok"]
+    assert [q["reduced"] for q in quality] == [True, False, True, False, False, True]
+    assert quality[1]["reason"].startswith("100.0% of the pixels masked") and quality[1]["n_nonfinite"] == good.size
+    assert quality[3]["reason"].startswith("no signal")
+    assert quality[4]["reason"] == f"wrong shape (16, 16), the detector is {good.shape}"
+    # the good frames are reduced; the empty one is NaN, not a fit; the bad ones are skipped
+    assert [row["raw_seq_num"] for row in rows] == [1, 3, 4, 6]
+    for row in (rows[0], rows[1], rows[3]):
+        assert row["c_A"] == pytest.approx(14.2, abs=0.01) and row["n_phases"] == 1
+    assert np.isnan(rows[2]["c_A"]) and np.isnan(rows[2]["a_A"]) and rows[2]["n_phases"] == 0
+    assert rows[3]["lattice_change_A"] == pytest.approx(0.0, abs=1e-3)  # against frame 3, not the empty one
+    (stop,) = [doc for name, doc in out if name == "stop"]
+    assert stop["exit_status"] == "success"
+
+
+def test_a_few_bad_pixels_are_masked_and_the_frame_still_reduced(rng):
+    ai = small_geometry()
+    good = frame(ai, [(2.87, 14.2, 1.0)], rng).astype(np.float64)
+    spoiled = good.copy()
+    spoiled[::97, ::89] = np.nan
+    _, out, rows = run_frames([good, spoiled])
+    quality = [doc["data"] for name, doc in out if name == "event" and "quality_status" in doc["data"]]
+    assert quality[1]["quality_status"] == "ok" and quality[1]["n_nonfinite"] == spoiled[::97, ::89].size
+    assert rows[1]["c_A"] == pytest.approx(rows[0]["c_A"], abs=1e-3)

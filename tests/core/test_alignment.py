@@ -13,10 +13,10 @@ from nanostrain.plans.validation import PlanArgumentError
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"start_mm": -20.0, "stop_mm": 1.0, "num": 5}, "soft limits"),
+        ({"start_mm": -20.0, "stop_mm": 1.0, "num": 5}, r"start_mm = -20.0 mm is outside the allowed range \[-10.0, 10.0\]"),
         ({"start_mm": 0.0, "stop_mm": 1.0, "num": 1}, "num must be an integer"),
         ({"start_mm": 0.0, "stop_mm": 1.0, "num": 5, "exposure_s": 0.0}, "exposure_s must be > 0"),
-        ({"start_mm": 0.0, "stop_mm": float("nan"), "num": 5}, "soft limits"),
+        ({"start_mm": 0.0, "stop_mm": float("nan"), "num": 5}, "stop_mm must be a finite number"),
     ],
 )
 def test_bad_arguments_raise_before_any_message(bench, kwargs, message):

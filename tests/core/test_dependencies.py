@@ -58,7 +58,7 @@ def test_every_runtime_dependency_is_used():
     assert runtime - _imported(PACKAGE_DIRS) == set(NOT_IMPORTED)
 
 
-@pytest.mark.parametrize("package", ["softioc", "psycopg", "pytest"])
+@pytest.mark.parametrize("package", ["softioc", "psycopg", "pytest", "hypothesis", "stomp.py"])
 def test_test_only_packages_are_in_the_test_extra_not_at_runtime(package):
     runtime, extras = _declared()
     assert package in _imported(["tests"]) and package in extras["test"] and package not in runtime

@@ -106,3 +106,48 @@ def test_the_hdf5_file_is_closed_when_the_analysis_fails(tmp_path):
         _run_on_file(path, Broken(frame_source=HDF5FrameSource()))
     with h5py.File(path, "w"):
         pass
+
+
+def test_masked_pixels_are_left_out_of_the_statistics():
+    frame = np.zeros((5, 5))
+    frame[1, 3] = 10.0
+    frame[4, 0] = np.nan
+    mask = ~np.isfinite(frame)
+    stats = frame_statistics(frame, background=0.0, mask=mask)
+    assert (stats.total, stats.maximum, stats.centroid_row, stats.centroid_col) == (10.0, 10.0, 1.0, 3.0)
+
+
+def test_frame_statistics_record_each_frames_quality_and_skip_bad_ones():
+    from event_model import compose_run
+
+    from nanostrain.callbacks.frame_stats import FrameStatisticsCallback
+
+    spot = np.zeros((4, 6), dtype=np.uint32)
+    spot[2, 4] = 100
+    speckled = spot.astype(float)
+    speckled[0, 0] = np.nan
+    frames = [spot, np.full((4, 6), np.nan), np.zeros((4, 6), dtype=np.uint32), np.ones((3, 3)), speckled]
+
+    class Frames:
+        def iter_frames(self, stream, resource, datum):
+            yield datum["seq_nums"]["start"], frames[datum["seq_nums"]["start"] - 1]
+
+    bundle = compose_run(metadata={"technique": "alignment", "plan_name": "alignment_scan", "image_key": "cam"})
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "cam": {"dtype": "array", "shape": [1, 4, 6], "source": "cam", "external": "STREAM:"}})
+    callback, out = FrameStatisticsCallback(frame_source=Frames()), []
+    callback.subscribe(lambda name, doc: out.append((name, doc)))
+    for name, doc in [("start", bundle.start_doc), ("descriptor", desc.descriptor_doc),
+                      ("stream_resource", {"uid": "r", "data_key": "cam"})]:
+        callback(name, doc)
+    for i in range(1, len(frames) + 1):
+        callback("stream_datum", {"stream_resource": "r", "descriptor": desc.descriptor_doc["uid"],
+                                  "seq_nums": {"start": i, "stop": i + 1}, "indices": {"start": i - 1, "stop": i}})
+        callback("event", desc.compose_event(data={}, timestamps={}))
+    callback("stop", bundle.compose_stop())
+    rows = [doc["data"] for name, doc in out if name == "event"]
+    assert [row["quality_status"] for row in rows] == ["ok", "bad", "no_signal", "bad", "ok"]
+    assert rows[3]["quality_reason"] == "wrong shape (3, 3), the detector is (4, 6)"
+    assert all(np.isnan(rows[i]["total"]) for i in (1, 3)) and np.isnan(rows[2]["centroid_col"])
+    assert (rows[4]["total"], rows[4]["centroid_row"], rows[4]["centroid_col"], rows[4]["n_nonfinite"]) == (100.0, 2.0, 4.0, 1)
+    assert [doc for name, doc in out if name == "stop"][0]["exit_status"] == "success"

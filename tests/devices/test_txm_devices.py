@@ -358,7 +358,7 @@ hdf = txm.camera.hdf
 RE(bps.mv(hdf.file_path, str(Path({folder!r}).resolve()) + "/"))
 call_in_bluesky_event_loop(wait_for_value(hdf.file_path_exists, True, timeout=10))
 docs = []
-plan = txm_xanes_2d(txm, np.arange(8346.0, 8351.0), exposure_s=0.01, n_flats=2, n_darks=2)
+plan = txm_xanes_2d(txm, np.arange(8346.0, 8353.0), exposure_s=0.01, n_flats=2, n_darks=2)  # MIN_ENERGIES
 RE(plan, lambda n, d: docs.append((n, d)))
 events = [d["data"] for n, d in docs if n == "event"]
 print(json.dumps({{
@@ -390,11 +390,11 @@ def test_txm_xanes_2d_runs_on_the_epics_microscope(tmp_path, monkeypatch):
         result = run_python(WHOLE_MICROSCOPE.format(prefix=prefix, folder=str(tmp_path / "det")), env=client_env,
                             timeout=240)
     run = json.loads(result.stdout.strip().splitlines()[-1])
-    assert run["frame_types"] == ["dark"] * 2 + (["flat"] * 2 + ["projection"]) * 5
+    assert run["frame_types"] == ["dark"] * 2 + (["flat"] * 2 + ["projection"]) * 7
     assert run["shutter"][:2] == ["Not Open"] * 2 and set(run["shutter"][2:]) == {"Open"}
     assert run["sample_x"][2:4] == [0.5, 0.5] and run["sample_x"][4] == 0.0  # out for flats, back in
     projections = [e for e, kind in zip(run["energies"], run["frame_types"], strict=True) if kind == "projection"]
-    assert projections == pytest.approx(list(np.arange(8346.0, 8351.0)), abs=1e-6)
+    assert projections == pytest.approx(list(np.arange(8346.0, 8353.0)), abs=1e-6)
     # the zone plate follows the energy from the first energy move on (darks come before it)
     assert run["zone_plate"][2:] == pytest.approx(run["expected_zone_plate"][2:], abs=1e-9)
     assert all(total > 0 for total in run["totals"][2:])

@@ -121,9 +121,9 @@ def test_bad_arguments_are_refused_before_anything_moves(bench, tmp_path, kwargs
 
 
 def test_an_unwritable_folder_or_a_non_signal_is_refused(bench, tmp_path):
-    with pytest.raises(PlanArgumentError, match="Cannot write the PONI file"):
+    with pytest.raises(PlanArgumentError, match="poni_path: cannot write the PONI file"):
         next(calibrate_xrd(bench["detector"], tmp_path / "missing" / "ceo2.poni", bench["signal"]))
-    with pytest.raises(PlanArgumentError, match="readable signal"):
+    with pytest.raises(PlanArgumentError, match="refined_geometry must be a readable device or signal"):
         next(calibrate_xrd(bench["detector"], tmp_path / "ceo2.poni", "xrd_calibration_geometry"))
 
 

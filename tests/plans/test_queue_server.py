@@ -88,7 +88,7 @@ def test_json_items_run_and_a_bad_one_fails_with_the_plans_message(manager, tmp_
                            feedback="xrd_reduction_lattice_change_A", feedback_threshold=0.03))
     manager.item_add(BPlan("sxdm_rocking_raster", "merlin", "np_stage", "np_theta", [-0.2, 0.2], [-0.2, 0.2], 0.1,
                            [6.0, 6.1], progress=False))
-    manager.item_add(BPlan("txm_xanes_2d", "txm", [8340.0 + e for e in range(0, 12, 2)], n_flats=1, n_darks=1))
+    manager.item_add(BPlan("txm_xanes_2d", "txm", [8340.0 + e for e in range(0, 14, 2)], n_flats=1, n_darks=1))
     manager.item_add(BPlan("mount_sample", "xrd", "CeO2"))  # opens no run
     manager.item_add(BPlan("calibrate_xrd", "xrd", str(tmp_path / "xrd.poni"), "xrd_calibration_geometry"))
     manager.queue_start()

@@ -88,7 +88,7 @@ def of(docs, name):
         ({"thetas": [6.0, 80.0]}, "theta"),
         ({"thetas": [6.0, 6.0]}, "repeat"),
         ({"thetas": [6.0, float("nan")]}, "finite"),
-        ({"thetas": []}, "number of thetas"),
+        ({"thetas": []}, "thetas must hold between 1 and"),
         ({"exposure_s": 0.0}, "exposure_s"),
         ({"deadtime_s": -1e-3}, "deadtime_s"),
         ({"x": (0.0, 0.0), "y": (-2.0, 2.0), "mode": "fly"}, "2 points per row"),
