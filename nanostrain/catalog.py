@@ -29,7 +29,6 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,8 @@ class CatalogSettings:
 
     data_dir: root folder: ``catalog.db`` (SQLite), ``tables.sqlite`` (event tables),
         ``data/`` (arrays written through Tiled), ``detectors/`` (HDF5 written by
-        detectors, registered by reference), ``backup/`` (runs the catalog failed to take).
+        detectors, registered by reference), ``journal/`` (every run's documents as the
+        session emitted them, `nanostrain.journal`).
     database: ``None`` for embedded SQLite, or a ``postgresql://user@host:port/db`` URI
         used both for the catalog (through asyncpg) and for the event tables.
     api_key: the single-user key required for writes (alphanumeric).
@@ -88,9 +88,9 @@ class CatalogSettings:
         return self.data_dir / "detectors"
 
     @property
-    def backup_dir(self) -> Path:
-        """Folder where TiledWriter saves any run the catalog could not take (JSONL)."""
-        return self.data_dir / "backup"
+    def journal_dir(self) -> Path:
+        """Folder of the sessions' write-ahead journal (one JSON-lines file per run)."""
+        return self.data_dir / "journal"
 
 
 def load_or_create_api_key(data_dir: Path) -> str:
@@ -120,7 +120,7 @@ def _postgres_uris(database: str) -> tuple[str, str]:
 def catalog_config(settings: CatalogSettings) -> dict[str, Any]:
     """The Tiled server configuration (the same dict `tiled serve config` reads as YAML)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    for folder in ("data", "detectors", "backup"):
+    for folder in ("data", "detectors", "journal"):
         (settings.data_dir / folder).mkdir(exist_ok=True)
     if settings.database is None:
         catalog_uri = f"sqlite:///{settings.data_dir / 'catalog.db'}"
@@ -299,48 +299,3 @@ def wait_until_up(url: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"No catalog server answered at {url} within {timeout} s.")
         time.sleep(0.1)
-
-
-def iter_backup_runs(backup_dir: Path) -> Iterator[Path]:
-    """JSONL files (one run each) that TiledWriter left in a backup folder."""
-    yield from sorted(Path(backup_dir).glob("*.jsonl"))
-
-
-def recover(backup_dir: Path | str, client, remove: bool = False) -> list[str]:
-    """Re-ingest runs that TiledWriter backed up while the catalog was unreachable.
-
-    ``client`` is the catalog's root: a run goes back into the ``derived`` node if its
-    start document has ``derived_from``, into the ``raw`` node otherwise. A run the
-    server took only in part (its start document arrived before the outage) is replaced
-    by the complete copy from the backup. Returns the uids recovered.
-    Files are kept unless ``remove`` (they are then renamed ``*.jsonl.recovered``).
-    """
-    import json
-
-    from bluesky_tiled_plugins import TiledWriter
-
-    recovered = []
-    for path in iter_backup_runs(Path(backup_dir)):
-        docs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if not docs or docs[0]["name"] != "start":
-            raise ValueError(f"{path} does not begin with a start document; not a run backup.")
-        start = docs[0]["doc"]
-        uid = start["uid"]
-        node = client[DERIVED_NODE if "derived_from" in start else RAW_NODE]
-        if uid in node:
-            if node[uid].metadata.get("stop"):
-                recovered.append(uid)  # already complete in the catalog
-                _mark_recovered(path, remove)
-                continue
-            node.delete_contents(uid, recursive=True, external_only=False)
-        writer = TiledWriter(node, batch_size=100)
-        for entry in docs:
-            writer(entry["name"], entry["doc"])
-        recovered.append(uid)
-        _mark_recovered(path, remove)
-    return recovered
-
-
-def _mark_recovered(path: Path, remove: bool) -> None:
-    if remove:
-        path.rename(path.with_suffix(".jsonl.recovered"))

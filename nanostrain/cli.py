@@ -4,7 +4,7 @@
     nanostrain serve [--data-dir D]       the catalog server (Tiled) on 127.0.0.1:8000
     nanostrain shell [--real CONFIG] [-c CODE]   IPython with the beamline session loaded
     nanostrain replay UID [--write]       re-run the live analyses on a stored run
-    nanostrain catalog ls [--derived] | recover DIR   list raw (derived) runs / re-ingest backed-up runs
+    nanostrain catalog ls [--derived] | recover [DIR]   list raw (derived) runs / replay the journal
 """
 
 from __future__ import annotations
@@ -111,18 +111,27 @@ def cmd_catalog_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_recover(args: argparse.Namespace) -> int:
-    from .catalog import recover
+    """Replay the journal into the catalog; exit status 1 if a file was damaged or refused."""
+    from .syncing import recover
 
+    journal_dir = Path(args.journal_dir) if args.journal_dir else _settings(args).journal_dir
     client, server = _client(args)
     try:
-        uids = recover(Path(args.backup_dir), client, remove=args.remove)
-        for uid in uids:
-            print(f"recovered {uid}")
-        print(f"{len(uids)} run(s) recovered from {args.backup_dir}")
-        return 0
+        report = recover(journal_dir, client)
     finally:
         if server is not None:
             server.close()
+    for uid in report.written:
+        print(f"recovered {uid}")
+    for path in report.truncated:
+        print(f"truncated: {path} (its last line was cut; every intact document recovered)")
+    for path, reason in report.damaged:
+        print(f"DAMAGED, skipped: {path}: {reason}", file=sys.stderr)
+    for path, reason in report.failed:
+        print(f"NOT RECOVERED (catalog refused it; try again): {path}: {reason}", file=sys.stderr)
+    print(f"{len(report.written)} run(s) recovered, {len(report.complete)} already complete, "
+          f"{len(report.damaged)} damaged, {len(report.failed)} failed, from {journal_dir}")
+    return 1 if report.damaged or report.failed else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -181,10 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, default=20, help="how many of the newest runs (default: %(default)s)")
     p.add_argument("--derived", action="store_true", help="list the derived runs (the 'derived' node)")
     p.set_defaults(func=cmd_catalog_ls)
-    p = cat.add_parser("recover", help="re-ingest runs saved in a backup folder while the catalog was down")
+    p = cat.add_parser("recover", help="replay the journal: put every run the catalog lacks into it")
     common(p)
-    p.add_argument("backup_dir", help="folder of *.jsonl run backups (e.g. nanostrain-data/backup)")
-    p.add_argument("--remove", action="store_true", help="rename recovered files to *.jsonl.recovered")
+    p.add_argument("journal_dir", nargs="?", help="folder of journal files (default: <data-dir>/journal)")
     p.set_defaults(func=cmd_catalog_recover)
     return parser
 

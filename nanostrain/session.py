@@ -7,31 +7,42 @@
     >>> s.derived_runs(uid)                                    # what the live analyses made
 
 ``s.catalog`` is the catalog's ``raw`` node and ``s.derived`` its ``derived`` node, both
-bluesky-tiled-plugins' ``CatalogOfBlueskyRuns`` (see `nanostrain.schema.catalog`). Raw runs go
-to the catalog through bluesky-tiled-plugins' TiledWriter, derived runs through a second
-one into ``derived``, both with a backup folder: if the catalog cannot take a run
-(server down, network cut), the whole run is saved as JSON lines there and `nanostrain
-catalog recover` puts it back into its node later.
+bluesky-tiled-plugins' ``CatalogOfBlueskyRuns`` (see `nanostrain.schema.catalog`).
+
+Every document, of raw runs and of the live analyses' derived runs, is first appended to
+the local journal (``<data_dir>/journal``, `nanostrain.journal`), then handed to a
+background writer that feeds the catalog (`nanostrain.syncing.CatalogForwarder`: raw
+runs into ``raw``, derived runs into ``derived``). The catalog never holds the plan for
+long: a run's stop waits for the catalog only while it answers. If the catalog is down
+(at start or mid-run), the runs are resynced from the journal once it answers again, or
+with `nanostrain catalog recover`. If the journal cannot write either (disk full), the
+RunEngine pauses with a message naming the problem.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bluesky import RunEngine
-from bluesky_tiled_plugins import TiledWriter
+from bluesky.run_engine import PAUSE_MSG
 from ophyd_async.core import SignalR
 
 from .beamline import make_devices
 from .callbacks.derived import AnalysisCallback, GuardedCallback
 from .callbacks.registry import default_analyses
-from .catalog import CatalogSettings, EmbeddedCatalog, catalog_nodes, connect
-from .schema.catalog import derived_runs
+from .catalog import CatalogSettings, EmbeddedCatalog, connect
+from .journal import Journal, pending_journals
 from .plans import registry as plan_registry
 from .replaying import replay
+from .schema.catalog import DERIVED_NODE, RAW_NODE, derived_runs
+from .syncing import CatalogForwarder, DocumentRecorder, catalog_reachable
+
+logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 
@@ -49,21 +60,56 @@ def live_signals(analyses: Iterable[AnalysisCallback]) -> dict[str, SignalR]:
     return signals
 
 
+class StoragePause:
+    """Pauses the RunEngine when neither the journal nor the catalog can take documents;
+    the message (why, and what to do) becomes the pause message ``RE(...)`` raises."""
+
+    def __init__(self, RE: RunEngine):
+        self.RE = RE
+
+    def __call__(self, message: str) -> None:
+        logger.error(message)
+        self.RE.pause_msg = f"\n{message}\n{PAUSE_MSG}"
+        if self.RE.state == "running":
+            # callbacks run on the RunEngine's loop: ask from another thread, it pauses
+            # before its next message
+            threading.Thread(target=self._pause, name="nanostrain-storage-pause", daemon=True).start()
+
+    def _pause(self) -> None:
+        try:
+            self.RE.request_pause()
+        except Exception as error:  # already pausing, or the run has ended
+            logger.debug("storage pause not requested: %s", error)
+
+    def clear(self) -> None:
+        """The journal writes again: Ctrl-C pauses get bluesky's own message back."""
+        self.RE.pause_msg = PAUSE_MSG
+
+
 @dataclass
 class Session:
     """What a beamline session holds; the profile puts these names in the namespace."""
 
     RE: RunEngine
-    catalog: Any  # the raw node
-    derived: Any  # the derived node
     settings: CatalogSettings
-    writer: TiledWriter  # raw runs into ``catalog``
-    derived_writer: TiledWriter  # derived runs into ``derived``
+    recorder: DocumentRecorder  # raw runs: journal, then the catalog's ``raw`` node
+    derived_recorder: DocumentRecorder  # derived runs: journal, then ``derived``
     devices: dict[str, Any]
     plans: dict[str, Callable]
     analyses: list[AnalysisCallback]
+    connect: Callable[[], Any]  # the catalog's root client (connects on first use)
     server: EmbeddedCatalog | None = None
     guards: list[GuardedCallback] = field(default_factory=list)
+
+    @property
+    def catalog(self) -> Any:
+        """The catalog's ``raw`` node (raises if the catalog does not answer)."""
+        return self.connect()[RAW_NODE]
+
+    @property
+    def derived(self) -> Any:
+        """The catalog's ``derived`` node (raises if the catalog does not answer)."""
+        return self.connect()[DERIVED_NODE]
 
     def derived_runs(self, uid: str) -> list:
         """Derived runs (catalog clients) whose start document names raw run ``uid``
@@ -78,17 +124,52 @@ class Session:
 
     def replay(self, uid: str, write: bool = False) -> list[tuple[str, Document]]:
         """Re-run a stored run's analyses as they ran live (`nanostrain.replaying.replay`);
-        ``write`` stores the new derived runs in the catalog."""
-        return replay(self.catalog[uid], derived=self.derived, writer=self.derived_writer if write else None)
+        ``write`` records the new derived runs (journal, then catalog)."""
+        return replay(self.catalog[uid], derived=self.derived, writer=self.derived_recorder if write else None)
 
     def close(self) -> None:
-        """Write persisted metadata now and stop the embedded catalog (if any)."""
+        """Hand queued documents to the catalog (bounded wait), write persisted metadata
+        now and stop the embedded catalog (if any)."""
+        self.derived_recorder.close()
+        self.recorder.close()
         finalizer = getattr(self.RE.md, "_finalizer", None)  # bluesky PersistentDict
         if finalizer is not None:
             finalizer()  # a weakref.finalize: writes to disk once, then never again
         if self.server is not None:
             self.server.close()
             self.server = None
+
+
+class _LazyClient:
+    """The catalog's root client, made on first use (a session may start while the
+    catalog is down) and made again after a failure."""
+
+    def __init__(self, make: Callable[[], Any]):
+        self._make = make
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make()
+            return self._client
+
+    def reset(self) -> None:
+        with self._lock:
+            self._client = None
+
+
+def _recorder(name: str, node: str, client: _LazyClient, journal_dir: Path, url: str,
+              pause: StoragePause) -> DocumentRecorder:
+    """Journal + forwarder into catalog node ``node``; a failed connection is made anew."""
+
+    def connect_node() -> Any:
+        client.reset()
+        return client()[node]
+
+    forwarder = CatalogForwarder(connect_node, journal_dir, probe=lambda: catalog_reachable(url), name=name)
+    return DocumentRecorder(Journal(journal_dir), forwarder, on_failure=pause, on_recovered=pause.clear)
 
 
 def make_session(
@@ -107,7 +188,8 @@ def make_session(
 
     catalog_uri: URL of a running catalog server (``nanostrain serve``); if omitted, an
         embedded catalog server is started on ``data_dir`` (default ``./nanostrain-data``).
-    data_dir: where detector files, backups, persisted metadata (and the embedded
+        The server need not be up: runs are journaled and resynced when it answers.
+    data_dir: where detector files, the journal, persisted metadata (and the embedded
         catalog) live. Detector files must be readable by the catalog server.
     sim: simulated devices (default) or real EPICS devices from ``beamline_config``.
     best_effort: subscribe bluesky's BestEffortCallback (tables and plots).
@@ -125,10 +207,13 @@ def make_session(
     server = None
     if catalog_uri is None:
         server = EmbeddedCatalog(settings)
-        client = server.client()
+        url, client = server.url, _LazyClient(server.client)
     else:
-        client = connect(catalog_uri, api_key=settings.api_key)
-    raw, derived = catalog_nodes(client)
+        url, client = catalog_uri, _LazyClient(lambda: connect(catalog_uri, api_key=settings.api_key))
+    leftovers = pending_journals(settings.journal_dir) if settings.journal_dir.exists() else []
+    if leftovers:
+        logger.warning("%d run(s) in %s are not in the catalog (an earlier session ended abruptly?): "
+                       "`nanostrain catalog recover` puts them there", len(leftovers), settings.journal_dir)
 
     md: Any = {}
     if persist_metadata:
@@ -136,13 +221,14 @@ def make_session(
 
         md = PersistentDict(str(settings.data_dir / "runengine-metadata"))
     RE = RunEngine(md)
-    writer = TiledWriter(raw, backup_directory=str(settings.backup_dir))
-    derived_writer = TiledWriter(derived, backup_directory=str(settings.backup_dir))
-    RE.subscribe(writer)
+    pause = StoragePause(RE)
+    recorder = _recorder("raw", RAW_NODE, client, settings.journal_dir, url, pause)
+    derived_recorder = _recorder("derived", DERIVED_NODE, client, settings.journal_dir, url, pause)
+    RE.subscribe(recorder)
 
     guards: list[GuardedCallback] = []
     for analysis in live:
-        analysis.subscribe(derived_writer)
+        analysis.subscribe(derived_recorder)
         guard = GuardedCallback(analysis)
         guards.append(guard)
         RE.subscribe(guard)
@@ -160,14 +246,13 @@ def make_session(
     devices = make_devices(sim=sim, detector_dir=settings.detector_dir, config=beamline_config)
     return Session(
         RE=RE,
-        catalog=raw,
-        derived=derived,
         settings=settings,
-        writer=writer,
-        derived_writer=derived_writer,
+        recorder=recorder,
+        derived_recorder=derived_recorder,
         devices=devices,
         plans=plan_registry(),
         analyses=live,
+        connect=client,
         server=server,
         guards=guards,
     )
