@@ -13,6 +13,11 @@ PostgreSQL (``database="postgresql://..."``); event tables go to a SQL tabular s
 ``<data_dir>/data``. Detector HDF5 files are registered by reference (StreamResource),
 so their folders are the server's ``readable_storage``.
 
+Concurrent writers on SQLite: both SQLite files run in WAL mode (readers never block the
+writer) and every connection waits up to ``SQLITE_BUSY_TIMEOUT_S`` for a lock instead of
+failing with "database is locked" (`configure_sqlite`); several beamline processes can
+write at once. Beyond a few writers, use PostgreSQL.
+
 Writes need the API key; reads are anonymous unless ``public=False``. The bluesky
 json-seq exporter is registered so that ``run.documents()`` works over HTTP.
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,6 +49,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 API_KEY_ENV = "NANOSTRAIN_API_KEY"
 JSON_SEQ_EXPORTER = "bluesky_tiled_plugins.exporters:json_seq_exporter"
+SQLITE_BUSY_TIMEOUT_S = 60.0  # how long an SQLite connection waits for a write lock
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ def catalog_config(settings: CatalogSettings) -> dict[str, Any]:
     if settings.database is None:
         catalog_uri = f"sqlite:///{settings.data_dir / 'catalog.db'}"
         tables_uri = f"sqlite:///{settings.data_dir / 'tables.sqlite'}"
+        configure_sqlite(settings.data_dir / "tables.sqlite")
     else:
         catalog_uri, tables_uri = _postgres_uris(settings.database)
     readable = [str(settings.detector_dir)] + [str(Path(p).resolve()) for p in settings.readable_storage]
@@ -142,6 +150,52 @@ def catalog_config(settings: CatalogSettings) -> dict[str, Any]:
         "media_types": {"BlueskyRun": {"application/json-seq": JSON_SEQ_EXPORTER}},
         "uvicorn": {"host": DEFAULT_HOST, "port": DEFAULT_PORT},
     }
+
+
+def configure_sqlite(path: Path) -> None:
+    """Ready the SQLite file ``path`` (created if missing) for concurrent writers.
+
+    WAL journal mode (it stays set in the file): readers never block the writer. Every
+    SQLite connection the server's pools open waits up to ``SQLITE_BUSY_TIMEOUT_S`` for a
+    lock. And the server's event-table connections take turns (one checked out at a
+    time): tiled opens a transaction with a read and then writes, and SQLite refuses such
+    an upgrade at once, busy timeout or not, when another connection wrote in between;
+    taking turns is what SQLite does anyway (one writer at a time).
+    """
+    with contextlib.closing(sqlite3.connect(path)) as database:
+        database.execute("PRAGMA journal_mode=WAL")
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    for name, hook in (("connect", _on_connect), ("checkout", _on_checkout), ("checkin", _on_checkin)):
+        if not event.contains(Pool, name, hook):
+            event.listen(Pool, name, hook)
+
+
+_SQLITE_TURN = threading.Lock()  # held while an event-table connection is checked out
+
+
+def _on_connect(dbapi_connection, record) -> None:
+    """Pool ``connect`` hook: a busy timeout on each new SQLite connection; the ADBC ones
+    (tiled's event tables) are marked to take turns."""
+    get_info = getattr(dbapi_connection, "adbc_get_info", None)
+    adbc_sqlite = get_info is not None and get_info().get("vendor_name") == "SQLite"
+    if adbc_sqlite or "sqlite" in type(dbapi_connection).__module__:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.close()
+    record.info["take_turns"] = adbc_sqlite
+
+
+def _on_checkout(_dbapi_connection, record, _proxy) -> None:
+    if record.info.get("take_turns"):
+        # bounded: should a connection ever leak, the busy timeout takes over
+        record.info["has_turn"] = _SQLITE_TURN.acquire(timeout=SQLITE_BUSY_TIMEOUT_S)
+
+
+def _on_checkin(_dbapi_connection, record) -> None:
+    if record.info.pop("has_turn", False):
+        _SQLITE_TURN.release()
 
 
 def build_catalog_app(settings: CatalogSettings):
