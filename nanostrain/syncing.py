@@ -226,6 +226,12 @@ class CatalogForwarder:
             if not self._probe():
                 return False
 
+    def synced(self) -> bool:
+        """Whether the catalog holds everything submitted: forwarding live, no run
+        deferred, nothing queued."""
+        with self._lock:
+            return self.online and not self.deferred and self._processed >= self._submitted
+
     def reachable(self) -> bool:
         """Whether documents reach the catalog now (forwarding live and the server answers)."""
         return self.online and self._probe()
