@@ -189,6 +189,7 @@ def _kill_session_and_recover(server, settings, point: int) -> None:
     assert "0 damaged, 0 failed" in recovered.stdout
 
     client = server.client()
+    print(f"kill point {point}: {len(emitted)} documents emitted; {recovered.stdout.strip().splitlines()[-1]}")
     for kind in ("raw", "derived"):
         starts = [words[2] for words in emitted if words[0] == kind and words[1] == "start"]
         for uid in starts:
