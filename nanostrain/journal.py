@@ -4,8 +4,9 @@ A session appends each document it emits as one JSON line ``{"name": ..., "doc":
 to ``<data_dir>/journal/<start uid>.jsonl`` (one file per run, raw and derived runs
 alike) *before* the document goes to the catalog. Each line reaches the operating system
 as soon as it is written (a killed process loses nothing) and is forced to the disk
-(``os.fsync``) at every event, event page, stream datum and stop document, and at least
-every ``fsync_interval_s`` seconds otherwise (a power cut loses at most that much).
+(``os.fsync``) at every event, event page, stream datum and stop document; any other
+document is forced with the next one written ``fsync_interval_s`` seconds or more after
+the last fsync (a power cut can cost only such documents, never an event).
 
 When a line cannot be written (disk full, I/O error) the file is cut back to its last
 complete line, the document is kept in memory, and every later call retries the backlog
@@ -48,12 +49,13 @@ def pending_journals(journal_dir: Path) -> list[Path]:
     return sorted(Path(journal_dir).glob(f"*{SUFFIX}"), key=lambda path: path.stat().st_mtime)
 
 
-def mark_synced(path: Path) -> Path:
-    """Move a journal file whose run the catalog holds in full to ``synced/``."""
-    target = path.parent / SYNCED / path.name
-    target.parent.mkdir(exist_ok=True)
-    os.replace(path, target)
-    return target
+def mark_synced(path: Path) -> None:
+    """Move a journal file whose run the catalog holds in full to ``synced/`` (a file
+    already moved, or never written, is left alone)."""
+    if path.exists():
+        target = path.parent / SYNCED / path.name
+        target.parent.mkdir(exist_ok=True)
+        os.replace(path, target)
 
 
 class _RunFile:
@@ -88,7 +90,7 @@ class Journal:
     """A RunEngine callback writing every document to its run's journal file.
 
     journal_dir: folder of the journal files (created if missing).
-    fsync_interval_s: longest time (s) a written line may wait for ``os.fsync``.
+    fsync_interval_s: after this long (s) without an fsync, the next document forces one.
 
     ``journal(name, doc)`` returns True once the document (and any backlog before it)
     is in the file, False if it is only held in memory (``self.error`` says why).

@@ -237,10 +237,18 @@ class CatalogForwarder:
         return self.online and self._probe()
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Forward what is queued (for at most ``timeout_s``) and stop the thread."""
+        """Forward what is queued (for at most ``timeout_s`` s) and stop the thread; runs
+        the catalog does not have yet stay in the journal (`recover`)."""
         self.wait(timeout_s)
-        self._queue.put(_CLOSE)
+        try:
+            self._queue.put(_CLOSE, timeout=timeout_s)
+        except queue.Full:
+            pass
         self._thread.join(timeout_s)
+        if not self.synced():
+            logger.warning("the catalog lacks runs of this session (%s); `nanostrain catalog recover` "
+                           "puts them there from %s", ", ".join(sorted(self.deferred)) or "still queued",
+                           self.journal_dir)
 
     # ---- the background thread ----
     def _run(self) -> None:
@@ -280,7 +288,7 @@ class CatalogForwarder:
                 self._go_offline(set())
             else:
                 if name == "stop":
-                    mark_synced_if_present(journal_path(self.journal_dir, doc["run_start"]))
+                    mark_synced(journal_path(self.journal_dir, doc["run_start"]))
         if not self.online:
             self.deferred |= self._live
         if name == "stop":
@@ -317,11 +325,6 @@ class CatalogForwarder:
         if not (self.deferred & open_runs):
             self._writer = TiledWriter(node, batch_size=self._batch_size)
             self.online = True
-
-
-def mark_synced_if_present(path: Path) -> None:
-    if path.exists():
-        mark_synced(path)
 
 
 class StorageError(RuntimeError):

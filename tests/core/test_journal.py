@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 import bluesky.plans as bp
+import pytest
 from bluesky import RunEngine
 from bluesky_tiled_plugins import TiledWriter
 from event_model import compose_run
 from ophyd.sim import det, motor
 
 from nanostrain.journal import Journal, journal_path, pending_journals, read_journal
-from nanostrain.syncing import closing_stop, recover
+from nanostrain.syncing import DocumentRecorder, StorageError, closing_stop, recover
 
 
 def _run_documents(num: int = 5, **md) -> list[tuple[str, dict]]:
@@ -132,3 +133,56 @@ def test_recover_replaces_a_partial_run_and_skips_a_complete_one(catalog_client,
     assert report.written == [partial[0][1]["uid"]] and report.complete == [complete[0][1]["uid"]]
     run = catalog_client["raw"][partial[0][1]["uid"]]
     assert run.metadata["stop"]["exit_status"] == "success" and len(run["primary"].read()["motor"]) == 4
+
+
+def test_a_document_the_disk_refuses_waits_in_memory_and_is_written_in_order_later(tmp_path):
+    docs = _run_documents(num=3)
+    blocked = journal_path(tmp_path, docs[0][1]["uid"])
+    blocked.mkdir()  # the run's file cannot be opened for writing (an OSError, as a full disk gives)
+    journal = Journal(tmp_path)
+    assert journal(*docs[0]) is False and journal(*docs[1]) is False
+    assert journal.backlog == 2 and isinstance(journal.error, OSError)
+    blocked.rmdir()  # the disk takes writes again
+    for entry in docs[2:]:
+        assert journal(*entry)
+    assert journal.backlog == 0 and journal.error is None
+    assert read_journal(blocked).documents == _as_json(docs)
+
+
+class _Forwarder:
+    """A stand-in for CatalogForwarder: records documents, reachable or not."""
+
+    def __init__(self, reachable: bool):
+        self.documents: list = []
+        self._reachable = reachable
+
+    def __call__(self, name, doc):
+        self.documents.append((name, doc))
+
+    def reachable(self) -> bool:
+        return self._reachable
+
+
+@pytest.mark.parametrize("catalog_up", [True, False])
+def test_recorder_reports_a_storage_failure_only_when_neither_store_takes_documents(tmp_path, catalog_up):
+    docs = _run_documents(num=2)
+    journal_path(tmp_path, docs[0][1]["uid"]).mkdir()  # the journal cannot write
+    failures, recoveries = [], []
+    forwarder = _Forwarder(reachable=catalog_up)
+    recorder = DocumentRecorder(Journal(tmp_path), forwarder, on_failure=failures.append,
+                                on_recovered=lambda: recoveries.append(True))
+    for entry in docs[:-1]:
+        recorder(*entry)
+    assert forwarder.documents == docs[:-1]  # the catalog is offered every document regardless
+    if catalog_up:
+        recorder(*docs[-1])
+        assert failures == []
+        return
+    assert len(failures) == len(docs) - 1
+    assert "journal cannot write" in failures[0] and "catalog is unreachable" in failures[0]
+    assert str(tmp_path) in failures[0] and "RE.resume()" in failures[0]
+    with pytest.raises(StorageError, match="STORAGE FAILURE"):  # a stop cannot be paused: the run fails
+        recorder(*docs[-1])
+    journal_path(tmp_path, docs[0][1]["uid"]).rmdir()
+    recorder(*_run_documents(num=1)[0])  # the next document is written, with the backlog
+    assert recoveries == [True]
