@@ -159,7 +159,7 @@ class AnalysisCallback(event_model.DocumentRouter):
 
     def live_signal(self, name: str, datatype: type = float, initial: Any = None) -> SignalR:
         """Declare a live value plans can read (an ophyd-async soft signal)."""
-        signal, setter = soft_signal_r_and_setter(datatype, initial_value=initial, name=f"{self.analysis}-{name}")
+        signal, setter = soft_signal_r_and_setter(datatype, initial_value=initial, name=f"{self.analysis}_{name}")
         self.signals[name] = signal
         self._setters[name] = setter
         return signal

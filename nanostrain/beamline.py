@@ -31,6 +31,7 @@ import inspect
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,35 @@ class DeviceManager:
         that replace (or add to) this manager's for this build (e.g. the real devices of a
         beamline config). Raises `DeviceBuildError` naming every device that failed.
         """
+        devices, errors = self._build(names, overrides, values)
+        if errors:
+            raise DeviceBuildError(errors)
+        return devices
+
+    def build_and_connect(
+        self,
+        *,
+        mock: bool = False,
+        timeout: float | None = None,
+        fixtures: Mapping[str, Any] | None = None,
+        names: list[str] | None = None,
+        overrides: Mapping[str, Callable[..., Any]] | None = None,
+        mock_names: frozenset[str] = frozenset(),
+    ) -> DeviceConnectResult:
+        """Build the devices ``names`` (default every one) and connect the ophyd-async
+        ones (in mock mode if ``mock`` or named in ``mock_names``; ``timeout`` s each,
+        default 10); report failures per device instead of raising. blueapi's
+        ``deviceManager`` interface, as dodal's DeviceManager has it; ``fixtures`` are
+        values given directly (``path_provider``), ``overrides`` as for `build`."""
+        built, build_errors = self._build(names, overrides, dict(fixtures or {}))
+        connection_errors = connection_errors_of(built, mock=mock, timeout=timeout or 10.0, mock_names=mock_names)
+        devices = {name: device for name, device in built.items() if name not in connection_errors}
+        return DeviceConnectResult(devices, build_errors, connection_errors)
+
+    def _build(
+        self, names: list[str] | None, overrides: Mapping[str, Callable[..., Any]] | None, values: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, BaseException]]:
+        """The devices ``names`` that could be built, and the errors of those that could not."""
         factories = {**self.factories, **(overrides or {})}
         built: dict[str, Any] = dict(values)
         errors: dict[str, BaseException] = {}
@@ -145,9 +175,17 @@ class DeviceManager:
                 get(name)
             except _Failed:
                 pass  # in errors
-        if errors:
-            raise DeviceBuildError(errors)
-        return {name: built[name] for name in wanted}
+        return {name: built[name] for name in wanted if name in built}, {n: e for n, e in errors.items() if n in factories}
+
+
+@dataclass(frozen=True)
+class DeviceConnectResult:
+    """What `DeviceManager.build_and_connect` built and connected (``devices``), and the
+    errors of the devices that failed to build or to connect, by device name."""
+
+    devices: dict[str, Any]
+    build_errors: dict[str, BaseException]
+    connection_errors: dict[str, BaseException]
 
 
 class _Unprovided(LookupError):
@@ -307,14 +345,36 @@ def _epics_factory(name: str, entry: Mapping[str, Any]) -> Callable[..., Any]:
     return build
 
 
-def real_devices(config: Mapping[str, Any], path_provider: PathProvider) -> dict[str, Any]:
-    """The devices listed in ``config["devices"]`` (not connected): EPICS classes by
-    ``class``, ``prefix`` and extra keyword arguments, or a twin where ``sim = true``."""
+def beamline_spec(sim: bool, config: Mapping[str, Any] | None) -> BeamlineSpec:
+    """What to build: every twin (``sim``, with ``config``'s ``[sim]`` settings), or the
+    devices listed in ``config["devices"]`` (EPICS classes by ``class``, ``prefix`` and
+    extra keyword arguments, or a twin where ``sim = true``; ``mock = true`` connects
+    that one in mock mode)."""
+    values = _sim_settings(config)
+    if sim:
+        return BeamlineSpec(None, {}, values, frozenset())
+    if config is None:
+        raise ValueError("Real devices need a beamline configuration (config=path to a TOML file).")
     check_config(config)
     entries = config.get("devices", {})
     overrides = {name: _epics_factory(name, e) for name, e in entries.items() if not e.get("sim")}
-    return SIM_BEAMLINE.build(list(entries), overrides=overrides, path_provider=path_provider,
-                              **_sim_settings(config))
+    return BeamlineSpec(list(entries), overrides, values, frozenset(n for n, e in entries.items() if e.get("mock")))
+
+
+def real_devices(config: Mapping[str, Any], path_provider: PathProvider) -> dict[str, Any]:
+    """The devices listed in ``config["devices"]`` (not connected), `beamline_spec`'s real case."""
+    spec = beamline_spec(False, config)
+    return SIM_BEAMLINE.build(spec.names, overrides=spec.overrides, path_provider=path_provider, **spec.values)
+
+
+@dataclass(frozen=True)
+class BeamlineSpec:
+    """Arguments of `DeviceManager.build` / `build_and_connect` for one beamline."""
+
+    names: list[str] | None
+    overrides: dict[str, Callable[..., Any]]
+    values: dict[str, Any]
+    mock_names: frozenset[str]
 
 
 def _sim_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -342,27 +402,32 @@ def make_devices(
         a config entry's ``mock = true`` that device only.
     Raises `DeviceBuildError` naming every device that failed to build or connect.
     """
-    path_provider = detector_path_provider(Path(detector_dir))
     if config is not None and not isinstance(config, Mapping):
         config = load_config(config)
-    if sim:
-        devices = SIM_BEAMLINE.build(path_provider=path_provider, **_sim_settings(config))
-    else:
-        if config is None:
-            raise ValueError("Real devices need a beamline configuration (config=path to a TOML file).")
-        devices = real_devices(config, path_provider)
+    spec = beamline_spec(sim, config)
+    devices = SIM_BEAMLINE.build(spec.names, overrides=spec.overrides,
+                                 path_provider=detector_path_provider(Path(detector_dir)), **spec.values)
     if connect:
-        entries = (config or {}).get("devices", {})
-        connect_devices(devices, mock=mock, mock_names={n for n, e in entries.items() if e.get("mock")})
+        connect_devices(devices, mock=mock, mock_names=spec.mock_names)
     return devices
 
 
 def connect_devices(
-    devices: Mapping[str, Any], mock: bool = False, timeout: float = 10.0, mock_names: set[str] = frozenset()
+    devices: Mapping[str, Any], mock: bool = False, timeout: float = 10.0, mock_names: frozenset[str] = frozenset()
 ) -> None:
     """Connect every ophyd-async device in ``devices`` on the RunEngine's event loop (in
     mock mode if ``mock`` or its name is in ``mock_names``); raise one `DeviceBuildError`
     naming every device that failed."""
+    errors = connection_errors_of(devices, mock=mock, timeout=timeout, mock_names=mock_names)
+    if errors:
+        raise DeviceBuildError(errors)
+
+
+def connection_errors_of(
+    devices: Mapping[str, Any], mock: bool = False, timeout: float = 10.0, mock_names: frozenset[str] = frozenset()
+) -> dict[str, BaseException]:
+    """Connect every ophyd-async device in ``devices`` on the RunEngine's event loop;
+    return the errors of those that failed, by name."""
     import asyncio
 
     from ophyd_async.core import Device
@@ -374,6 +439,4 @@ def connect_devices(
         )
         return {n: r for n, r in zip(names, results, strict=True) if isinstance(r, BaseException)}
 
-    errors = call_in_bluesky_event_loop(connect_all())
-    if errors:
-        raise DeviceBuildError(errors)
+    return call_in_bluesky_event_loop(connect_all())

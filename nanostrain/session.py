@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,30 @@ from .journal import Journal, pending_journals
 from .plans import registry as plan_registry
 from .replaying import replay
 from .schema.catalog import DERIVED_NODE, RAW_NODE, derived_runs
-from .syncing import CatalogForwarder, DocumentRecorder, catalog_reachable
+from .syncing import CatalogForwarder, DocumentRecorder, StorageError, catalog_reachable
 
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
+
+
+def options_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`make_session`'s arguments from the variables the profile and blueapi are
+    configured by: ``NANOSTRAIN_CATALOG`` (catalog URL; empty: embedded),
+    ``NANOSTRAIN_API_KEY``, ``NANOSTRAIN_DATA_DIR`` (default ``nanostrain-data``),
+    ``NANOSTRAIN_BEAMLINE_CONFIG`` (TOML of real devices; empty: simulated),
+    ``NANOSTRAIN_BEC`` and ``NANOSTRAIN_PLOTS`` ("0" turns off bluesky's
+    BestEffortCallback and the live figures)."""
+    config = environ.get("NANOSTRAIN_BEAMLINE_CONFIG") or None
+    return {
+        "catalog_uri": environ.get("NANOSTRAIN_CATALOG") or None,
+        "api_key": environ.get("NANOSTRAIN_API_KEY") or None,
+        "data_dir": environ.get("NANOSTRAIN_DATA_DIR") or "nanostrain-data",
+        "sim": config is None,
+        "beamline_config": config,
+        "best_effort": environ.get("NANOSTRAIN_BEC", "1") == "1",
+        "live_plots": environ.get("NANOSTRAIN_PLOTS", "1") == "1",
+    }
 
 
 def live_signals(analyses: Iterable[AnalysisCallback]) -> dict[str, SignalR]:
@@ -86,20 +105,27 @@ class StoragePause:
         self.RE.pause_msg = PAUSE_MSG
 
 
-@dataclass
-class Session:
-    """What a beamline session holds; the profile puts these names in the namespace."""
+def _fail_run(message: str) -> None:
+    """What a recording without a RunEngine of its own does on a storage failure: raise,
+    so the RunEngine that feeds it fails the run with the message."""
+    raise StorageError(message)
 
-    RE: RunEngine
+
+@dataclass(kw_only=True)
+class Recording:
+    """What records runs, whichever RunEngine makes them: the journal and the catalog
+    writers behind it (one recorder for raw runs, one for derived runs) and the live
+    analyses. ``callbacks`` are what a RunEngine subscribes (`make_session` does it for its
+    own; blueapi's plans carry them with ``subs_wrapper``, `nanostrain.blueapi_env`)."""
+
     settings: CatalogSettings
     recorder: DocumentRecorder  # raw runs: journal, then the catalog's ``raw`` node
     derived_recorder: DocumentRecorder  # derived runs: journal, then ``derived``
-    devices: dict[str, Any]
-    plans: dict[str, Callable]
     analyses: list[AnalysisCallback]
     connect: Callable[[], Any]  # the catalog's root client (connects on first use)
     server: EmbeddedCatalog | None = None
     guards: list[GuardedCallback] = field(default_factory=list)
+    callbacks: list[Callable[[str, Document], Any]] = field(default_factory=list)
 
     @property
     def catalog(self) -> Any:
@@ -128,16 +154,30 @@ class Session:
         return replay(self.catalog[uid], derived=self.derived, writer=self.derived_recorder if write else None)
 
     def close(self) -> None:
-        """Hand queued documents to the catalog (bounded wait), write persisted metadata
-        now and stop the embedded catalog (if any)."""
+        """Hand queued documents to the catalog (bounded wait) and stop the embedded
+        catalog (if any)."""
         self.derived_recorder.close()
         self.recorder.close()
-        finalizer = getattr(self.RE.md, "_finalizer", None)  # bluesky PersistentDict
-        if finalizer is not None:
-            finalizer()  # a weakref.finalize: writes to disk once, then never again
         if self.server is not None:
             self.server.close()
             self.server = None
+
+
+@dataclass(kw_only=True)
+class Session(Recording):
+    """What a beamline session holds; the profile puts these names in the namespace."""
+
+    RE: RunEngine
+    devices: dict[str, Any]
+    plans: dict[str, Callable]
+
+    def close(self) -> None:
+        """Write persisted metadata now, hand queued documents to the catalog and stop
+        the embedded catalog (if any)."""
+        finalizer = getattr(self.RE.md, "_finalizer", None)  # bluesky PersistentDict
+        if finalizer is not None:
+            finalizer()  # a weakref.finalize: writes to disk once, then never again
+        super().close()
 
 
 class _LazyClient:
@@ -160,16 +200,66 @@ class _LazyClient:
             self._client = None
 
 
-def _recorder(name: str, node: str, client: _LazyClient, journal_dir: Path, url: str,
-              pause: StoragePause) -> DocumentRecorder:
-    """Journal + forwarder into catalog node ``node``; a failed connection is made anew."""
+def _recorder(name: str, node: str, client: _LazyClient, journal_dir: Path, url: str) -> DocumentRecorder:
+    """Journal + forwarder into catalog node ``node``; a failed connection is made anew.
+    A storage failure fails the run (`make_session` makes it pause its RunEngine)."""
 
     def connect_node() -> Any:
         client.reset()
         return client()[node]
 
     forwarder = CatalogForwarder(connect_node, journal_dir, probe=lambda: catalog_reachable(url), name=name)
-    return DocumentRecorder(Journal(journal_dir), forwarder, on_failure=pause, on_recovered=pause.clear)
+    return DocumentRecorder(Journal(journal_dir), forwarder, on_failure=_fail_run)
+
+
+def make_recording(
+    catalog_uri: str | None = None,
+    data_dir: str | Path | None = None,
+    api_key: str | None = None,
+    best_effort: bool = False,
+    live_analysis: bool = True,
+    live_plots: bool = False,
+    analyses: Iterable[AnalysisCallback] | None = None,
+) -> Recording:
+    """Build the journal, the catalog writers behind it and the live analyses that record
+    runs (starting an embedded catalog if no ``catalog_uri``; a served one need not be up);
+    the arguments are `make_session`'s."""
+    live: list[AnalysisCallback] = []
+    if live_analysis:
+        live = default_analyses() if analyses is None else list(analyses)
+        live_signals(live)  # refuse clashing names before anything starts
+    settings = CatalogSettings(data_dir=Path(data_dir or "nanostrain-data"), **({"api_key": api_key} if api_key else {}))
+    server = None
+    if catalog_uri is None:
+        server = EmbeddedCatalog(settings)
+        url, client = server.url, _LazyClient(server.client)
+    else:
+        url, client = catalog_uri, _LazyClient(lambda: connect(catalog_uri, api_key=settings.api_key))
+    leftovers = pending_journals(settings.journal_dir) if settings.journal_dir.exists() else []
+    if leftovers:
+        logger.warning("%d run(s) in %s are not in the catalog (an earlier session ended abruptly?): "
+                       "`nanostrain catalog recover` puts them there", len(leftovers), settings.journal_dir)
+    recorder = _recorder("raw", RAW_NODE, client, settings.journal_dir, url)
+    derived_recorder = _recorder("derived", DERIVED_NODE, client, settings.journal_dir, url)
+
+    callbacks: list[Callable[[str, Document], Any]] = [recorder]
+    guards: list[GuardedCallback] = []
+    for analysis in live:
+        analysis.subscribe(derived_recorder)
+        guards.append(GuardedCallback(analysis))
+    callbacks += guards
+    if live_plots:
+        from .callbacks.xrd_plots import XrdLivePlot
+
+        for analysis in live:
+            if analysis.analysis == "xrd_reduction":
+                analysis.subscribe(XrdLivePlot())
+    if best_effort:
+        from bluesky.callbacks.best_effort import BestEffortCallback
+
+        callbacks.append(BestEffortCallback())
+    return Recording(settings=settings, recorder=recorder, derived_recorder=derived_recorder, analyses=live,
+                     connect=client, server=server, guards=guards, callbacks=callbacks)
 
 
 def make_session(
@@ -199,60 +289,18 @@ def make_session(
         settings, `callbacks.registry.default_analyses`).
     live_plots: draw the live figures (operando XRD) as the analyses publish.
     """
-    live: list[AnalysisCallback] = []
-    if live_analysis:
-        live = default_analyses() if analyses is None else list(analyses)
-        live_signals(live)  # refuse clashing names before anything starts
-    settings = CatalogSettings(data_dir=Path(data_dir or "nanostrain-data"), **({"api_key": api_key} if api_key else {}))
-    server = None
-    if catalog_uri is None:
-        server = EmbeddedCatalog(settings)
-        url, client = server.url, _LazyClient(server.client)
-    else:
-        url, client = catalog_uri, _LazyClient(lambda: connect(catalog_uri, api_key=settings.api_key))
-    leftovers = pending_journals(settings.journal_dir) if settings.journal_dir.exists() else []
-    if leftovers:
-        logger.warning("%d run(s) in %s are not in the catalog (an earlier session ended abruptly?): "
-                       "`nanostrain catalog recover` puts them there", len(leftovers), settings.journal_dir)
-
+    recording = make_recording(catalog_uri, data_dir, api_key, best_effort=best_effort, live_analysis=live_analysis,
+                               live_plots=live_plots, analyses=analyses)
     md: Any = {}
     if persist_metadata:
         from bluesky.utils import PersistentDict
 
-        md = PersistentDict(str(settings.data_dir / "runengine-metadata"))
+        md = PersistentDict(str(recording.settings.data_dir / "runengine-metadata"))
     RE = RunEngine(md)
-    pause = StoragePause(RE)
-    recorder = _recorder("raw", RAW_NODE, client, settings.journal_dir, url, pause)
-    derived_recorder = _recorder("derived", DERIVED_NODE, client, settings.journal_dir, url, pause)
-    RE.subscribe(recorder)
-
-    guards: list[GuardedCallback] = []
-    for analysis in live:
-        analysis.subscribe(derived_recorder)
-        guard = GuardedCallback(analysis)
-        guards.append(guard)
-        RE.subscribe(guard)
-    if live_plots:
-        from .callbacks.xrd_plots import XrdLivePlot
-
-        for analysis in live:
-            if analysis.analysis == "xrd_reduction":
-                analysis.subscribe(XrdLivePlot())
-    if best_effort:
-        from bluesky.callbacks.best_effort import BestEffortCallback
-
-        RE.subscribe(BestEffortCallback())
-
-    devices = make_devices(sim=sim, detector_dir=settings.detector_dir, config=beamline_config)
-    return Session(
-        RE=RE,
-        settings=settings,
-        recorder=recorder,
-        derived_recorder=derived_recorder,
-        devices=devices,
-        plans=plan_registry(),
-        analyses=live,
-        connect=client,
-        server=server,
-        guards=guards,
-    )
+    pause = StoragePause(RE)  # a storage failure pauses this RunEngine (not fail the run)
+    for recorder in (recording.recorder, recording.derived_recorder):
+        recorder.on_failure, recorder.on_recovered = pause, pause.clear
+    for callback in recording.callbacks:
+        RE.subscribe(callback)
+    devices = make_devices(sim=sim, detector_dir=recording.settings.detector_dir, config=beamline_config)
+    return Session(**vars(recording), RE=RE, devices=devices, plans=plan_registry())

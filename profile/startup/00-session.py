@@ -1,23 +1,17 @@
 # nanostrain beamline profile: build the session (RunEngine, catalog, live analyses).
-# Configure with environment variables (set by `nanostrain shell`):
+# Configure with environment variables (set by `nanostrain shell`; see
+# nanostrain.session.options_from_environment):
 #   NANOSTRAIN_DATA_DIR          data folder (default ./nanostrain-data)
 #   NANOSTRAIN_CATALOG           URL of a running `nanostrain serve` (default: embedded)
+#   NANOSTRAIN_API_KEY           its API key (default: <data dir>/api_key)
 #   NANOSTRAIN_BEAMLINE_CONFIG   TOML of real EPICS devices (default: simulated beamline)
 #   NANOSTRAIN_BEC, NANOSTRAIN_PLOTS  "0" turns off the BestEffortCallback / live figures
 import os
 
 from nanostrain.catalog import broker
-from nanostrain.session import make_session
+from nanostrain.session import make_session, options_from_environment
 
-_config = os.environ.get("NANOSTRAIN_BEAMLINE_CONFIG")
-session = make_session(
-    catalog_uri=os.environ.get("NANOSTRAIN_CATALOG") or None,
-    data_dir=os.environ.get("NANOSTRAIN_DATA_DIR") or "nanostrain-data",
-    sim=_config is None,
-    beamline_config=_config,
-    best_effort=os.environ.get("NANOSTRAIN_BEC", "1") == "1",
-    live_plots=os.environ.get("NANOSTRAIN_PLOTS", "1") == "1",
-)
+session = make_session(**options_from_environment(os.environ))
 RE = session.RE
 # catalog: the raw runs, a bluesky-tiled-plugins CatalogOfBlueskyRuns (catalog[-1],
 # catalog[scan_id], catalog["<partial uid>"], catalog.search(TimeRange(...))); derived:

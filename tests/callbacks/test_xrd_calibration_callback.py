@@ -22,5 +22,5 @@ def test_parameters_are_json_constructor_arguments_that_rebuild_the_analysis():
 def test_the_refined_geometry_signal_is_a_string_named_geometry():
     analysis = XrdCalibrationCallback()
     assert set(analysis.signals) == {"geometry"}
-    assert analysis.signals["geometry"].name == "xrd_calibration-geometry"
+    assert analysis.signals["geometry"].name == "xrd_calibration_geometry"
     assert analysis.parameters()["refine"] == ["dist", "poni1", "poni2", "rot1", "rot2"]

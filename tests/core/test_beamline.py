@@ -9,10 +9,12 @@ import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop as now
 
 from nanostrain.beamline import (
+    SIM_BEAMLINE,
     SIM_CELL,
     SIM_TIME_SCALE,
     DeviceBuildError,
     DeviceManager,
+    beamline_spec,
     connect_devices,
     detector_path_provider,
     load_config,
@@ -126,6 +128,24 @@ def test_connection_errors_are_collected(RE, tmp_path):
     lines = str(info.value).splitlines()
     assert len(lines) == 3  # a headline, one line per device
     assert "PV(s) not connected, e.g. ca://NSNOIOC1:" in lines[1] and "ca://NSNOIOC2:Flux" in lines[2]
+
+
+def test_build_and_connect_reports_per_device_as_blueapi_expects(RE, tmp_path):
+    """blueapi's deviceManager interface: what built and connected, and the others'
+    errors by name, without raising."""
+    config = {"devices": {
+        "cycler": {"class": "nanostrain.devices.cycler:EpicsCycler", "prefix": "NSNOIOC3:"},
+        "np_i0": {"class": "nanostrain.devices.nanoprobe:IonChamber", "prefix": "NSNOIOC4:", "mock": True},
+        "txm": {"sim": True},
+        "xrd": {"class": "nanostrain.devices.xrd:NoSuchDetector", "prefix": "NSNOIOC5:"},
+    }}
+    spec = beamline_spec(False, config)
+    result = SIM_BEAMLINE.build_and_connect(
+        timeout=0.5, fixtures={"path_provider": detector_path_provider(tmp_path), **spec.values},
+        names=spec.names, overrides=spec.overrides, mock_names=spec.mock_names)
+    assert set(result.devices) == {"np_i0", "txm"}  # mock mode for np_i0, the twin itself
+    assert set(result.build_errors) == {"xrd"} and isinstance(result.build_errors["xrd"], AttributeError)
+    assert set(result.connection_errors) == {"cycler"}
 
 
 def test_the_example_beamline_builds_every_techniques_real_classes_in_mock_mode(RE, tmp_path):

@@ -2,7 +2,8 @@
 --startup-dir profile/startup`` with Redis opens the environment, and JSON items added
 through ``bluesky_queueserver_api`` run; an out-of-range item fails with the plan's own
 message and the next item still runs (queue mode ``ignore_failures``); operando XRD takes
-its protocol as step dicts and its feedback as the name of a live signal."""
+its protocol as step dicts and its feedback as the name of a live signal; the XRD panel is
+calibrated on CeO2 mounted by a plan, the calibration analysis's geometry named as a live signal."""
 
 import os
 import socket
@@ -88,20 +89,27 @@ def test_json_items_run_and_a_bad_one_fails_with_the_plans_message(manager, tmp_
     manager.item_add(BPlan("sxdm_rocking_raster", "merlin", "np_stage", "np_theta", [-0.2, 0.2], [-0.2, 0.2], 0.1,
                            [6.0, 6.1], progress=False))
     manager.item_add(BPlan("txm_xanes_2d", "txm", [8340.0 + e for e in range(0, 12, 2)], n_flats=1, n_darks=1))
+    manager.item_add(BPlan("mount_sample", "xrd", "CeO2"))  # opens no run
+    manager.item_add(BPlan("calibrate_xrd", "xrd", str(tmp_path / "xrd.poni"), "xrd_calibration_geometry"))
     manager.queue_start()
     manager.wait_for_idle(timeout=600)
     results = [(item["name"], item["result"]) for item in manager.history_get()["items"]]
     assert [name for name, _ in results] == [
-        "alignment_scan", "alignment_scan", "gitt", "operando_xrd", "sxdm_rocking_raster", "txm_xanes_2d"]
+        "alignment_scan", "alignment_scan", "gitt", "operando_xrd", "sxdm_rocking_raster", "txm_xanes_2d",
+        "mount_sample", "calibrate_xrd"]
     bad = results[1][1]
     assert bad["exit_status"] == "failed" and "num must be an integer between 2" in bad["msg"] and not bad["run_uids"]
-    for name, result in results[:1] + results[2:]:
+    mounted = results[6][1]
+    assert mounted["exit_status"] == "completed" and not mounted["run_uids"]
+    runs = results[:1] + results[2:6] + results[7:]
+    for name, result in runs:
         assert result["exit_status"] == "completed" and len(result["run_uids"]) == 1, (name, result)
+    assert "Distance" in (tmp_path / "xrd.poni").read_text()  # the calibration's geometry, written by the plan
     manager.environment_close()
     manager.wait_for_condition(lambda status: not status["worker_environment_exists"], timeout=60)
     with EmbeddedCatalog(CatalogSettings(data_dir=tmp_path / "data")) as catalog:  # the profile's catalog
         raw, derived = catalog_nodes(catalog.client())
-        for name, result in results[:1] + results[2:]:
+        for name, result in runs:
             (uid,) = result["run_uids"]
             start = raw[uid].metadata["start"]
             assert start["plan_name"] == name and start["plan_args"], name
@@ -109,3 +117,5 @@ def test_json_items_run_and_a_bad_one_fails_with_the_plans_message(manager, tmp_
         operando = results[3][1]["run_uids"][0]
         analyses = {run.metadata["start"]["analysis"] for run in derived_runs(derived, operando)}
         assert "xrd_reduction" in analyses
+        calibration = results[7][1]["run_uids"][0]
+        assert [run.metadata["start"]["analysis"] for run in derived_runs(derived, calibration)] == ["xrd_calibration"]

@@ -1,0 +1,205 @@
+"""blueapi serves nanostrain's plans and devices (issue 9, item 4): a real ``blueapi
+serve`` process on ``profile/blueapi.yaml`` (its sources: `nanostrain.blueapi_env`),
+writing into a real ``nanostrain serve`` catalog process. ``GET /plans`` lists every
+plan with its parameter schema and ``GET /devices`` every device and live signal; tasks
+run over the message bus as Diamond runs it (RabbitMQ's STOMP plugin, blueapi's own
+client) and over REST alone (no broker); their runs land in the catalog with their
+derived runs; a bad task fails with the plan's own message."""
+
+import inspect
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from nanostrain.beamline import SIM_BEAMLINE
+from nanostrain.catalog import catalog_nodes
+from nanostrain.plans import registry
+from nanostrain.schema.catalog import derived_runs
+
+from ..conftest import ServerProcess, free_port
+
+CONFIG = Path(__file__).resolve().parents[2] / "profile" / "blueapi.yaml"
+STOMP = ("127.0.0.1", 61613)
+
+
+def stomp_available() -> bool:
+    try:
+        with socket.create_connection(STOMP, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+class BlueapiProcess:
+    """``blueapi -c <config> serve`` on a free port, recording into ``catalog``."""
+
+    def __init__(self, tmp_path: Path, catalog: ServerProcess, stomp: bool):
+        config = yaml.safe_load(CONFIG.read_text())
+        self.url = f"http://127.0.0.1:{free_port()}"
+        config["api"]["url"] = self.url
+        if not stomp:
+            del config["stomp"]
+        self.config = config
+        self.config_path = tmp_path / "blueapi.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NANOSTRAIN_")}
+        env.update(NANOSTRAIN_CATALOG=catalog.url, NANOSTRAIN_API_KEY=catalog.settings.api_key,
+                   NANOSTRAIN_DATA_DIR=str(catalog.settings.data_dir))
+        self.log = tmp_path / "blueapi.log"
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "blueapi"), "-c", str(self.config_path), "serve"],
+                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{self.url}/plans", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"blueapi did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.5)
+
+    def get(self, path: str) -> dict:
+        response = httpx.get(f"{self.url}{path}", timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def run_over_rest(self, name: str, params: dict, timeout: float = 300) -> dict:
+        """Create a task, start it, poll it until complete; return its final status."""
+        response = httpx.post(f"{self.url}/tasks", json={"name": name, "params": params,
+                                                         "instrument_session": "cm00001-1"}, timeout=30)
+        response.raise_for_status()
+        task_id = response.json()["task_id"]
+        httpx.put(f"{self.url}/worker/task", json={"task_id": task_id}, timeout=30).raise_for_status()
+        deadline = time.monotonic() + timeout
+        while not (status := self.get(f"/tasks/{task_id}"))["is_complete"]:
+            assert time.monotonic() < deadline, f"{name} did not complete in {timeout} s"
+            time.sleep(0.2)
+        return status
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def catalog(sqlite_settings):
+    server = ServerProcess(sqlite_settings).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def blueapi_with_bus(tmp_path, catalog):
+    if not stomp_available():
+        if os.environ.get("CI"):
+            pytest.fail("No STOMP broker on 127.0.0.1:61613 (CI enables RabbitMQ's rabbitmq_stomp).")
+        pytest.skip("No STOMP broker on 127.0.0.1:61613")
+    service = BlueapiProcess(tmp_path, catalog, stomp=True)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def blueapi_rest_only(tmp_path, catalog):
+    service = BlueapiProcess(tmp_path, catalog, stomp=False)
+    yield service
+    service.stop()
+
+
+def plan_parameters(plan) -> set[str]:
+    return {p.name for p in inspect.signature(plan).parameters.values() if p.kind is not p.VAR_KEYWORD}
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_blueapi_lists_every_plan_and_device_and_runs_tasks_over_the_bus(blueapi_with_bus, catalog):
+    from blueapi.client.client import BlueapiClient
+    from blueapi.config import ApplicationConfig
+    from blueapi.core import DataEvent
+    from blueapi.service.model import TaskRequest
+
+    service = blueapi_with_bus
+    plans = {plan["name"]: plan for plan in service.get("/plans")["plans"]}
+    assert set(plans) == set(registry())
+    for name, plan in registry().items():
+        schema = plans[name]["schema"]
+        assert set(schema["properties"]) == plan_parameters(plan), name
+        assert set(schema["required"]) == {p for p in plan_parameters(plan)
+                                           if inspect.signature(plan).parameters[p].default is inspect.Parameter.empty}
+    # devices by name, in the parameter schema too: a Movable's field lists what can move
+    movables = plans["operando_xrd"]["schema"]["properties"]["cycler"]["enum"]
+    assert {"cycler", "sx", "np_theta"} <= set(movables) and "xrd" not in movables
+    devices = {device["name"] for device in service.get("/devices")["devices"]}
+    assert devices >= set(SIM_BEAMLINE.factories) | {"xrd_reduction_lattice_change_A", "xrd_calibration_geometry"}
+
+    client = BlueapiClient.from_config(ApplicationConfig(**service.config))
+    events = []
+    tasks = {
+        "alignment_scan": {"cam": "cam", "stage": "sx", "start_mm": -1.0, "stop_mm": 1.0, "num": 5,
+                           "monitor": "i0", "exposure_s": 0.01, "sample": {"name": "pinhole"}},
+        "operando_xrd": {"cycler": "cycler", "detector": "xrd",
+                         "protocol": [{"mode": "CC_CHARGE", "rate_mA_g": 200.0, "v_max": 4.3}],
+                         "active_mass_g": 6.16e-3, "cadence_mAh_g": 40.0, "exposure_s": 0.1,
+                         "feedback": "xrd_reduction_lattice_change_A", "feedback_threshold": 0.03},
+    }
+    uids = {}
+    for name, params in tasks.items():
+        status = client.run_task(TaskRequest(name=name, params=params, instrument_session="cm00001-1"),
+                                 on_event=events.append, timeout=300)
+        assert status.task_complete and not status.task_failed, (name, status)
+        starts = [e.doc for e in events if isinstance(e, DataEvent) and e.name == "start"
+                  and e.doc.get("plan_name") == name]
+        assert len(starts) == 1, f"{name}: the bus carried {len(starts)} start documents"
+        stops = [e.doc for e in events if isinstance(e, DataEvent) and e.name == "stop"
+                 and e.doc["run_start"] == starts[0]["uid"]]
+        assert stops and stops[0]["exit_status"] == "success"
+        uids[name] = starts[0]["uid"]
+
+    raw, derived = catalog_nodes(catalog.client())
+    for name, uid in uids.items():
+        start = raw[uid].metadata["start"]
+        assert start["plan_name"] == name and start["instrument_session"] == "cm00001-1"
+    assert {r.metadata["start"]["analysis"] for r in derived_runs(derived, uids["alignment_scan"])} == {"frame_statistics"}
+    (reduction,) = (r for r in derived_runs(derived, uids["operando_xrd"])
+                    if r.metadata["start"]["analysis"] == "xrd_reduction")
+    assert reduction.metadata["stop"]["exit_status"] == "success"
+    frames = len(raw[uids["operando_xrd"]]["primary"]["cycler-potential"].read())
+    assert frames >= 5 and reduction["xrd"].read().sizes["time"] == frames
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_blueapi_without_a_bus_calibrates_and_refuses_a_bad_task(blueapi_rest_only, catalog, tmp_path):
+    service = blueapi_rest_only
+    bad = service.run_over_rest("alignment_scan", {"cam": "cam", "stage": "sx", "start_mm": -1.0,
+                                                   "stop_mm": 1.0, "num": 1})
+    assert bad["outcome"]["outcome"] == "error" or bad["errors"], bad
+    assert any("num must be an integer between 2" in error for error in bad["errors"]), bad["errors"]
+
+    mounted = service.run_over_rest("mount_sample", {"device": "xrd", "sample": "CeO2"})
+    assert not mounted["errors"], mounted
+    poni = tmp_path / "xrd.poni"
+    calibrated = service.run_over_rest("calibrate_xrd", {"detector": "xrd", "poni_path": str(poni),
+                                                         "refined_geometry": "xrd_calibration_geometry"})
+    assert not calibrated["errors"], calibrated
+    uid = calibrated["outcome"]["result"]
+    assert poni.read_text().startswith("#") and "Distance" in poni.read_text()
+    raw, derived = catalog_nodes(catalog.client())
+    assert raw[uid].metadata["stop"]["exit_status"] == "success"
+    (calibration,) = derived_runs(derived, uid)
+    assert calibration.metadata["start"]["analysis"] == "xrd_calibration"
