@@ -318,6 +318,7 @@ class CatalogForwarder:
                 else:
                     logger.error("journal %s is damaged (%s); run `nanostrain catalog recover`", path, found.damage)
                 self.deferred.discard(uid)
+                self._live.discard(uid)  # its stop may never have reached the queue
                 logger.info("run %s resynced from the journal", uid)
         except Exception as error:
             logger.warning("catalog resync failed (%s); retrying in %s s", error, self.retry_interval_s)
