@@ -15,9 +15,10 @@ serve``; default an embedded catalog), ``NANOSTRAIN_API_KEY``, ``NANOSTRAIN_DATA
 
 The plans are `nanostrain.plans.registry`'s. blueapi's RunEngine records nothing by
 itself, so each plan here is wrapped in bluesky's ``subs_wrapper`` with the callbacks a
-session subscribes (`nanostrain.session.Recording`): raw runs go to the catalog's ``raw``
-node and the live analyses' derived runs to ``derived``, as from the profile or the queue
-server. ``devices`` builds the beamline (`nanostrain.beamline.SIM_BEAMLINE`'s factories)
+session subscribes (`nanostrain.session.Recording`): raw runs go to the journal and the
+catalog's ``raw`` node, the live analyses' derived runs to the journal and ``derived``, as
+from the profile or the queue server; a storage failure (neither journal nor catalog
+takes documents) fails the run with the reason. ``devices`` builds the beamline (`nanostrain.beamline.SIM_BEAMLINE`'s factories)
 and adds the live analyses' signals as devices, so a task names a feedback signal as it
 names a detector (``"feedback": "xrd_reduction_lattice_change_A"``).
 """

@@ -13,6 +13,11 @@ PostgreSQL (``database="postgresql://..."``); event tables go to a SQL tabular s
 ``<data_dir>/data``. Detector HDF5 files are registered by reference (StreamResource),
 so their folders are the server's ``readable_storage``.
 
+Concurrent writers on SQLite: both SQLite files run in WAL mode (readers never block the
+writer) and every connection waits up to ``SQLITE_BUSY_TIMEOUT_S`` for a lock instead of
+failing with "database is locked" (`configure_sqlite`); several beamline processes can
+write at once. Beyond a few writers, use PostgreSQL.
+
 Writes need the API key; reads are anonymous unless ``public=False``. The bluesky
 json-seq exporter is registered so that ``run.documents()`` works over HTTP.
 
@@ -27,9 +32,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 API_KEY_ENV = "NANOSTRAIN_API_KEY"
 JSON_SEQ_EXPORTER = "bluesky_tiled_plugins.exporters:json_seq_exporter"
+SQLITE_BUSY_TIMEOUT_S = 60.0  # how long an SQLite connection waits for a write lock
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,8 @@ class CatalogSettings:
 
     data_dir: root folder: ``catalog.db`` (SQLite), ``tables.sqlite`` (event tables),
         ``data/`` (arrays written through Tiled), ``detectors/`` (HDF5 written by
-        detectors, registered by reference), ``backup/`` (runs the catalog failed to take).
+        detectors, registered by reference), ``journal/`` (every run's documents as the
+        session emitted them, `nanostrain.journal`).
     database: ``None`` for embedded SQLite, or a ``postgresql://user@host:port/db`` URI
         used both for the catalog (through asyncpg) and for the event tables.
     api_key: the single-user key required for writes (alphanumeric).
@@ -88,9 +95,9 @@ class CatalogSettings:
         return self.data_dir / "detectors"
 
     @property
-    def backup_dir(self) -> Path:
-        """Folder where TiledWriter saves any run the catalog could not take (JSONL)."""
-        return self.data_dir / "backup"
+    def journal_dir(self) -> Path:
+        """Folder of the sessions' write-ahead journal (one JSON-lines file per run)."""
+        return self.data_dir / "journal"
 
 
 def load_or_create_api_key(data_dir: Path) -> str:
@@ -120,11 +127,12 @@ def _postgres_uris(database: str) -> tuple[str, str]:
 def catalog_config(settings: CatalogSettings) -> dict[str, Any]:
     """The Tiled server configuration (the same dict `tiled serve config` reads as YAML)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    for folder in ("data", "detectors", "backup"):
+    for folder in ("data", "detectors", "journal"):
         (settings.data_dir / folder).mkdir(exist_ok=True)
     if settings.database is None:
         catalog_uri = f"sqlite:///{settings.data_dir / 'catalog.db'}"
         tables_uri = f"sqlite:///{settings.data_dir / 'tables.sqlite'}"
+        configure_sqlite(settings.data_dir / "tables.sqlite")
     else:
         catalog_uri, tables_uri = _postgres_uris(settings.database)
     readable = [str(settings.detector_dir)] + [str(Path(p).resolve()) for p in settings.readable_storage]
@@ -142,6 +150,52 @@ def catalog_config(settings: CatalogSettings) -> dict[str, Any]:
         "media_types": {"BlueskyRun": {"application/json-seq": JSON_SEQ_EXPORTER}},
         "uvicorn": {"host": DEFAULT_HOST, "port": DEFAULT_PORT},
     }
+
+
+def configure_sqlite(path: Path) -> None:
+    """Ready the SQLite file ``path`` (created if missing) for concurrent writers.
+
+    WAL journal mode (it stays set in the file): readers never block the writer. Every
+    SQLite connection the server's pools open waits up to ``SQLITE_BUSY_TIMEOUT_S`` for a
+    lock. And the server's event-table connections take turns (one checked out at a
+    time): tiled opens a transaction with a read and then writes, and SQLite refuses such
+    an upgrade at once, busy timeout or not, when another connection wrote in between;
+    taking turns is what SQLite does anyway (one writer at a time).
+    """
+    with contextlib.closing(sqlite3.connect(path)) as database:
+        database.execute("PRAGMA journal_mode=WAL")
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    for name, hook in (("connect", _on_connect), ("checkout", _on_checkout), ("checkin", _on_checkin)):
+        if not event.contains(Pool, name, hook):
+            event.listen(Pool, name, hook)
+
+
+_SQLITE_TURN = threading.Lock()  # held while an event-table connection is checked out
+
+
+def _on_connect(dbapi_connection, record) -> None:
+    """Pool ``connect`` hook: a busy timeout on each new SQLite connection; the ADBC ones
+    (tiled's event tables) are marked to take turns."""
+    get_info = getattr(dbapi_connection, "adbc_get_info", None)
+    adbc_sqlite = get_info is not None and get_info().get("vendor_name") == "SQLite"
+    if adbc_sqlite or "sqlite" in type(dbapi_connection).__module__:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.close()
+    record.info["take_turns"] = adbc_sqlite
+
+
+def _on_checkout(_dbapi_connection, record, _proxy) -> None:
+    if record.info.get("take_turns"):
+        # bounded: should a connection ever leak, the busy timeout takes over
+        record.info["has_turn"] = _SQLITE_TURN.acquire(timeout=SQLITE_BUSY_TIMEOUT_S)
+
+
+def _on_checkin(_dbapi_connection, record) -> None:
+    if record.info.pop("has_turn", False):
+        _SQLITE_TURN.release()
 
 
 def build_catalog_app(settings: CatalogSettings):
@@ -299,51 +353,6 @@ def wait_until_up(url: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"No catalog server answered at {url} within {timeout} s.")
         time.sleep(0.1)
-
-
-def iter_backup_runs(backup_dir: Path) -> Iterator[Path]:
-    """JSONL files (one run each) that TiledWriter left in a backup folder."""
-    yield from sorted(Path(backup_dir).glob("*.jsonl"))
-
-
-def recover(backup_dir: Path | str, client, remove: bool = False) -> list[str]:
-    """Re-ingest runs that TiledWriter backed up while the catalog was unreachable.
-
-    ``client`` is the catalog's root: a run goes back into the ``derived`` node if its
-    start document has ``derived_from``, into the ``raw`` node otherwise. A run the
-    server took only in part (its start document arrived before the outage) is replaced
-    by the complete copy from the backup. Returns the uids recovered.
-    Files are kept unless ``remove`` (they are then renamed ``*.jsonl.recovered``).
-    """
-    import json
-
-    from bluesky_tiled_plugins import TiledWriter
-
-    recovered = []
-    for path in iter_backup_runs(Path(backup_dir)):
-        docs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if not docs or docs[0]["name"] != "start":
-            raise ValueError(f"{path} does not begin with a start document; not a run backup.")
-        start = docs[0]["doc"]
-        uid = start["uid"]
-        node = client[DERIVED_NODE if "derived_from" in start else RAW_NODE]
-        if uid in node:
-            if node[uid].metadata.get("stop"):
-                recovered.append(uid)  # already complete in the catalog
-                _mark_recovered(path, remove)
-                continue
-            node.delete_contents(uid, recursive=True, external_only=False)
-        writer = TiledWriter(node, batch_size=100)
-        for entry in docs:
-            writer(entry["name"], entry["doc"])
-        recovered.append(uid)
-        _mark_recovered(path, remove)
-    return recovered
-
-
-def _mark_recovered(path: Path, remove: bool) -> None:
-    if remove:
-        path.rename(path.with_suffix(".jsonl.recovered"))
 
 
 def migrate_root_runs(client, say=print) -> list[str]:

@@ -6,9 +6,9 @@
     nanostrain replay UID [--write]       re-run the live analyses on a stored run
     nanostrain bus                        the document bus (0MQ proxy) on 127.0.0.1:5577/5578
     nanostrain worker --catalog URL       live analyses beside acquisition, fed by the bus
-    nanostrain catalog ls [--derived] | recover DIR | migrate
-                                          list raw (derived) runs / re-ingest backed-up runs /
-                                          move runs of the older layout into raw and derived
+    nanostrain catalog ls [--derived] | recover [DIR] | migrate
+                                          list raw (derived) runs / replay the journal into the
+                                          catalog / move runs of the older layout into raw and derived
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop.set())
     analyses = args.analyses.split(",") if args.analyses else None
-    serve_worker(args.catalog, args.api_key, args.bus, analyses, Path(args.data_dir) / "backup", args.lookback, stop,
+    serve_worker(args.catalog, args.api_key, args.bus, analyses, args.lookback, stop,
                  say=lambda text: print(text, flush=True), pv_prefix=None if args.no_pvs else args.pv_prefix)
     return 0
 
@@ -146,18 +146,27 @@ def cmd_catalog_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_recover(args: argparse.Namespace) -> int:
-    from .catalog import recover
+    """Replay the journal into the catalog; exit status 1 if a file was damaged or refused."""
+    from .syncing import recover
 
+    journal_dir = Path(args.journal_dir) if args.journal_dir else _settings(args).journal_dir
     client, server = _client(args)
     try:
-        uids = recover(Path(args.backup_dir), client, remove=args.remove)
-        for uid in uids:
-            print(f"recovered {uid}")
-        print(f"{len(uids)} run(s) recovered from {args.backup_dir}")
-        return 0
+        report = recover(journal_dir, client)
     finally:
         if server is not None:
             server.close()
+    for uid in report.written:
+        print(f"recovered {uid}")
+    for path in report.truncated:
+        print(f"truncated: {path} (its last line was cut; every intact document recovered)")
+    for path, reason in report.damaged:
+        print(f"DAMAGED, skipped: {path}: {reason}", file=sys.stderr)
+    for path, reason in report.failed:
+        print(f"NOT RECOVERED (catalog refused it; try again): {path}: {reason}", file=sys.stderr)
+    print(f"{len(report.written)} run(s) recovered, {len(report.complete)} already complete, "
+          f"{len(report.damaged)} damaged, {len(report.failed)} failed, from {journal_dir}")
+    return 1 if report.damaged or report.failed else 0
 
 
 def cmd_catalog_migrate(args: argparse.Namespace) -> int:
@@ -247,10 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, default=20, help="how many of the newest runs (default: %(default)s)")
     p.add_argument("--derived", action="store_true", help="list the derived runs (the 'derived' node)")
     p.set_defaults(func=cmd_catalog_ls)
-    p = cat.add_parser("recover", help="re-ingest runs saved in a backup folder while the catalog was down")
+    p = cat.add_parser("recover", help="replay the journal: put every run the catalog lacks into it")
     common(p)
-    p.add_argument("backup_dir", help="folder of *.jsonl run backups (e.g. nanostrain-data/backup)")
-    p.add_argument("--remove", action="store_true", help="rename recovered files to *.jsonl.recovered")
+    p.add_argument("journal_dir", nargs="?", help="folder of journal files (default: <data-dir>/journal)")
     p.set_defaults(func=cmd_catalog_recover)
     p = cat.add_parser("migrate", help="move runs of the older layout (at the catalog's root) into raw/derived")
     common(p)

@@ -7,38 +7,46 @@
     >>> s.derived_runs(uid)                                    # what the live analyses made
 
 ``s.catalog`` is the catalog's ``raw`` node and ``s.derived`` its ``derived`` node, both
-bluesky-tiled-plugins' ``CatalogOfBlueskyRuns`` (see `nanostrain.schema.catalog`). Raw runs go
-to the catalog through bluesky-tiled-plugins' TiledWriter, derived runs through a second
-one into ``derived``, both with a backup folder: if the catalog cannot take a run
-(server down, network cut), the whole run is saved as JSON lines there and `nanostrain
-catalog recover` puts it back into its node later.
+bluesky-tiled-plugins' ``CatalogOfBlueskyRuns`` (see `nanostrain.schema.catalog`).
+
+Every document, of raw runs and of the live analyses' derived runs, is first appended to
+the local journal (``<data_dir>/journal``, `nanostrain.journal`), then handed to a
+background writer that feeds the catalog (`nanostrain.syncing.CatalogForwarder`: raw
+runs into ``raw``, derived runs into ``derived``). The catalog never holds the plan for
+long: a run's stop waits for the catalog only while it answers. If the catalog is down
+(at start or mid-run), the runs are resynced from the journal once it answers again, or
+with `nanostrain catalog recover`. If the journal cannot write either (disk full), the
+RunEngine pauses with a message naming the problem.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bluesky import RunEngine
-from bluesky_tiled_plugins import TiledWriter
+from bluesky.run_engine import PAUSE_MSG
 from ophyd_async.core import SignalR
 
 from .beamline import connection_errors_of, make_devices
 from .bus import DEFAULT_IN, BusPublisher
 from .callbacks.derived import AnalysisCallback, GuardedCallback
 from .callbacks.registry import default_analyses, live_signals
-from .catalog import CatalogSettings, EmbeddedCatalog, catalog_nodes, connect
+from .catalog import CatalogSettings, EmbeddedCatalog, connect
+from .journal import Journal, pending_journals
 from .live_pvs import DEFAULT_PREFIX, live_signal_types, remote_live_signals
-from .schema.catalog import SupersedingWriter, derived_runs
 from .plans import registry as plan_registry
 from .replaying import replay
-
-Document = dict[str, Any]
+from .schema.catalog import DERIVED_NODE, RAW_NODE, SupersedingWriter, derived_runs
+from .syncing import CatalogForwarder, DocumentRecorder, StorageError, catalog_reachable
 
 logger = logging.getLogger(__name__)
+
+Document = dict[str, Any]
 
 #: how long a session waits for a worker's live-value PVs (s)
 REMOTE_CONNECT_S = 5.0
@@ -71,24 +79,66 @@ def options_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+class StoragePause:
+    """Pauses the RunEngine when neither the journal nor the catalog can take documents;
+    the message (why, and what to do) becomes the pause message ``RE(...)`` raises."""
+
+    def __init__(self, RE: RunEngine):
+        self.RE = RE
+
+    def __call__(self, message: str) -> None:
+        logger.error(message)
+        self.RE.pause_msg = f"\n{message}\n{PAUSE_MSG}"
+        if self.RE.state == "running":
+            # callbacks run on the RunEngine's loop: ask from another thread, it pauses
+            # before its next message
+            threading.Thread(target=self._pause, name="nanostrain-storage-pause", daemon=True).start()
+
+    def _pause(self) -> None:
+        try:
+            self.RE.request_pause()
+        except Exception as error:  # already pausing, or the run has ended
+            logger.debug("storage pause not requested: %s", error)
+
+    def clear(self) -> None:
+        """The journal writes again: Ctrl-C pauses get bluesky's own message back."""
+        self.RE.pause_msg = PAUSE_MSG
+
+
+def _fail_run(message: str) -> None:
+    """What a recording without a RunEngine of its own does on a storage failure: raise,
+    so the RunEngine that feeds it fails the run with the message."""
+    raise StorageError(message)
+
+
 @dataclass(kw_only=True)
 class Recording:
-    """What records runs, whichever RunEngine makes them: the catalog's raw and derived
-    nodes, the writers into them and the live analyses. ``callbacks`` are what a
-    RunEngine subscribes (`make_session` does it for its own; blueapi's plans carry them
-    with ``subs_wrapper``, `nanostrain.blueapi_env`)."""
+    """What records runs, whichever RunEngine makes them: the journal and the catalog
+    writers behind it (one recorder for raw runs, one for derived runs) and the live
+    analyses. ``callbacks`` are what a RunEngine subscribes (`make_session` does it for its
+    own; blueapi's plans carry them with ``subs_wrapper``, `nanostrain.blueapi_env`)."""
 
-    catalog: Any  # the raw node
-    derived: Any  # the derived node
     settings: CatalogSettings
-    writer: TiledWriter  # raw runs into ``catalog``
-    derived_writer: SupersedingWriter  # derived runs into ``derived``, one per computation
+    recorder: DocumentRecorder  # raw runs: journal, then the catalog's ``raw`` node
+    derived_recorder: DocumentRecorder  # derived runs: journal, then ``derived``
+    derived_writer: SupersedingWriter  # derived runs through ``derived_recorder``, one per computation
     analyses: list[AnalysisCallback]  # run here (inline); none when a worker runs them
+    connect: Callable[[], Any]  # the catalog's root client (connects on first use)
     publisher: BusPublisher | None = None  # every document to the bus, for workers
     remote_signals: dict[str, SignalR] = field(default_factory=dict)  # a worker's live values, as PVs
     server: EmbeddedCatalog | None = None
     guards: list[GuardedCallback] = field(default_factory=list)
     callbacks: list[Callable[[str, Document], Any]] = field(default_factory=list)
+
+    @property
+    def catalog(self) -> Any:
+        """The catalog's ``raw`` node (raises if the catalog does not answer)."""
+        return self.connect()[RAW_NODE]
+
+    @property
+    def derived(self) -> Any:
+        """The catalog's ``derived`` node (raises if the catalog does not answer)."""
+        return self.connect()[DERIVED_NODE]
 
     def derived_runs(self, uid: str) -> list:
         """Derived runs (catalog clients) whose start document names raw run ``uid``
@@ -105,14 +155,17 @@ class Recording:
 
     def replay(self, uid: str, write: bool = False) -> list[tuple[str, Document]]:
         """Re-run a stored run's analyses as they ran live (`nanostrain.replaying.replay`);
-        ``write`` stores the new derived runs in the catalog."""
+        ``write`` records the new derived runs (journal, then catalog)."""
         return replay(self.catalog[uid], derived=self.derived, writer=self.derived_writer if write else None)
 
     def close(self) -> None:
-        """Close the bus publisher and stop the embedded catalog (if any)."""
+        """Close the bus publisher, hand queued documents to the catalog (bounded wait)
+        and stop the embedded catalog (if any)."""
         if self.publisher is not None:
             self.publisher.close()
             self.publisher = None
+        self.derived_recorder.close()
+        self.recorder.close()
         if self.server is not None:
             self.server.close()
             self.server = None
@@ -127,11 +180,44 @@ class Session(Recording):
     plans: dict[str, Callable]
 
     def close(self) -> None:
-        """Write persisted metadata now and stop the embedded catalog (if any)."""
+        """Write persisted metadata now, hand queued documents to the catalog and stop
+        the embedded catalog (if any)."""
         finalizer = getattr(self.RE.md, "_finalizer", None)  # bluesky PersistentDict
         if finalizer is not None:
             finalizer()  # a weakref.finalize: writes to disk once, then never again
         super().close()
+
+
+class _LazyClient:
+    """The catalog's root client, made on first use (a session may start while the
+    catalog is down) and made again after a failure."""
+
+    def __init__(self, make: Callable[[], Any]):
+        self._make = make
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make()
+            return self._client
+
+    def reset(self) -> None:
+        with self._lock:
+            self._client = None
+
+
+def _recorder(name: str, node: str, client: _LazyClient, journal_dir: Path, url: str) -> DocumentRecorder:
+    """Journal + forwarder into catalog node ``node``; a failed connection is made anew.
+    A storage failure fails the run (`make_session` makes it pause its RunEngine)."""
+
+    def connect_node() -> Any:
+        client.reset()
+        return client()[node]
+
+    forwarder = CatalogForwarder(connect_node, journal_dir, probe=lambda: catalog_reachable(url), name=name)
+    return DocumentRecorder(Journal(journal_dir), forwarder, on_failure=_fail_run)
 
 
 def make_recording(
@@ -145,8 +231,9 @@ def make_recording(
     bus: str = DEFAULT_IN,
     pv_prefix: str = DEFAULT_PREFIX,
 ) -> Recording:
-    """Connect to the catalog (or start an embedded one) and build the writers and live
-    analyses that record runs; the arguments are `make_session`'s."""
+    """Build the journal, the catalog writers behind it and the live analyses that record
+    runs (starting an embedded catalog if no ``catalog_uri``; a served one need not be up);
+    the arguments are `make_session`'s."""
     mode = LIVE_MODES.get(live_analysis)
     if mode is None:
         raise ValueError(f"live_analysis must be one of 'inline', 'worker' or False, got {live_analysis!r}.")
@@ -158,14 +245,18 @@ def make_recording(
     server = None
     if catalog_uri is None:
         server = EmbeddedCatalog(settings)
-        client = server.client()
+        url, client = server.url, _LazyClient(server.client)
     else:
-        client = connect(catalog_uri, api_key=settings.api_key)
-    raw, derived = catalog_nodes(client)
-    writer = TiledWriter(raw, backup_directory=str(settings.backup_dir))
-    derived_writer = SupersedingWriter(TiledWriter(derived, backup_directory=str(settings.backup_dir)), derived)
+        url, client = catalog_uri, _LazyClient(lambda: connect(catalog_uri, api_key=settings.api_key))
+    leftovers = pending_journals(settings.journal_dir) if settings.journal_dir.exists() else []
+    if leftovers:
+        logger.warning("%d run(s) in %s are not in the catalog (an earlier session ended abruptly?): "
+                       "`nanostrain catalog recover` puts them there", len(leftovers), settings.journal_dir)
+    recorder = _recorder("raw", RAW_NODE, client, settings.journal_dir, url)
+    derived_recorder = _recorder("derived", DERIVED_NODE, client, settings.journal_dir, url)
+    derived_writer = SupersedingWriter(derived_recorder, lambda: client()[DERIVED_NODE])
 
-    callbacks: list[Callable[[str, Document], Any]] = [writer]
+    callbacks: list[Callable[[str, Document], Any]] = [recorder]
     publisher, remote = None, {}
     if mode == "worker":
         publisher = BusPublisher(bus)
@@ -186,9 +277,9 @@ def make_recording(
         from bluesky.callbacks.best_effort import BestEffortCallback
 
         callbacks.append(BestEffortCallback())
-    return Recording(catalog=raw, derived=derived, settings=settings, writer=writer, derived_writer=derived_writer,
-                     analyses=live, server=server, guards=guards, callbacks=callbacks, publisher=publisher,
-                     remote_signals=remote)
+    return Recording(settings=settings, recorder=recorder, derived_recorder=derived_recorder,
+                     derived_writer=derived_writer, analyses=live, connect=client, server=server, guards=guards,
+                     callbacks=callbacks, publisher=publisher, remote_signals=remote)
 
 
 def make_session(
@@ -209,7 +300,8 @@ def make_session(
 
     catalog_uri: URL of a running catalog server (``nanostrain serve``); if omitted, an
         embedded catalog server is started on ``data_dir`` (default ``./nanostrain-data``).
-    data_dir: where detector files, backups, persisted metadata (and the embedded
+        The server need not be up: runs are journaled and resynced when it answers.
+    data_dir: where detector files, the journal, persisted metadata (and the embedded
         catalog) live. Detector files must be readable by the catalog server.
     sim: simulated devices (default) or real EPICS devices from ``beamline_config``.
     best_effort: subscribe bluesky's BestEffortCallback (tables and plots).
@@ -235,6 +327,9 @@ def make_session(
 
         md = PersistentDict(str(recording.settings.data_dir / "runengine-metadata"))
     RE = RunEngine(md)
+    pause = StoragePause(RE)  # a storage failure pauses this RunEngine (not fail the run)
+    for recorder in (recording.recorder, recording.derived_recorder):
+        recorder.on_failure, recorder.on_recovered = pause, pause.clear
     for callback in recording.callbacks:
         RE.subscribe(callback)
     missing = connection_errors_of(recording.remote_signals, timeout=REMOTE_CONNECT_S)

@@ -27,7 +27,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from .bus import DEFAULT_OUT, Gap, Message, Subscriber
@@ -205,7 +204,6 @@ def serve_worker(
     api_key: str | None = None,
     bus: str = DEFAULT_OUT,
     analyses: Iterable[str] | None = None,
-    backup_dir: Path | str = Path("nanostrain-data") / "backup",
     lookback: int = 50,
     stop: threading.Event | None = None,
     say: Callable[[str], None] = print,
@@ -224,8 +222,9 @@ def serve_worker(
     if unknown:
         raise ValueError(f"unknown analyses {unknown}; known: {', '.join(ANALYSES)}")
     raw, derived = catalog_nodes(connect(catalog_uri, api_key=api_key))
-    Path(backup_dir).mkdir(parents=True, exist_ok=True)
-    writer = SupersedingWriter(TiledWriter(derived, backup_directory=str(backup_dir)), derived)
+    # straight to the catalog: a derived run it could not take is recomputed from the raw
+    # run (the durable record) when the worker next reconciles
+    writer = SupersedingWriter(TiledWriter(derived), derived)
     subscriber = Subscriber(bus)  # subscribe first: what comes during the reconciliation waits
     worker = Worker(subscriber, raw, derived, [ANALYSES[name]() for name in names], writer)
     pvs = LiveValueServer(live_signals(worker.analyses), pv_prefix).start() if pv_prefix is not None else None

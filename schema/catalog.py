@@ -40,15 +40,18 @@ def derived_identity(start: dict) -> tuple[str, str, str, str]:
 
 
 class SupersedingWriter:
-    """Writes derived runs through ``writer`` (a TiledWriter into ``derived``) so that
-    there is one per computation: when a derived run ends successfully, every other
-    derived run of the same `derived_identity` (an earlier computation, or a partial or
-    failed one) is deleted. A failed derived run deletes nothing, so a failed
-    recomputation never takes a good result away. ``superseded`` lists the deleted uids."""
+    """Writes derived runs through ``writer`` (a TiledWriter into ``derived``, or the
+    session's journal-backed recorder) so that there is one per computation: when a
+    derived run ends successfully, every other derived run of the same `derived_identity`
+    (an earlier computation, or a partial or failed one) is deleted from ``derived`` (the
+    node, or a function that returns it). A failed derived run deletes nothing, so a
+    failed recomputation never takes a good result away. If the catalog cannot be asked
+    (down), the older runs stay and a warning says so. ``superseded`` lists the deleted
+    uids."""
 
     def __init__(self, writer, derived) -> None:
         self.writer = writer
-        self.derived = derived
+        self._derived = derived if callable(derived) else (lambda: derived)
         self._starts: dict[str, dict] = {}
         self.superseded: list[str] = []
 
@@ -59,12 +62,19 @@ class SupersedingWriter:
         elif name == "stop":
             start = self._starts.pop(doc["run_start"], None)
             if start is not None and doc.get("exit_status") == "success":
-                self._supersede(start)
+                try:
+                    self._supersede(start)
+                except Exception as error:  # noqa: BLE001 - the new run is recorded; only the clean-up waits
+                    import logging
+
+                    logging.getLogger(__name__).warning(
+                        "Derived run %s: older runs of the same computation not replaced (%s).", start["uid"], error)
 
     def _supersede(self, start: dict) -> None:
+        derived = self._derived()
         same = derived_identity(start)
-        older = [run.metadata["start"]["uid"] for run in derived_runs(self.derived, start["derived_from"])
+        older = [run.metadata["start"]["uid"] for run in derived_runs(derived, start["derived_from"])
                  if run.metadata["start"]["uid"] != start["uid"] and derived_identity(run.metadata["start"]) == same]
         for uid in older:
-            self.derived.delete_contents(uid, recursive=True, external_only=False)
+            derived.delete_contents(uid, recursive=True, external_only=False)
         self.superseded += older

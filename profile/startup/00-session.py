@@ -16,7 +16,12 @@ RE = session.RE
 # catalog: the raw runs, a bluesky-tiled-plugins CatalogOfBlueskyRuns (catalog[-1],
 # catalog[scan_id], catalog["<partial uid>"], catalog.search(TimeRange(...))); derived:
 # what the live analyses made (session.derived_runs(uid)); db: databroker's v1 Broker over
-# the raw runs, for profiles that still use db[-1].table().
-catalog = session.catalog
-derived = session.derived
-db = broker(catalog)
+# the raw runs, for profiles that still use db[-1].table(). With the catalog down the
+# session still runs plans (the journal keeps every run; they reach the catalog when it
+# is back); these names then wait for session.catalog / session.derived.
+try:
+    catalog = session.catalog
+    derived = session.derived
+    db = broker(catalog)
+except Exception as _error:  # the catalog does not answer
+    print(f"The catalog does not answer ({_error}); runs are journaled and resynced when it does.")

@@ -21,9 +21,10 @@ from bluesky_tiled_plugins.queries import ScanID, TimeRange
 from ophyd.sim import det, motor
 from tiled.queries import FullText, Key
 
-from nanostrain.catalog import broker, build_catalog_app, catalog_nodes, migrate_root_runs, recover
+from nanostrain.catalog import broker, build_catalog_app, catalog_nodes, migrate_root_runs
 from nanostrain.schema.catalog import RUNS_SPEC, derived_runs
 from nanostrain.session import make_session
+from nanostrain.syncing import recover
 
 from ..conftest import API_KEY, ServerProcess, in_process_client
 
@@ -96,20 +97,20 @@ def test_raw_node_answers_bluesky_lookups_and_queries(catalog_client):
     assert list(raw.search(TimeRange(until=second))) == uids[:1]
 
 
-def _backup(path, docs) -> None:
+def _journal(path, docs) -> None:
     path.write_text("".join(json.dumps({"name": name, "doc": doc}) + "\n" for name, doc in docs))
 
 
 def test_recover_puts_runs_back_into_their_node(catalog_client, tmp_path):
-    """A backed-up raw run goes into ``raw``, one whose start names ``derived_from``
+    """A journaled raw run goes into ``raw``, one whose start names ``derived_from``
     into ``derived``; documents come from a real run."""
     (raw_uid, derived_uid), (raw_docs, derived_docs) = _scans(None, ["NC91", "derived"])
     derived_docs[0][1]["derived_from"] = raw_uid  # the second run as a derived run of the first
-    backup = tmp_path / "backup"
-    backup.mkdir()
-    _backup(backup / "a.jsonl", raw_docs)
-    _backup(backup / "b.jsonl", derived_docs)
-    assert sorted(recover(backup, catalog_client)) == sorted([raw_uid, derived_uid])
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    _journal(journal / f"{raw_uid}.jsonl", raw_docs)
+    _journal(journal / f"{derived_uid}.jsonl", derived_docs)
+    assert sorted(recover(journal, catalog_client).written) == sorted([raw_uid, derived_uid])
     assert list(catalog_client["raw"]) == [raw_uid]
     (found,) = derived_runs(catalog_client["derived"], raw_uid)
     assert found.metadata["start"]["uid"] == derived_uid and found.metadata["stop"]["exit_status"] == "success"
