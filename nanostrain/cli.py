@@ -89,6 +89,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
             writer = SupersedingWriter(TiledWriter(derived), derived)  # replaces, never duplicates
         published = replay(raw[args.uid], derived=derived, writer=writer)
+        if writer is not None:
+            writer.flush()
         starts = [doc for name, doc in published if name == "start"]
         events = sum(1 for name, _ in published if name == "event")
         for doc in starts:

@@ -156,7 +156,10 @@ class Recording:
     def replay(self, uid: str, write: bool = False) -> list[tuple[str, Document]]:
         """Re-run a stored run's analyses as they ran live (`nanostrain.replaying.replay`);
         ``write`` records the new derived runs (journal, then catalog)."""
-        return replay(self.catalog[uid], derived=self.derived, writer=self.derived_writer if write else None)
+        published = replay(self.catalog[uid], derived=self.derived, writer=self.derived_writer if write else None)
+        if write:
+            self.derived_writer.flush()
+        return published
 
     def close(self) -> None:
         """Close the bus publisher, hand queued documents to the catalog (bounded wait)

@@ -183,6 +183,7 @@ class Worker:
         logger.info("Recomputing %s for run %s from the catalog.", [a.analysis for a in fresh],
                     raw_run.metadata["start"]["uid"])
         replay(raw_run, callbacks=fresh, writer=self.writer)
+        self.writer.flush()
         self.recomputed.append(raw_run.metadata["start"]["uid"])
         return [a.analysis for a in fresh]
 
@@ -224,7 +225,7 @@ def serve_worker(
     raw, derived = catalog_nodes(connect(catalog_uri, api_key=api_key))
     # straight to the catalog: a derived run it could not take is recomputed from the raw
     # run (the durable record) when the worker next reconciles
-    writer = SupersedingWriter(TiledWriter(derived), derived)
+    writer = SupersedingWriter(TiledWriter(derived, batch_size=1), derived)  # rows visible as they come
     subscriber = Subscriber(bus)  # subscribe first: what comes during the reconciliation waits
     worker = Worker(subscriber, raw, derived, [ANALYSES[name]() for name in names], writer)
     pvs = LiveValueServer(live_signals(worker.analyses), pv_prefix).start() if pv_prefix is not None else None

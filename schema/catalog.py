@@ -45,30 +45,45 @@ class SupersedingWriter:
     derived run ends successfully, every other derived run of the same `derived_identity`
     (an earlier computation, or a partial or failed one) is deleted from ``derived`` (the
     node, or a function that returns it). A failed derived run deletes nothing, so a
-    failed recomputation never takes a good result away. If the catalog cannot be asked
-    (down), the older runs stay and a warning says so. ``superseded`` lists the deleted
-    uids."""
+    failed recomputation never takes a good result away. The deletion runs on a thread of
+    its own, so a catalog that is slow or down never holds the caller (the RunEngine);
+    `flush` waits for it. If the catalog cannot be asked, the older runs stay and a
+    warning says so. ``superseded`` lists the deleted uids."""
 
     def __init__(self, writer, derived) -> None:
         self.writer = writer
         self._derived = derived if callable(derived) else (lambda: derived)
         self._starts: dict[str, dict] = {}
+        self._threads: list = []
         self.superseded: list[str] = []
 
     def __call__(self, name: str, doc: dict) -> None:
+        import threading
+
         self.writer(name, doc)
         if name == "start":
             self._starts[doc["uid"]] = doc
         elif name == "stop":
             start = self._starts.pop(doc["run_start"], None)
             if start is not None and doc.get("exit_status") == "success":
-                try:
-                    self._supersede(start)
-                except Exception as error:  # noqa: BLE001 - the new run is recorded; only the clean-up waits
-                    import logging
+                thread = threading.Thread(target=self._supersede_logged, args=(start,), daemon=True,
+                                          name=f"nanostrain-supersede-{start['uid'][:8]}")
+                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+                thread.start()
 
-                    logging.getLogger(__name__).warning(
-                        "Derived run %s: older runs of the same computation not replaced (%s).", start["uid"], error)
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the deletions asked for so far are done (or ``timeout`` s each)."""
+        for thread in list(self._threads):
+            thread.join(timeout)
+
+    def _supersede_logged(self, start: dict) -> None:
+        try:
+            self._supersede(start)
+        except Exception as error:  # noqa: BLE001 - the new run is recorded; only the clean-up waits
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "Derived run %s: older runs of the same computation not replaced (%s).", start["uid"], error)
 
     def _supersede(self, start: dict) -> None:
         derived = self._derived()

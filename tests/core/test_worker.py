@@ -315,10 +315,12 @@ def test_a_successful_derived_run_replaces_the_others_of_its_computation(catalog
     failed = _derived_run("raw-1", {"background": 0.0}, "fail")  # takes nothing away
     for name, doc in failed:
         writer(name, doc)
+    writer.flush()
     assert len(derived_runs(derived, "raw-1")) == 3 and not writer.superseded
     again = _derived_run("raw-1", {"background": 0.0}, "success")
     for name, doc in again:
         writer(name, doc)
+    writer.flush()
     kept = {run.metadata["start"]["uid"] for run in derived_runs(derived, "raw-1")}
     assert kept == {again[0][1]["uid"], other[0][1]["uid"]}
     assert sorted(writer.superseded) == sorted([first[0][1]["uid"], failed[0][1]["uid"]])
