@@ -70,8 +70,6 @@ class Worker:
         self._open: str | None = None  # the run being analysed live
         self._abandoned: set[str] = set()  # runs to recompute from the catalog at their stop
         self._sweep = False  # after a gap: look for runs whose every document was lost
-        self.recomputed: list[str] = []  # raw uids recomputed from the catalog
-        self.processed = 0  # documents handled live
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, stop: threading.Event, poll_s: float = 0.5) -> None:
@@ -108,7 +106,6 @@ class Worker:
             return
         for guard in self.guards:
             guard(name, doc)
-        self.processed += 1
         if name == "stop":
             self._open = None
 
@@ -184,7 +181,6 @@ class Worker:
                     raw_run.metadata["start"]["uid"])
         replay(raw_run, callbacks=fresh, writer=self.writer)
         self.writer.flush()
-        self.recomputed.append(raw_run.metadata["start"]["uid"])
         return [a.analysis for a in fresh]
 
     def reconcile(self, lookback: int = 50, progress: Callable[[str], None] | None = None) -> int:

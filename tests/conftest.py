@@ -39,6 +39,15 @@ os.environ.update(
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+def require(available: bool, what: str) -> None:
+    """Skip without ``what`` (a service, a program) on a developer's machine; CI provides
+    it, so there its absence fails the test."""
+    if not available:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} (CI provides it)")
+        pytest.skip(what)
+
+
 def postgres_available() -> bool:
     try:
         import psycopg

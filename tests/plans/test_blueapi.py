@@ -27,21 +27,13 @@ from nanostrain.catalog import catalog_nodes
 from nanostrain.plans import registry
 from nanostrain.schema.catalog import derived_runs
 
-from ..conftest import ServerProcess, free_port
+from ..conftest import ServerProcess, free_port, require
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "profile" / "blueapi.yaml"
 BLUEAPI = Path(os.environ.get("NANOSTRAIN_BLUEAPI") or ROOT / ".venv-blueapi" / "bin" / "blueapi")
 STOMP = ("127.0.0.1", 61613)
 EVENTS = "/topic/public.worker.event"  # blueapi's destination for task, progress and data events
-
-
-def require(available: bool, what: str) -> None:
-    """Skip without ``what`` on a developer's machine; CI provides it, so there it fails."""
-    if not available:
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} (CI provides it)")
-        pytest.skip(what)
 
 
 def stomp_available() -> bool:

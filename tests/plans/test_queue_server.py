@@ -19,7 +19,7 @@ from bluesky_queueserver_api.zmq import REManagerAPI
 from nanostrain.catalog import CatalogSettings, EmbeddedCatalog, catalog_nodes
 from nanostrain.schema.catalog import derived_runs
 
-from ..conftest import free_port
+from ..conftest import free_port, require
 
 STARTUP = Path(__file__).resolve().parents[2] / "profile" / "startup"
 
@@ -37,10 +37,7 @@ def redis_available() -> bool:
 def manager(tmp_path):
     """A re-manager process on the profile (its own ZMQ ports and Redis prefix, the embedded
     catalog in ``tmp_path / "data"``), and its API."""
-    if not redis_available():
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (CI must start it).")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    require(redis_available(), "Redis is not reachable on 127.0.0.1:6379")
     control, info = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     env = {key: value for key, value in os.environ.items()
            if key not in ("NANOSTRAIN_CATALOG", "NANOSTRAIN_BEAMLINE_CONFIG", "NANOSTRAIN_API_KEY")}
