@@ -33,12 +33,16 @@ from __future__ import annotations
 import asyncio
 import weakref
 from abc import abstractmethod
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from bluesky.protocols import Checkable, Movable, Stoppable
 from ophyd_async.core import (
     DEFAULT_TIMEOUT,
+    Array1D,
     AsyncStatus,
     DeviceMock,
     SignalR,
@@ -54,7 +58,15 @@ from ophyd_async.core import (
 )
 from ophyd_async.epics.core import epics_signal_r, epics_signal_rw, epics_triggerable_command
 
-from nanostrain.schema.cycler import CYCLER_PVS, CyclerMode, CyclerState, CyclerStep
+from nanostrain.schema.cycler import (
+    CYCLER_LOG_FIELDS,
+    CYCLER_LOG_PVS,
+    CYCLER_PVS,
+    CyclerMode,
+    CyclerPv,
+    CyclerState,
+    CyclerStep,
+)
 from nanostrain.schema.sample import SampleRecord
 
 from .sample import mounted_sample_signal, particle_record
@@ -63,11 +75,24 @@ if TYPE_CHECKING:  # the simulator is imported only where a twin runs (`SimCycle
     from nanostrain.sim.cathode import CathodeParticle
     from nanostrain.sim.cycler_engine import CyclerEngine, WallClock
 
-__all__ = ["Cycler", "CyclerFaultError", "EpicsCycler", "SimCycler"]
+__all__ = [
+    "Cycler",
+    "CyclerFaultError",
+    "CyclerLog",
+    "CyclerLogOverrunError",
+    "CyclerStoppedError",
+    "EpicsCycler",
+    "SimCycler",
+    "UnattendedChannel",
+]
 
 
 class CyclerFaultError(RuntimeError):
     """The channel refused a step or failed while running it."""
+
+
+class CyclerStoppedError(RuntimeError):
+    """The running step was stopped (`Cycler.stop` without ``success``)."""
 
 
 class _SignalFactory(Protocol):
@@ -111,6 +136,9 @@ class Cycler(StandardReadable, Movable[CyclerStep], Checkable[CyclerStep], Stopp
             self.current_limit = signals.r("current_limit")
             self.mounted_sample = mounted_sample_signal(mount, mounted)
         self.message = signals.r("message")
+        # the channel's data log (`CYCLER_LOG_PVS`), read by `CyclerLog`, not by read()
+        for attr in CYCLER_LOG_PVS:
+            setattr(self, attr, signals.r(attr))
         self._stop_success = False
         super().__init__(name=name)
 
@@ -161,7 +189,7 @@ class Cycler(StandardReadable, Movable[CyclerStep], Checkable[CyclerStep], Stopp
         if state == CyclerState.FAULT:
             raise CyclerFaultError(f"{self.name}: {await self.message.get_value()}")
         if state == CyclerState.IDLE and not self._stop_success:
-            raise RuntimeError(f"{self.name}: the step was stopped ({await self.message.get_value()})")
+            raise CyclerStoppedError(f"{self.name}: the step was stopped ({await self.message.get_value()})")
 
     async def stop(self, success: bool = False) -> None:
         """Stop the running step (nothing happens when none runs); its ``set`` status
@@ -170,17 +198,142 @@ class Cycler(StandardReadable, Movable[CyclerStep], Checkable[CyclerStep], Stopp
         if await self.state.get_value() == CyclerState.RUNNING:
             await self._stop_channel()
 
+    @property
+    def unattended(self) -> UnattendedChannel:
+        """This channel as a plan sets it when the step must run on its own, through
+        pauses and suspensions (see `UnattendedChannel`)."""
+        return UnattendedChannel(self)
+
+
+class UnattendedChannel(Movable[CyclerStep]):
+    """A cycler channel that runs its steps on its own: a `Movable` without ``stop``.
+
+    The RunEngine stops every object a plan has set when it pauses or suspends (a beam
+    dump), so a step set on the `Cycler` itself would end there. Set on this view, the
+    step goes on; the plan stops the channel itself where it must (`Cycler.stop`, e.g.
+    when the plan is aborted), and then this view's status completes instead of failing
+    (the plan decided so); a fault still fails it.
+    """
+
+    def __init__(self, cycler: Cycler) -> None:
+        self.cycler = cycler
+        self.name = cycler.name
+        self.parent = cycler
+
+    @AsyncStatus.wrap
+    async def set(self, value: CyclerStep) -> None:
+        """Run ``value`` as `Cycler.set` does; stopping it is not a failure here."""
+        try:
+            await self.cycler.set(value)
+        except CyclerStoppedError:
+            return
+
+
+class CyclerLogOverrunError(RuntimeError):
+    """Samples left the channel's log readback before they were read: they are lost."""
+
+
+class CyclerLog:
+    """The data log of ``cycler`` as a bluesky `Readable`: one logged sample per ``read()``.
+
+    Staging starts at the channel's next sample. `trigger` reads the log readback
+    (``log_count`` and the ``log_*`` waveforms) and queues every sample logged since the
+    last trigger; ``pending`` says how many are queued; `read` returns the oldest
+    (readings stamped with the sample's time) and drops it. So a client that was away
+    (a beam dump, a pause) records afterwards every sample the channel took meanwhile.
+    Data keys: the cycler's own for `CYCLER_LOG_FIELDS` (``<name>-potential``, ...; an
+    ``echem`` stream read from the log has the keys of one read from the cycler) and
+    ``<name>-log_index``, the sample's number in the channel's log (0 = first since it
+    started). `trigger` fails with `CyclerLogOverrunError` if samples left the readback
+    (`nanostrain.schema.cycler.LOG_LENGTH`) unread.
+    """
+
+    def __init__(self, cycler: Cycler) -> None:
+        self.cycler = cycler
+        self.name = cycler.name
+        self.parent = None
+        self._pending: deque[dict[str, Any]] = deque()
+        self._next: int | None = None
+
+    @property
+    def pending(self) -> int:
+        """Samples queued by `trigger` and not yet read."""
+        return len(self._pending)
+
+    @AsyncStatus.wrap
+    async def stage(self) -> None:
+        self._pending.clear()
+        self._next = await self.cycler.log_count.get_value()
+
+    @AsyncStatus.wrap
+    async def unstage(self) -> None:
+        self._pending.clear()
+        self._next = None
+
+    @AsyncStatus.wrap
+    async def trigger(self) -> None:
+        if self._next is None:
+            raise RuntimeError(f"{self.name} log: stage it before triggering")
+        names = ("log_time", *(f"log_{field}" for field in CYCLER_LOG_FIELDS))
+        *columns, count = await asyncio.gather(*(getattr(self.cycler, n).get_value() for n in names),
+                                               self.cycler.log_count.get_value())
+        first = count - len(columns[0])  # the log index of the oldest sample the readback holds
+        if self._next < first:
+            raise CyclerLogOverrunError(
+                f"{self.name}: samples {self._next} to {first - 1} of the channel's log were overwritten "
+                f"before they were read (the readback holds the newest {len(columns[0])})"
+            )
+        states = list(CyclerState)
+        for index in range(self._next, count):
+            timestamp, *values = (column[index - first] for column in columns)
+            sample = dict(zip(CYCLER_LOG_FIELDS, values, strict=True))
+            sample["state"] = states[int(sample["state"])]
+            self._pending.append({"log_index": index, "timestamp": float(timestamp), **sample})
+        self._next = count
+
+    async def read(self) -> dict[str, Any]:
+        if not self._pending:
+            raise RuntimeError(f"{self.name} log: no sample pending; trigger() queues the new ones")
+        sample = self._pending.popleft()
+        timestamp = sample.pop("timestamp")
+        return {f"{self.name}-{key}": {"value": _plain(value), "timestamp": timestamp} for key, value in sample.items()}
+
+    async def describe(self) -> dict[str, Any]:
+        described = await self.cycler.describe()
+        keys = {f"{self.name}-{field}": described[f"{self.name}-{field}"] for field in CYCLER_LOG_FIELDS}
+        index = {"source": f"log of {self.name}", "dtype": "integer", "shape": [], "dtype_numpy": "<i8"}
+        return {**keys, f"{self.name}-log_index": index}
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number a reading holds."""
+    return value.item() if isinstance(value, np.generic) else value
+
 
 # --------------------------------------------------------------------------------------
 # EPICS
 # --------------------------------------------------------------------------------------
+def _pv(attr: str) -> CyclerPv:
+    return CYCLER_PVS[attr] if attr in CYCLER_PVS else CYCLER_LOG_PVS[attr]
+
+
+def _element(pv: CyclerPv) -> type[np.generic]:
+    """The numpy type of one element of waveform ``pv``."""
+    return np.float64 if pv.datatype is float else np.int32
+
+
+def _datatype(pv: CyclerPv) -> Any:
+    """The signal datatype of ``pv``: its own, or a 1D array of its elements for a waveform."""
+    return Array1D[_element(pv)] if pv.length else pv.datatype
+
+
 class _EpicsSignals:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
     def r(self, attr: str) -> SignalR:
-        pv = CYCLER_PVS[attr]
-        return epics_signal_r(pv.datatype, self.prefix + pv.suffix)
+        pv = _pv(attr)
+        return epics_signal_r(_datatype(pv), self.prefix + pv.suffix)
 
     def rw(self, attr: str) -> SignalRW:
         pv = CYCLER_PVS[attr]
@@ -215,9 +368,10 @@ class _SoftSignals:
         self.setters: dict[str, Callable[[Any], None]] = {}
 
     def r(self, attr: str) -> SignalR:
-        pv = CYCLER_PVS[attr]
+        pv = _pv(attr)
+        initial = np.zeros(0, _element(pv)) if pv.length else pv.initial
         signal, self.setters[attr] = soft_signal_r_and_setter(
-            pv.datatype, pv.initial, units=pv.units, precision=pv.precision
+            _datatype(pv), initial, units=pv.units, precision=pv.precision
         )
         return signal
 
@@ -306,6 +460,9 @@ class SimCycler(Cycler):
     def _publish(self) -> None:
         for attr, value in self.engine.readbacks().items():
             self._signals.setters[attr](value)
+        for attr, value in self.engine.log_readbacks().items():
+            pv = CYCLER_LOG_PVS[attr]
+            self._signals.setters[attr](np.asarray(value, _element(pv)) if pv.length else value)
 
     async def _run_step(self) -> None:
         setpoints = await asyncio.gather(

@@ -39,7 +39,7 @@ from bluesky.run_engine import call_in_bluesky_event_loop
 from ophyd_async.core import PathProvider, StaticPathProvider, UUIDFilenameProvider
 
 from .devices.alignment import make_alignment_bench
-from .devices.beam import SimBeamMonitor
+from .devices.beam import SimBeamMonitor, SimRingCurrent, SimShutter
 from .devices.cycler import SimCycler
 from .devices.nanoprobe import ROCKING_TRAVEL_DEG, SimAxis, SimNanoprobeScanner, SimPixelDetector, SimXrfCounter
 from .devices.txm import SimTxm
@@ -243,9 +243,29 @@ def sx(alignment_bench):
 
 
 @SIM_BEAMLINE.factory
-def i0(alignment_bench) -> SimBeamMonitor:
-    """Beam monitor (ophyd v1) of the XRD and alignment end station."""
-    return alignment_bench["i0"]
+def ring_current() -> SimRingCurrent:
+    """Storage ring current (mA); ``dump()`` / ``refill()`` rehearse a beam dump."""
+    return SimRingCurrent(name="ring_current")
+
+
+@SIM_BEAMLINE.factory
+def shutter() -> SimShutter:
+    """Beamline shutter (open status); ``close()`` / ``open()``."""
+    return SimShutter(name="shutter")
+
+
+def _beam_sources(*devices: Any) -> list[Any]:
+    """The simulated ones of ``devices``: what a simulated monitor sees cut the beam."""
+    return [device for device in devices if isinstance(device, SimRingCurrent | SimShutter)]
+
+
+@SIM_BEAMLINE.factory
+def i0(alignment_bench, ring_current, shutter) -> SimBeamMonitor:
+    """Beam monitor (ophyd v1) of the XRD and alignment end station: no flux while the
+    ring is dumped or the shutter closed."""
+    monitor = alignment_bench["i0"]
+    monitor.sources = _beam_sources(ring_current, shutter)
+    return monitor
 
 
 @SIM_BEAMLINE.factory
@@ -288,9 +308,9 @@ def np_theta(nanoprobe_simulation) -> SimAxis:
 
 
 @SIM_BEAMLINE.factory
-def np_i0() -> SimBeamMonitor:
-    """Nanoprobe beam monitor (ophyd v1)."""
-    return SimBeamMonitor(name="np_i0")
+def np_i0(ring_current, shutter) -> SimBeamMonitor:
+    """Nanoprobe beam monitor (ophyd v1): no flux while the ring is dumped or the shutter closed."""
+    return SimBeamMonitor(name="np_i0", sources=_beam_sources(ring_current, shutter))
 
 
 @SIM_BEAMLINE.factory

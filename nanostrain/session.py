@@ -40,6 +40,7 @@ from .catalog import CatalogSettings, EmbeddedCatalog, connect
 from .journal import Journal, pending_journals
 from .live_pvs import DEFAULT_PREFIX, live_signal_types, remote_live_signals
 from .plans import registry as plan_registry
+from .plans.suspenders import beam_suspenders
 from .replaying import replay
 from .schema.catalog import DERIVED_NODE, RAW_NODE, SupersedingWriter, derived_runs
 from .syncing import CatalogForwarder, DocumentRecorder, StorageError, catalog_reachable
@@ -340,4 +341,8 @@ def make_session(
         logger.warning("The worker's live-value PVs did not connect (is `nanostrain worker` running?): %s",
                        ", ".join(sorted(missing)))
     devices = make_devices(sim=sim, detector_dir=recording.settings.detector_dir, config=beamline_config)
+    beam = {name: devices[name] for name in ("ring_current", "shutter") if name in devices}
+    if beam:  # beam dumps and a closed shutter suspend every plan (docs: README "Beam dumps and pauses")
+        for suspender in beam_suspenders(**beam):
+            RE.install_suspender(suspender)
     return Session(**vars(recording), RE=RE, devices=devices, plans=plan_registry())

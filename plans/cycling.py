@@ -7,6 +7,15 @@ specific capacity. A live value published by an analysis (an ophyd-async signal,
 XRD callback's ``phase_separation_A``) can densify frames near a transition. With a beam
 monitor, frames are skipped while the beam is off and the cycling goes on (the gap is in
 the data, the electrochemistry is not). `gitt` is the same machinery without a detector.
+
+The protocol runs on the instrument: each step is set on the channel's
+`devices.cycler.UnattendedChannel`, which the RunEngine does not stop when it pauses or
+suspends (a beam dump, `nanostrain.plans.suspenders`), and the ``echem`` stream is read
+from the channel's own data log (`devices.cycler.CyclerLog`, one event per logged
+sample), so every point the channel logged while the plan was paused or suspended is
+recorded when it goes on: none is lost, none duplicated (the plans are not rewindable:
+they go on where they stopped). A deferred pause lands at a checkpoint between polls.
+Aborting or stopping the plan stops the channel's step.
 """
 
 from dataclasses import dataclass
@@ -15,8 +24,9 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.protocols import Movable, Readable
-from bluesky.utils import MsgGenerator
+from bluesky.utils import MsgGenerator, short_uid
 
+from ..devices.cycler import CyclerLog
 from ..schema.cycler import CyclerState, CyclerStep
 from ..schema.start import ELECTROCHEMISTRY, XRD, start_metadata
 from .metadata import plan_args
@@ -51,6 +61,9 @@ MAX_FEEDBACK_THRESHOLD = 1e6
 MAX_FLUX = 1e16
 #: Longest detector exposure, s.
 MAX_EXPOSURE_S = 3600.0
+
+#: The group of the cycler's running step (a plain ``wait()`` does not wait for it).
+STEP_GROUP = "cycler-step"
 
 #: A cycler channel: a `devices.cycler.Cycler` (movable to a step, with the readings the
 #: plans record and the channel's current limit).
@@ -154,21 +167,52 @@ def _protocol_md(protocol: Protocol) -> list[dict[str, Any]]:
     return [vars(step).copy() for step in protocol]
 
 
+def record_log(log: CyclerLog) -> MsgGenerator[int]:
+    """Plan stub: record every sample the channel logged since the last call as an event
+    of the ``echem`` stream; return how many."""
+    yield from bps.trigger(log, group=short_uid("log"), wait=True)
+    count = log.pending
+    for _ in range(count):
+        yield from bps.create("echem")
+        yield from bps.read(log)
+        yield from bps.save()
+    return count
+
+
 def _run_protocol(cycler, protocol, active_mass_g, poll_s, take_frame, stop_when_pulse_hits_limit):
-    """Run each step; while it runs: echem reading every poll, ``take_frame(progress)``."""
-    for index, step in enumerate(protocol):
-        status = yield from bps.abs_set(cycler, cycler_step(step, active_mass_g))
-        yield from take_frame(index, None)
-        while not status.done:
-            yield from bps.trigger_and_read([cycler], name="echem")
-            yield from take_frame(index, step)
-            yield from bps.sleep(poll_s)
-        yield from bps.trigger_and_read([cycler], name="echem")
-        if stop_when_pulse_hits_limit and step.duration_s > 0 and step.mode != "REST":
-            state = yield from bps.rd(cycler.state)
-            if state == CyclerState.LIMIT_REACHED:
-                return index + 1
-    return len(protocol)
+    """Run each step on the unattended channel; while it runs, every poll: the echem
+    samples logged since the last poll, then ``take_frame(index, step)``. Not rewindable
+    (the channel goes on by itself; a replay would start a step twice); a checkpoint
+    before each step and each poll is where a deferred pause lands. If the plan ends
+    early (abort, stop, an error), the running step is stopped."""
+    log = CyclerLog(cycler)
+    running = {"status": None}
+
+    def steps():
+        for index, step in enumerate(protocol):
+            yield from bps.checkpoint()
+            status = yield from bps.abs_set(cycler.unattended, cycler_step(step, active_mass_g), group=STEP_GROUP)
+            running["status"] = status
+            yield from take_frame(index, None)
+            while not status.done:
+                yield from record_log(log)
+                yield from take_frame(index, step)
+                yield from bps.checkpoint()
+                yield from bps.sleep(poll_s)
+            yield from record_log(log)
+            if stop_when_pulse_hits_limit and step.duration_s > 0 and step.mode != "REST":
+                state = yield from bps.rd(cycler.state)
+                if state == CyclerState.LIMIT_REACHED:
+                    return index + 1
+        return len(protocol)
+
+    def stop_unfinished_step():
+        status = running["status"]
+        if status is not None and not status.done:
+            yield from bps.stop(cycler)
+
+    plan = bpp.finalize_wrapper(bpp.stage_wrapper(steps(), [log]), stop_unfinished_step)
+    return (yield from bpp.rewindable_wrapper(plan, False))
 
 
 def operando_xrd(
@@ -261,9 +305,11 @@ def operando_xrd(
         if feedback is not None and (yield from bps.rd(feedback)) >= cadence.threshold:
             every /= cadence.dense_factor
         state["next"] = progress + every
-        if monitor is not None and (yield from bps.rd(monitor)) < min_flux:
-            state["skipped"] += 1
-            return
+        if monitor is not None:
+            yield from bps.trigger(monitor, group=short_uid("monitor"), wait=True)  # a fresh reading
+            if (yield from bps.rd(monitor)) < min_flux:
+                state["skipped"] += 1
+                return
         yield from bps.trigger_and_read(readers)
         state["frames"] += 1
 

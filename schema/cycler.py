@@ -19,7 +19,10 @@ from ophyd_async.core import StrictEnum
 
 __all__ = [
     "CONSTANT_CURRENT_MODES",
+    "CYCLER_LOG_FIELDS",
+    "CYCLER_LOG_PVS",
     "CYCLER_PVS",
+    "LOG_LENGTH",
     "MAX_RATE_MA_G",
     "VOLTAGE_WINDOW_V",
     "CyclerMode",
@@ -128,6 +131,7 @@ class CyclerPv:
     precision: int | None = None
     writable: bool = False
     description: str = ""
+    length: int = 0
 
 
 #: The PV interface, by device attribute name (docs/cycler-pvs.md is its table).
@@ -171,4 +175,35 @@ CYCLER_PVS: Mapping[str, CyclerPv] = MappingProxyType({
         "CurrentMax-RB", float, 0.0, "mA", 4, description="safety maximum of the current"),
     "message": CyclerPv(
         "Message-RB", str, "", description="what the channel does, how the last step ended, or why it faulted"),
+})
+
+
+LOG_LENGTH = 4096
+"""Samples the log readback holds: the channel's newest, oldest first."""
+
+CYCLER_LOG_FIELDS = (
+    "potential", "current", "step_capacity", "total_charge", "step_time", "step_index", "cycle_index", "state",
+)
+"""The readbacks the channel logs at every sample (a `CYCLER_PVS` entry each)."""
+
+
+def _log_pv(attr: str) -> CyclerPv:
+    """The waveform logging readback ``attr``: its values, an enum's as choice indices."""
+    pv = CYCLER_PVS[attr]
+    enum = pv.datatype not in (float, int)
+    return CyclerPv(
+        "Log:" + pv.suffix, int if enum else pv.datatype, (), pv.units, pv.precision, length=LOG_LENGTH,
+        description=f"{pv.suffix} of each logged sample" + (" (index of the choice)" if enum else ""))
+
+
+#: The channel's data log, read back: the newest `LOG_LENGTH` samples (oldest first) and
+#: the number of samples logged since the channel started, so a client that was away (a
+#: beam dump, a paused plan) reads what it missed. docs/cycler-pvs.md lists them.
+CYCLER_LOG_PVS: Mapping[str, CyclerPv] = MappingProxyType({
+    "log_count": CyclerPv(
+        "Log:Count-RB", int, 0, "", description="samples logged since the channel started (updated last)"),
+    "log_time": CyclerPv(
+        "Log:Time-RB", float, (), "s", 3, length=LOG_LENGTH,
+        description="when each logged sample was taken, POSIX time"),
+    **{f"log_{attr}": _log_pv(attr) for attr in CYCLER_LOG_FIELDS},
 })

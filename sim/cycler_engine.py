@@ -23,17 +23,25 @@ at open circuit whenever no step runs, and relaxes (the potential readback moves
 of a step. Until simulated time passes again, the readbacks hold the step's last sample
 (potential and current at the limit), as a cycler's record ends; then the circuit is
 open and the cell relaxes. `WallClock` carries the time not advanced into its next tick.
+
+The channel logs a sample of `nanostrain.schema.cycler.CYCLER_LOG_FIELDS` (with the
+wall time from ``clock``) when a step starts or is stopped, on a fault and at the end of
+every `advance` that a running step began, as a cycler's data log does; `log_readbacks` serves its newest
+`LOG_LENGTH` samples and the count since the engine was made.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from nanostrain.schema.cycler import (
     CONSTANT_CURRENT_MODES,
+    CYCLER_LOG_FIELDS,
+    LOG_LENGTH,
     MAX_RATE_MA_G,
     CyclerMode,
     CyclerState,
@@ -71,6 +79,7 @@ class CyclerEngine:
         max_rate_mA_g: float = MAX_RATE_MA_G,
         max_substep_mAh_g: float = 0.25,
         max_substep_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         for name, value in (
             ("active_mass_g", active_mass_g),
@@ -95,6 +104,9 @@ class CyclerEngine:
         self._last_cc_mode: CyclerMode | None = None
         self._charge_before_step_mAh = 0.0
         self._applied_mA = 0.0
+        self._clock = clock
+        self._log: deque[tuple[Any, ...]] = deque(maxlen=LOG_LENGTH)
+        self.log_count = 0
         self.particle.relax(0.0)  # open circuit until a step starts
 
     # --- commands -------------------------------------------------------------------
@@ -127,6 +139,7 @@ class CyclerEngine:
         self._applied_mA = step.signed_current_mA
         self.particle.step(self._applied_mA / self.active_mass_g, 0.0)  # the potential under current
         self._check_limit()
+        self._log_sample()
 
     def start_setpoints(
         self, mode: CyclerMode | str, current_mA: float, v_min: float, v_max: float, duration_s: float
@@ -144,6 +157,7 @@ class CyclerEngine:
         happens if none runs."""
         if self._state is CyclerState.RUNNING:
             self._finish(CyclerState.IDLE, "stopped")
+            self._log_sample()
 
     def fault(self, message: str) -> None:
         """Put the channel into FAULT with ``message`` (a refused command, a failure):
@@ -152,6 +166,7 @@ class CyclerEngine:
         self._end_step()
         self._state = CyclerState.FAULT
         self._message = message
+        self._log_sample()
 
     def advance(self, dt_s: float) -> float:
         """Let ``dt_s`` seconds of simulated time pass; return the seconds advanced.
@@ -164,6 +179,7 @@ class CyclerEngine:
         if not dt_s >= 0.0:
             raise ValueError(f"dt_s must be >= 0, got {dt_s}")
         remaining = float(dt_s)
+        was_running = self._state is CyclerState.RUNNING
         while remaining > 0.0:
             running = self._state is CyclerState.RUNNING
             h = min(remaining, self._substep_s() if running else self.max_substep_s)
@@ -191,6 +207,8 @@ class CyclerEngine:
             if reaches_duration:
                 self._finish(CyclerState.TIME_REACHED, f"duration {step.duration_s:g} s reached")
                 break
+        if was_running and dt_s > 0.0:
+            self._log_sample()
         return float(dt_s) - remaining
 
     # --- integration helpers ---------------------------------------------------------
@@ -237,6 +255,11 @@ class CyclerEngine:
         if self._state is CyclerState.RUNNING:
             self._charge_before_step_mAh += self.step_capacity_mAh
             self._state = CyclerState.IDLE
+
+    def _log_sample(self) -> None:
+        readbacks = self.readbacks()
+        self._log.append((self._clock(), *(readbacks[field] for field in CYCLER_LOG_FIELDS)))
+        self.log_count += 1
 
     # --- readbacks ------------------------------------------------------------------
 
@@ -314,6 +337,19 @@ class CyclerEngine:
             "message": self.message,
             "state": self.state,
         }
+
+
+    def log_readbacks(self) -> dict[str, Any]:
+        """The log readbacks by device attribute name (the keys of
+        `nanostrain.schema.cycler.CYCLER_LOG_PVS`): per field a list of the newest
+        samples, oldest first, as the waveform records hold them (``log_time`` POSIX s,
+        ``log_state`` the index of each `CyclerState`), and ``log_count`` last, so a
+        publisher in this order updates the samples first."""
+        names = ("time", *CYCLER_LOG_FIELDS)
+        columns = dict(zip(names, zip(*self._log), strict=True)) if self._log else dict.fromkeys(names, ())
+        states = list(CyclerState)
+        columns["state"] = [states.index(state) for state in columns["state"]]
+        return {**{f"log_{name}": list(column) for name, column in columns.items()}, "log_count": self.log_count}
 
 
 class WallClock:

@@ -1,7 +1,8 @@
 """A soft cycler IOC: one channel of `nanostrain.sim.cycler_engine.CyclerEngine`, driving a
 simulated coin cell, served over Channel Access by pythonSoftIOC.
 
-It serves exactly the records of `nanostrain.schema.cycler.CYCLER_PVS` under
+It serves exactly the records of `nanostrain.schema.cycler.CYCLER_PVS` and
+`CYCLER_LOG_PVS` (the channel's data log) under
 ``--prefix`` (docs/cycler-pvs.md), with their units and precision, and behaves as
 `EpicsCycler` expects:
 
@@ -26,9 +27,10 @@ import asyncio
 from enum import Enum
 from typing import Any
 
+import numpy as np
 from softioc import asyncio_dispatcher, builder, softioc
 
-from nanostrain.schema.cycler import CYCLER_PVS, CyclerMode, CyclerPv, CyclerState
+from nanostrain.schema.cycler import CYCLER_LOG_PVS, CYCLER_PVS, CyclerMode, CyclerPv, CyclerState
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.cycler_engine import ACTIVE_MASS_G, CyclerEngine, WallClock
 
@@ -39,6 +41,10 @@ MESSAGE_LENGTH = 256
 def make_record(name: str, pv: CyclerPv, **fields: Any):
     """The softioc record of ``pv`` named ``name`` (an In or Out record by ``pv.writable``)."""
     writable = pv.writable
+    if pv.length:
+        element = np.float64 if pv.datatype is float else np.int32
+        return builder.WaveformIn(name, length=pv.length, datatype=element, initial_value=np.zeros(0, element),
+                                  **({"EGU": pv.units} if pv.units else {}), **fields)
     if issubclass(pv.datatype, Enum):
         make = builder.mbbOut if writable else builder.mbbIn
         choices = list(pv.datatype)
@@ -74,18 +80,25 @@ class CyclerIoc:
             "stop_step": {"on_update": self._stop, "always_update": True},
         }
         self.records = {
-            attr: make_record(prefix + pv.suffix, pv, **actions.get(attr, {})) for attr, pv in CYCLER_PVS.items()
+            attr: make_record(prefix + pv.suffix, pv, **actions.get(attr, {}))
+            for attr, pv in {**CYCLER_PVS, **CYCLER_LOG_PVS}.items()
         }
         self._published: dict[str, Any] = {}
+        self._published_log_count = -1
         self._step_over = asyncio.Event()
         self.publish()
 
     def publish(self) -> None:
-        """Write the engine's readbacks that changed into their records (state last)."""
+        """Write the engine's readbacks that changed into their records (state last),
+        then its log if it grew (the count last)."""
         for attr, value in self.engine.readbacks().items():
             if self._published.get(attr) != value:
                 self.records[attr].set(record_value(value))
                 self._published[attr] = value
+        if self.engine.log_count != self._published_log_count:
+            for attr, value in self.engine.log_readbacks().items():
+                self.records[attr].set(value)
+            self._published_log_count = self.engine.log_count
         if self.engine.state is not CyclerState.RUNNING:
             self._step_over.set()
 

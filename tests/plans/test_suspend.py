@@ -1,0 +1,136 @@
+"""Beam dumps suspend the plans as bluesky does it; operando XRD cycles on through them.
+
+Real RunEngine and simulated beamline; the beam dump goes through the simulated ring
+current (`SimRingCurrent.dump` / `refill`) that the installed suspenders watch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bluesky import RunEngine
+import bluesky.plan_stubs as bps
+
+from nanostrain.analysis.electrochem import CyclingAccumulator
+from nanostrain.beamline import make_devices
+from nanostrain.plans.cycling import operando_xrd
+from nanostrain.plans.protocols import galvanostatic
+from nanostrain.plans.suspenders import BEAM_GAPS_STREAM, beam_suspenders
+from nanostrain.plans.validation import PlanArgumentError
+from nanostrain.schema.cycler import CYCLER_LOG_FIELDS
+
+MASS_G = 6.16e-3
+GAP_S = 1.5  # wall seconds the beam stays dumped
+
+
+class Documents:
+    """The documents of the runs, by stream."""
+
+    def __init__(self) -> None:
+        self.docs: list[tuple[str, dict]] = []
+        self.streams: dict[str, str] = {}
+
+    def __call__(self, name: str, doc: dict) -> None:
+        self.docs.append((name, doc))
+        if name == "descriptor":
+            self.streams[doc["uid"]] = doc["name"]
+
+    def events(self, stream: str) -> list[dict]:
+        return [doc for name, doc in self.docs if name == "event" and self.streams[doc["descriptor"]] == stream]
+
+
+@pytest.fixture(scope="module")
+def beamline(tmp_path_factory):
+    RE = RunEngine({})
+    devices = make_devices(detector_dir=tmp_path_factory.mktemp("detectors"))
+    for suspender in beam_suspenders(devices["ring_current"], devices["shutter"]):
+        RE.install_suspender(suspender)
+    return RE, devices
+
+
+def dump_at_frame(RE, ring, frame: int, gap_s: float):
+    """A callback that dumps the beam when the ``frame``-th frame is recorded and
+    refills it ``gap_s`` wall seconds later (on the RunEngine's loop, where the
+    suspenders listen)."""
+    seen = Documents()
+
+    def callback(name, doc):
+        seen(name, doc)
+        if name == "event" and seen.streams[doc["descriptor"]] == "primary" and len(seen.events("primary")) == frame:
+            ring.dump()
+            RE.loop.call_later(gap_s, ring.refill)
+
+    return callback
+
+
+@pytest.mark.slow
+def test_a_beam_dump_in_operando_xrd_keeps_cycling_records_the_gap_and_loses_no_echem_point(beamline):
+    RE, devices = beamline
+    cycler, ring = devices["cycler"], devices["ring_current"]
+    RE(bps.mv(cycler.time_scale, 1200.0))  # one C/1 charge in ~6 wall s
+    documents = Documents()
+    first_log_index = cycler.engine.log_count
+
+    RE(operando_xrd(cycler, devices["xrd"], galvanostatic(200.0)[:1], active_mass_g=MASS_G, cadence_s=240.0,
+                    exposure_s=0.1, monitor=devices["i0"], min_flux=1e6),
+       [documents, dump_at_frame(RE, ring, frame=3, gap_s=GAP_S)])
+
+    (gap,) = documents.events(BEAM_GAPS_STREAM)
+    start, end = gap["data"]["beam_gap-start"], gap["data"]["beam_gap-end"]
+    assert gap["data"]["beam_gap-reason"] == "ring current below 10 mA (beam dump)"
+    assert end > start
+    frames = [event["time"] for event in documents.events("primary")]
+    echem = documents.events("echem")
+    echem_times = np.array([event["timestamps"]["cycler-potential"] for event in echem])
+    # no frame while the beam was down; frames before and after it
+    assert not any(start < t < end for t in frames)
+    assert sum(t <= start for t in frames) >= 3 and sum(t >= end for t in frames) >= 1
+    # the cell kept cycling: the channel logged points during the gap, recorded afterwards
+    in_gap = (echem_times > start) & (echem_times < end)
+    assert in_gap.sum() >= 5
+    potential = np.array([event["data"]["cycler-potential"] for event in echem])
+    assert potential[in_gap].max() > potential[in_gap].min()
+    # every sample the channel logged during the run is in the run, once, in order
+    indices = [event["data"]["cycler-log_index"] for event in echem]
+    assert indices == list(range(first_log_index, cycler.engine.log_count))
+    log = cycler.engine.log_readbacks()
+    newest = cycler.engine.log_count - len(log["log_time"])
+    for field in CYCLER_LOG_FIELDS[:-1]:  # the numbers; the state compared below
+        logged = np.array(log[f"log_{field}"])[np.array(indices) - newest]
+        np.testing.assert_array_equal([event["data"][f"cycler-{field}"] for event in echem], logged)
+    assert echem[-1]["data"]["cycler-state"] == "LIMIT_REACHED"
+    # the electrochemistry analysis over the run's points finds the charge the channel passed
+    accumulator = CyclingAccumulator(MASS_G)
+    for event in echem:
+        data = event["data"]
+        accumulator.add(data["cycler-step_time"], data["cycler-step_index"], data["cycler-cycle_index"],
+                        data["cycler-potential"], data["cycler-current"])
+    charge_mAh_g = accumulator.result().capacities.charge[0]
+    assert charge_mAh_g == pytest.approx(echem[-1]["data"]["cycler-step_capacity"] / MASS_G, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_closed_shutter_suspends_a_plan_between_runs_without_recording_a_gap(beamline):
+    RE, devices = beamline
+    shutter = devices["shutter"]
+    documents = Documents()
+
+    def plan():
+        yield from bps.checkpoint()
+        shutter.close()  # on the RunEngine's loop, as a shutter's monitor update arrives
+        RE.loop.call_later(0.5, shutter.open)
+        yield from bps.sleep(0.1)
+        yield from bps.checkpoint()
+
+    RE(plan(), documents)
+
+    assert documents.docs == []  # no run open: the gap is no run's
+
+
+def test_suspender_thresholds_are_checked():
+    with pytest.raises(PlanArgumentError, match="min_ring_current_mA"):
+        beam_suspenders(ring_current=object(), min_ring_current_mA=float("nan"))
+    with pytest.raises(PlanArgumentError, match="resume_ring_current_mA"):
+        beam_suspenders(ring_current=object(), min_ring_current_mA=50.0, resume_ring_current_mA=20.0)
+    with pytest.raises(PlanArgumentError, match="needs ring_current, shutter"):
+        beam_suspenders()
