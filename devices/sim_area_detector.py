@@ -24,6 +24,7 @@ from pathlib import PurePath
 import h5py
 import numpy as np
 from ophyd_async.core import (
+    DEFAULT_TIMEOUT,
     DetectorAcquireLogic,
     DetectorDataLogic,
     DetectorTriggerLogic,
@@ -34,6 +35,7 @@ from ophyd_async.core import (
     StreamResourceDataProvider,
     StreamResourceInfo,
     TriggerInfo,
+    WatchableAsyncStatus,
     soft_signal_r_and_setter,
 )
 
@@ -64,6 +66,13 @@ class _FrameFile:
         self.data.flush()
         self.count += 1
 
+    def truncate(self, count: int) -> None:
+        """Keep the first ``count`` frames."""
+        if count < self.count:
+            self.data.resize(count, axis=0)
+            self.data.flush()
+            self.count = count
+
     def close(self) -> None:
         self.file.close()
 
@@ -90,6 +99,11 @@ class _FrameWriter:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+    def truncate(self, count: int) -> None:
+        """Keep the first ``count`` frames of the open file."""
+        self.file.truncate(count)
+        self._set_frames_written(self.file.count)
 
     async def acquire(self) -> None:
         if self.file is None:
@@ -145,10 +159,22 @@ class _Data(DetectorDataLogic):
     def __init__(self, writer: _FrameWriter, path_provider: PathProvider):
         self.writer = writer
         self.path_provider = path_provider
+        self.provider: StreamResourceDataProvider | None = None
 
     async def prepare_unbounded(self, datakey_name: str) -> StreamableDataProvider:
         info = self.path_provider(datakey_name)
         self.writer.open(info.directory_path / f"{info.filename}.h5")
+        self.provider = self._provider(info, datakey_name)
+        return self.provider
+
+    def drop_unread_frames(self) -> None:
+        """Cut the file back to the frames the documents reference: a frame finished
+        while the plan was paused belongs to no event (the plan retakes its point), so
+        frame i of the file stays the i-th frame of the run."""
+        if self.provider is not None and self.writer.file is not None:
+            self.writer.truncate(self.provider.last_emitted)
+
+    def _provider(self, info, datakey_name: str) -> StreamResourceDataProvider:
         resource = StreamResourceInfo(
             data_key=datakey_name,
             shape=self.writer.shape,
@@ -195,11 +221,31 @@ class SimAreaDetector(StandardDetector):
         name: str = "",
     ) -> None:
         self._writer = _FrameWriter(render, tuple(shape), np.dtype(dtype), time_scale)
-        self.add_detector_logics(
-            _Trigger(self._writer), _Acquire(self._writer), _Data(self._writer, path_provider)
-        )
+        self._acquire, self._data = _Acquire(self._writer), _Data(self._writer, path_provider)
+        self._trigger_status: WatchableAsyncStatus | None = None
+        self.add_detector_logics(_Trigger(self._writer), self._acquire, self._data)
         self.add_config_signals(*config_sigs)
         super().__init__(name=name)
+
+    def trigger(self) -> WatchableAsyncStatus:
+        self._trigger_status = super().trigger()
+        return self._trigger_status
+
+    async def pause(self) -> None:
+        """bluesky `Pausable`: the RunEngine pauses or suspends. An exposure in
+        progress finishes (a real detector's would too; at most DEFAULT_TIMEOUT s more
+        than it takes, then it is stopped), so nothing writes while paused."""
+        status = self._trigger_status
+        if status is not None and not status.done:
+            expected_s = self._writer.period_s * self._writer.n_frames * self._writer.time_scale
+            await asyncio.wait([status.task], timeout=expected_s + DEFAULT_TIMEOUT)
+        await self._acquire.ensure_stopped()
+
+    async def resume(self) -> None:
+        """bluesky `Pausable`: the plan goes on and retakes its interrupted point; the
+        frame of the exposure the pause interrupted, which no event references, leaves
+        the file (frame i of the file stays the i-th frame of the run)."""
+        self._data.drop_unread_frames()
 
     def set_renderer(self, render: Renderer) -> None:
         """Change what the detector sees (e.g. a new sample mounted in the simulation)."""

@@ -74,6 +74,7 @@ def wait_for_geometry(refined_geometry: SignalR[str], raw_uid: str, timeout_s: f
     refinement failed, or if no answer came within ``timeout_s`` (s)."""
     deadline = time.monotonic() + timeout_s
     while True:
+        yield from bps.checkpoint()  # a pause lands here, after the frame; resuming reads the answer
         text = yield from bps.rd(refined_geometry)
         message = json.loads(text) if text else {}
         if message.get("raw_uid") == raw_uid:
@@ -149,6 +150,7 @@ def calibrate_xrd(
     )
 
     def calibrate(raw_uid: str) -> MsgGenerator[None]:
+        yield from bps.checkpoint()
         yield from bps.trigger_and_read([detector])
         config = yield from wait_for_geometry(refined_geometry, raw_uid, timeout_s)
         write_poni_atomically(pyfai_geometry(config), poni_path)

@@ -409,6 +409,7 @@ def sxdm_rocking_raster(
             for y_um in raster.ys_um:
                 yield from bps.mv(stage.y, y_um)
                 for x_um in raster.xs_um:
+                    yield from bps.checkpoint()  # a pause lands between frames; a rewind retakes one
                     yield from bps.mv(stage.x, x_um)
                     yield from bps.trigger_and_read(readers)
             report(t)
@@ -424,6 +425,7 @@ def sxdm_rocking_raster(
         for t, angle in enumerate(raster.thetas_deg):
             yield from bps.mv(theta, angle)
             for y_um in raster.ys_um:
+                yield from bps.checkpoint()  # a pause lands between rows; a rewind flies the row again
                 yield from bps.mv(stage.y, y_um, stage.x, x_span[0])
                 yield from bps.mv(stage.x.velocity, raster.fly_speed)
                 yield from bps.prepare(detector, line, wait=True)
@@ -499,6 +501,7 @@ def find_bragg_peak(
     def inner():
         yield from bps.prepare(detector, TriggerInfo(livetime=exposure_s), wait=True)
         for angle in angles:
+            yield from bps.checkpoint()
             yield from bps.mv(theta, angle)
             yield from bps.trigger_and_read(readers)
             reading = yield from bps.trigger_and_read([detector.stats.total], name="stats")
@@ -568,6 +571,7 @@ def xrf_map(
         for iy, y_um in enumerate(ys):
             yield from bps.mv(stage.y, y_um)
             for ix, x_um in enumerate(xs):
+                yield from bps.checkpoint()
                 yield from bps.mv(stage.x, x_um)
                 reading = yield from bps.trigger_and_read(readers)
                 counts[iy, ix] = reading[xrf.counts.name]["value"]

@@ -216,6 +216,7 @@ def take_darks(txm, n: int):
     """Close the shutter, take ``n`` dark frames, open it again."""
     yield from bps.mv(txm.shutter, ShutterState.CLOSED, txm.frame_type, FrameType.DARK)
     for _ in range(n):
+        yield from bps.checkpoint()
         yield from bps.trigger_and_read(_readers(txm))
     yield from bps.mv(txm.shutter, ShutterState.OPEN)
 
@@ -225,6 +226,7 @@ def take_flats(txm, n: int, sample_in_mm: float):
     to ``sample_in_mm``."""
     yield from bps.mv(txm.sample.x, sample_in_mm + txm.sample.out_offset_mm, txm.frame_type, FrameType.FLAT)
     for _ in range(n):
+        yield from bps.checkpoint()
         yield from bps.trigger_and_read(_readers(txm))
     yield from bps.mv(txm.sample.x, sample_in_mm)
 
@@ -276,6 +278,7 @@ def _xanes_scan(
             yield from bps.mv(txm.frame_type, FrameType.PROJECTION)
             angles = scan.angles_deg if index % 2 == 0 else scan.angles_deg[::-1]
             for angle in angles:
+                yield from bps.checkpoint()
                 yield from bps.mv(txm.rotation, float(angle))
                 yield from bps.trigger_and_read(readers)
             frames += len(angles)
@@ -410,10 +413,12 @@ def energy_calibration(
         yield from bps.mv(txm.shutter, ShutterState.CLOSED, txm.frame_type, FrameType.DARK)
         darks = []
         for _ in range(n_darks):
+            yield from bps.checkpoint()
             darks.append((yield from total()))
         yield from bps.mv(txm.shutter, ShutterState.OPEN)
         foil, flat, measured = [], [], []
         for energy in energies:
+            yield from bps.checkpoint()
             yield from bps.mv(txm.energy, float(energy), txm.frame_type, FrameType.PROJECTION)
             measured.append((yield from bps.rd(txm.energy)))
             foil.append((yield from total()))
