@@ -17,7 +17,7 @@ import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop
 
 from nanostrain.beamline import connect_devices
-from nanostrain.devices.cycler import CyclerFaultError, EpicsCycler, SimCycler
+from nanostrain.devices.cycler import CyclerFaultError, CyclerLog, EpicsCycler, SimCycler
 from nanostrain.schema.cycler import CYCLER_LOG_PVS, CYCLER_PVS, CyclerMode, CyclerState, CyclerStep
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.cycler_engine import ACTIVE_MASS_G, CyclerEngine, WallClock
@@ -344,6 +344,37 @@ def test_epics_cycler_charges_to_the_limit_over_ca(RE, epics_cycler):
     step_times = [e["data"]["cycler-step_time"] for e in events if e["data"]["cycler-step_index"] == last["cycler-step_index"]]
     assert len(set(step_times)) >= 3 and step_times == sorted(step_times)  # readings move
     assert "v_max 4.5 V reached" in run(epics_cycler.message.get_value())
+
+
+@pytest.mark.ioc
+def test_the_log_readback_over_ca_gives_every_sample_of_a_step_once(RE, epics_cycler):
+    from nanostrain.plans.cycling import record_log
+
+    log = CyclerLog(epics_cycler)
+    docs = []
+
+    @bpp.stage_decorator([log])
+    @bpp.run_decorator()
+    def plan():
+        yield from bps.mv(epics_cycler, CyclerStep("CC_DISCHARGE", FAST_MA, v_min=3.0))  # any state -> low
+        yield from record_log(log)  # what the discharge logged since staging
+        status = yield from bps.abs_set(epics_cycler.unattended, CyclerStep("CC_CHARGE", FAST_MA, v_max=4.5),
+                                        group="charge")
+        yield from bps.sleep(0.3)  # away for a while: the samples wait in the IOC's log
+        while not status.done:
+            yield from record_log(log)
+            yield from bps.sleep(0.05)
+        yield from bps.sleep(0.2)  # the end-of-step sample on its way
+        yield from record_log(log)
+
+    first = run(epics_cycler.log_count.get_value())
+    RE(plan(), lambda name, doc: docs.append((name, doc)))
+
+    events = [doc["data"] for name, doc in docs if name == "event"]
+    assert [e["cycler-log_index"] for e in events] == list(range(first, run(epics_cycler.log_count.get_value())))
+    charge = [e for e in events if e["cycler-current"] > 0.0]
+    assert len(charge) >= 5 and charge[-1]["cycler-state"] == CyclerState.LIMIT_REACHED
+    assert [e["cycler-step_time"] for e in charge] == sorted(e["cycler-step_time"] for e in charge)
 
 
 @pytest.mark.ioc

@@ -6,19 +6,29 @@ current (`SimRingCurrent.dump` / `refill`) that the installed suspenders watch.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+import sys
+from pathlib import Path
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
 import numpy as np
 import pytest
 from bluesky import RunEngine
-import bluesky.plan_stubs as bps
 
 from nanostrain.analysis.electrochem import CyclingAccumulator
-from nanostrain.beamline import make_devices
+from nanostrain.beamline import connect_devices, make_devices
+from nanostrain.devices.beam import EpicsRingCurrent, EpicsShutter
 from nanostrain.plans.cycling import operando_xrd
 from nanostrain.plans.protocols import galvanostatic
 from nanostrain.plans.suspenders import BEAM_GAPS_STREAM, beam_suspenders
 from nanostrain.plans.validation import PlanArgumentError
 from nanostrain.schema.cycler import CYCLER_LOG_FIELDS
 
+from ..conftest import running_ioc
+
+REPO = Path(__file__).resolve().parents[2]
 MASS_G = 6.16e-3
 GAP_S = 1.5  # wall seconds the beam stays dumped
 
@@ -134,3 +144,59 @@ def test_suspender_thresholds_are_checked():
         beam_suspenders(ring_current=object(), min_ring_current_mA=50.0, resume_ring_current_mA=20.0)
     with pytest.raises(PlanArgumentError, match="needs ring_current, shutter"):
         beam_suspenders()
+
+
+# --------------------------------------------------------------------------------------
+# The EPICS classes over Channel Access, against tests/iocs/beam_ioc.py
+# --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def beam_ioc(tmp_path_factory):
+    prefix = f"NSTEST{secrets.token_hex(4)}:BEAM:"
+    command = [sys.executable, "-m", "tests.iocs.beam_ioc", "--prefix", prefix]
+    with running_ioc(command, prefix, tmp_path_factory.mktemp("beam_ioc") / "ioc.log", cwd=REPO):
+        yield prefix
+
+
+@pytest.mark.ioc
+def test_a_dump_and_a_closed_shutter_over_ca_suspend_a_run_and_are_recorded(beam_ioc):
+    from ophyd_async.epics.core import epics_signal_rw
+
+    RE = RunEngine({})
+    ring = EpicsRingCurrent(beam_ioc + "Current-I", name="ring_current")
+    shutter = EpicsShutter(beam_ioc + "Open-Sts", name="shutter")
+    machine = {"current": epics_signal_rw(float, beam_ioc + "Current-I"),
+               "open": epics_signal_rw(bool, beam_ioc + "Open-Sts")}  # what the machine writes
+    connect_devices({"ring_current": ring, "shutter": shutter, **machine})
+    for suspender in beam_suspenders(ring, shutter, min_ring_current_mA=100.0, resume_ring_current_mA=300.0):
+        RE.install_suspender(suspender)
+    documents = Documents()
+
+    def put_later(signal, value, delay_s):
+        RE.loop.call_later(delay_s, lambda: asyncio.ensure_future(signal.set(value)))
+
+    def plan():
+        @bpp.run_decorator()
+        def inner():
+            for point in range(8):
+                yield from bps.checkpoint()
+                if point == 2:  # a dump: 0 mA, refilled to 350 mA (above the resume threshold)
+                    put_later(machine["current"], 0.0, 0.0)
+                    put_later(machine["current"], 350.0, 0.5)
+                if point == 5:
+                    put_later(machine["open"], False, 0.0)
+                    put_later(machine["open"], True, 0.5)
+                yield from bps.trigger_and_read([ring, shutter])
+                yield from bps.sleep(0.2)
+
+        return (yield from inner())
+
+    RE(plan(), documents)
+
+    gaps = documents.events(BEAM_GAPS_STREAM)
+    assert [gap["data"]["beam_gap-reason"] for gap in gaps] == [
+        "ring current below 100 mA (beam dump)", "shutter closed"]
+    primary = documents.events("primary")
+    for gap in gaps:  # no point recorded while the beam was off
+        assert not any(gap["data"]["beam_gap-start"] < event["time"] < gap["data"]["beam_gap-end"] for event in primary)
+    assert sorted(event["seq_num"] for event in primary)[-1] == 8
+    assert all(event["data"]["ring_current-current"] >= 300.0 for event in primary)  # 400 mA, then 350 mA
