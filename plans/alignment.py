@@ -1,4 +1,8 @@
-"""Alignment: scan a stage while a camera images the beam (or a particle)."""
+"""Alignment: scan a stage while a camera images the beam (or a particle).
+
+Pauses and beam dumps: `bluesky.plans.scan`'s checkpoint before every point; a pause or
+suspension rewinds to it and retakes that point (README "Beam dumps and pauses").
+"""
 
 from typing import Any
 

@@ -4,7 +4,8 @@ One channel: the live calibration analysis (`callbacks.xrd_calibration`) refines
 geometry and publishes it as documents and as a live value (a str signal holding the
 pyFAI config and the raw run's uid); this plan waits for the value of its own run,
 writes the PONI file and sets the detector. Nothing else writes the PONI file, so a
-replay of the run cannot touch it.
+replay of the run cannot touch it. Pauses: a checkpoint before the frame and at every
+poll for the answer (a deferred pause lands after the frame; resuming reads the answer).
 """
 
 import json

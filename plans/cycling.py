@@ -265,6 +265,10 @@ def operando_xrd(
     Then, as the plan's first messages (reads only, before the cycler is touched or the
     run opens): every step's current (mA) within the channel's ``current_limit``.
     `plans.validate` runs the checks before the first message without running.
+
+    Pauses and beam dumps (module docstring): the cycler keeps cycling; the ``echem``
+    stream gets every sample the channel logged meanwhile, frames resume with the beam,
+    the installed suspenders record the gap in ``beam_gaps``; aborting stops the step.
     """
     arguments = plan_args(locals())
     protocol = _validate(cycler, protocol, active_mass_g, poll_s)
@@ -340,7 +344,8 @@ def gitt(
     ``protocol`` as in `operando_xrd` (steps or their JSON form). The start document
     follows the electrochemistry contract of `nanostrain.schema.start` and records
     ``plan_args`` and ``sample``. Returns the run uid. Checks as `operando_xrd` (cycler,
-    protocol, active_mass_g, poll_s, sample, md; then the channel's current limit)."""
+    protocol, active_mass_g, poll_s, sample, md; then the channel's current limit).
+    Pauses as `operando_xrd`: the titration goes on, every logged point is recorded."""
     arguments = plan_args(locals())
     protocol = _validate(cycler, gitt_protocol() if protocol is None else protocol, active_mass_g, poll_s)
     require_metadata(sample, md)

@@ -107,7 +107,7 @@ class BeamGapRecord:
         self._gap: dict[str, Any] = {"start": 0.0, "end": 0.0, "duration_s": 0.0, "reason": ""}
 
     def started(self, reason: str) -> MsgGenerator[None]:
-        """Plan (a suspender's ``pre_plan``): the beam went now, for ``reason``."""
+        """Plan (a suspender's ``pre_plan``): the RunEngine suspends now, for ``reason``."""
         self._gap = {"start": time.time(), "end": float("nan"), "duration_s": float("nan"), "reason": reason}
         yield from bps.null()
 

@@ -29,6 +29,10 @@ document records ``technique="sxdm"``, ``image_key``, the detector geometry
 raster (``sxdm_raster``: shape, step, ranges, order, mode) and the analysis settings
 (``sxdm_background``, ``sxdm_roi``), so replay needs nothing but the catalog.
 Units: um (scanner), deg (angles), s.
+
+Pauses and beam dumps (README "Beam dumps and pauses"): a checkpoint before every point
+of the step raster, the rocking curve and the XRF map, and before every row of the fly
+raster; a pause or suspension rewinds to it and retakes that point (or flies the row again).
 """
 
 import time

@@ -16,6 +16,10 @@ map. Step rotation only: each projection is taken at rest. The start document ca
 everything the live analysis needs (``technique="txm"``, ``image_key``, ``txm_mode``,
 ``energies_eV``, ``angles_deg``, ``pixel_size_um``, ``txm_keys``, flat/dark counts), so a
 replay needs nothing but the catalog. Units: eV, degrees, seconds, um.
+
+Pauses and beam dumps (README "Beam dumps and pauses"): a checkpoint before every frame
+(dark, flat, projection; every energy of `energy_calibration`); a pause or suspension
+rewinds to it and retakes that frame.
 """
 
 import math

@@ -87,7 +87,7 @@ class Other:
 
 
 READABLES = frozenset({"sx", "i0", "cam", "cycler", "xrd", "np_stage", "np_theta", "np_i0", "merlin", "np_xrf",
-                       "feedback"})
+                       "feedback", "ring_current", "shutter"})
 AREA_DETECTORS = frozenset({"cam", "xrd", "merlin"})
 ANY_TEXT = st.text(max_size=8)
 NOT_A_DICT = st.one_of(ANY_TEXT, st.integers(), st.floats(), st.lists(st.integers(), max_size=3), st.booleans())
