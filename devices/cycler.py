@@ -59,8 +59,10 @@ from ophyd_async.core import (
 from ophyd_async.epics.core import epics_signal_r, epics_signal_rw, epics_triggerable_command
 
 from nanostrain.schema.cycler import (
+    CYCLER_LOG_COLUMNS,
     CYCLER_LOG_FIELDS,
     CYCLER_LOG_PVS,
+    LOG_LENGTH,
     CYCLER_PVS,
     CyclerMode,
     CyclerPv,
@@ -237,7 +239,7 @@ class CyclerLog:
     """The data log of ``cycler`` as a bluesky `Readable`: one logged sample per ``read()``.
 
     Staging starts at the channel's next sample. `trigger` reads the log readback
-    (``log_count`` and the ``log_*`` waveforms) and queues every sample logged since the
+    (``log_samples``, one consistent snapshot) and queues every sample logged since the
     last trigger; ``pending`` says how many are queued; `read` returns the oldest
     (readings stamped with the sample's time) and drops it. So a client that was away
     (a beam dump, a pause) records afterwards every sample the channel took meanwhile.
@@ -274,40 +276,36 @@ class CyclerLog:
     async def trigger(self) -> None:
         if self._next is None:
             raise RuntimeError(f"{self.name} log: stage it before triggering")
-        names = ("log_time", *(f"log_{field}" for field in CYCLER_LOG_FIELDS))
-        *columns, count = await asyncio.gather(*(getattr(self.cycler, n).get_value() for n in names),
-                                               self.cycler.log_count.get_value())
-        first = count - len(columns[0])  # the log index of the oldest sample the readback holds
-        if self._next < first:
+        rows = (await self.cycler.log_samples.get_value()).reshape(-1, len(CYCLER_LOG_COLUMNS))
+        rows = rows[rows[:, 0] >= self._next]
+        if len(rows) and rows[0, 0] > self._next:
             raise CyclerLogOverrunError(
-                f"{self.name}: samples {self._next} to {first - 1} of the channel's log were overwritten "
-                f"before they were read (the readback holds the newest {len(columns[0])})"
+                f"{self.name}: samples {self._next} to {int(rows[0, 0]) - 1} of the channel's log were overwritten "
+                f"before they were read (the readback holds the newest {LOG_LENGTH})"
             )
         states = list(CyclerState)
-        for index in range(self._next, count):
-            timestamp, *values = (column[index - first] for column in columns)
-            sample = dict(zip(CYCLER_LOG_FIELDS, values, strict=True))
+        for row in rows:
+            sample = dict(zip(CYCLER_LOG_COLUMNS, row.tolist(), strict=True))
+            for key in ("index", "step_index", "cycle_index"):
+                sample[key] = int(sample[key])
             sample["state"] = states[int(sample["state"])]
-            self._pending.append({"log_index": index, "timestamp": float(timestamp), **sample})
-        self._next = count
+            self._pending.append(sample)
+        if len(rows):
+            self._next = int(rows[-1, 0]) + 1
 
     async def read(self) -> dict[str, Any]:
         if not self._pending:
             raise RuntimeError(f"{self.name} log: no sample pending; trigger() queues the new ones")
         sample = self._pending.popleft()
-        timestamp = sample.pop("timestamp")
-        return {f"{self.name}-{key}": {"value": _plain(value), "timestamp": timestamp} for key, value in sample.items()}
+        timestamp = sample.pop("time")
+        sample["log_index"] = sample.pop("index")
+        return {f"{self.name}-{key}": {"value": value, "timestamp": timestamp} for key, value in sample.items()}
 
     async def describe(self) -> dict[str, Any]:
         described = await self.cycler.describe()
         keys = {f"{self.name}-{field}": described[f"{self.name}-{field}"] for field in CYCLER_LOG_FIELDS}
         index = {"source": f"log of {self.name}", "dtype": "integer", "shape": [], "dtype_numpy": "<i8"}
         return {**keys, f"{self.name}-log_index": index}
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python number a reading holds."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # --------------------------------------------------------------------------------------

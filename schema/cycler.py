@@ -19,6 +19,7 @@ from ophyd_async.core import StrictEnum
 
 __all__ = [
     "CONSTANT_CURRENT_MODES",
+    "CYCLER_LOG_COLUMNS",
     "CYCLER_LOG_FIELDS",
     "CYCLER_LOG_PVS",
     "CYCLER_PVS",
@@ -186,24 +187,19 @@ CYCLER_LOG_FIELDS = (
 )
 """The readbacks the channel logs at every sample (a `CYCLER_PVS` entry each)."""
 
+CYCLER_LOG_COLUMNS = ("index", "time", *CYCLER_LOG_FIELDS)
+"""One row of the log readback: the sample's number in the log (0 = the first since the
+channel started), when it was taken (POSIX s), then `CYCLER_LOG_FIELDS` (``state`` as
+the index of its `CyclerState`), every value a float."""
 
-def _log_pv(attr: str) -> CyclerPv:
-    """The waveform logging readback ``attr``: its values, an enum's as choice indices."""
-    pv = CYCLER_PVS[attr]
-    enum = pv.datatype not in (float, int)
-    return CyclerPv(
-        "Log:" + pv.suffix, int if enum else pv.datatype, (), pv.units, pv.precision, length=LOG_LENGTH,
-        description=f"{pv.suffix} of each logged sample" + (" (index of the choice)" if enum else ""))
-
-
-#: The channel's data log, read back: the newest `LOG_LENGTH` samples (oldest first) and
-#: the number of samples logged since the channel started, so a client that was away (a
-#: beam dump, a paused plan) reads what it missed. docs/cycler-pvs.md lists them.
+#: The channel's data log, read back in one waveform (so one read is one consistent
+#: snapshot): the newest `LOG_LENGTH` samples as rows of `CYCLER_LOG_COLUMNS`, oldest
+#: first, flattened; and the number of samples logged since the channel started. A client
+#: that was away (a beam dump, a paused plan) reads what it missed. docs/cycler-pvs.md.
 CYCLER_LOG_PVS: Mapping[str, CyclerPv] = MappingProxyType({
+    "log_samples": CyclerPv(
+        "Log:Samples-RB", float, (), length=LOG_LENGTH * len(CYCLER_LOG_COLUMNS),
+        description="the newest logged samples, rows of CYCLER_LOG_COLUMNS flattened, oldest first"),
     "log_count": CyclerPv(
         "Log:Count-RB", int, 0, "", description="samples logged since the channel started (updated last)"),
-    "log_time": CyclerPv(
-        "Log:Time-RB", float, (), "s", 3, length=LOG_LENGTH,
-        description="when each logged sample was taken, POSIX time"),
-    **{f"log_{attr}": _log_pv(attr) for attr in CYCLER_LOG_FIELDS},
 })

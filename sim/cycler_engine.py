@@ -25,7 +25,8 @@ of a step. Until simulated time passes again, the readbacks hold the step's last
 open and the cell relaxes. `WallClock` carries the time not advanced into its next tick.
 
 The channel logs a sample of `nanostrain.schema.cycler.CYCLER_LOG_FIELDS` (with the
-wall time from ``clock``) when a step starts or is stopped, on a fault and at the end of
+wall time from ``clock``) just before a step starts from rest (the state it starts
+from), when it starts or is stopped, on a fault and at the end of
 every `advance` that a running step began, as a cycler's data log does; `log_readbacks` serves its newest
 `LOG_LENGTH` samples and the count since the engine was made.
 """
@@ -126,6 +127,8 @@ class CyclerEngine:
                 f"{self.max_current_mA:.4g} mA ({self.max_current_mA / self.active_mass_g:g} mA/g "
                 f"x {self.active_mass_g:g} g)"
             )
+        if self._state is not CyclerState.RUNNING:
+            self._log_sample()  # the state the step starts from (a GITT pulse's relaxed potential)
         self._end_step()
         if step.mode is CyclerMode.CC_CHARGE and self._last_cc_mode is CyclerMode.CC_DISCHARGE:
             self._cycle_index += 1
@@ -258,7 +261,9 @@ class CyclerEngine:
 
     def _log_sample(self) -> None:
         readbacks = self.readbacks()
-        self._log.append((self._clock(), *(readbacks[field] for field in CYCLER_LOG_FIELDS)))
+        readbacks["state"] = list(CyclerState).index(readbacks["state"])
+        row = (self.log_count, self._clock(), *(readbacks[field] for field in CYCLER_LOG_FIELDS))
+        self._log.append(tuple(float(value) for value in row))
         self.log_count += 1
 
     # --- readbacks ------------------------------------------------------------------
@@ -341,15 +346,10 @@ class CyclerEngine:
 
     def log_readbacks(self) -> dict[str, Any]:
         """The log readbacks by device attribute name (the keys of
-        `nanostrain.schema.cycler.CYCLER_LOG_PVS`): per field a list of the newest
-        samples, oldest first, as the waveform records hold them (``log_time`` POSIX s,
-        ``log_state`` the index of each `CyclerState`), and ``log_count`` last, so a
-        publisher in this order updates the samples first."""
-        names = ("time", *CYCLER_LOG_FIELDS)
-        columns = dict(zip(names, zip(*self._log), strict=True)) if self._log else dict.fromkeys(names, ())
-        states = list(CyclerState)
-        columns["state"] = [states.index(state) for state in columns["state"]]
-        return {**{f"log_{name}": list(column) for name, column in columns.items()}, "log_count": self.log_count}
+        `nanostrain.schema.cycler.CYCLER_LOG_PVS`): ``log_samples``, the newest samples
+        as rows of `CYCLER_LOG_COLUMNS` flattened, oldest first, and ``log_count`` last,
+        so a publisher in this order updates the samples first."""
+        return {"log_samples": [value for row in self._log for value in row], "log_count": self.log_count}
 
 
 class WallClock:

@@ -13,12 +13,22 @@ from pathlib import Path
 import bluesky.plan_stubs as bps
 import bluesky.plans as bp
 import bluesky.preprocessors as bpp
+import numpy as np
 import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop
+from bluesky.utils import FailedStatus
 
 from nanostrain.beamline import connect_devices
-from nanostrain.devices.cycler import CyclerFaultError, CyclerLog, EpicsCycler, SimCycler
-from nanostrain.schema.cycler import CYCLER_LOG_PVS, CYCLER_PVS, CyclerMode, CyclerState, CyclerStep
+from nanostrain.devices.cycler import CyclerFaultError, CyclerLog, CyclerLogOverrunError, EpicsCycler, SimCycler
+from nanostrain.schema.cycler import (
+    CYCLER_LOG_COLUMNS,
+    CYCLER_LOG_PVS,
+    CYCLER_PVS,
+    LOG_LENGTH,
+    CyclerMode,
+    CyclerState,
+    CyclerStep,
+)
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.cycler_engine import ACTIVE_MASS_G, CyclerEngine, WallClock
 
@@ -176,6 +186,60 @@ def test_stop_ends_the_step_idle():
 
     assert engine.state is CyclerState.IDLE and engine.step_time_s == 100.0
     assert "stopped" in engine.message
+
+
+def test_the_log_samples_each_advance_of_a_running_step_with_its_readbacks_and_wall_time():
+    wall = iter(range(1000, 2000))
+    engine = CyclerEngine(CathodeParticle("NC91", "PC"), MASS_G, clock=lambda: float(next(wall)))
+    engine.start(CyclerStep("CC_CHARGE", 1.0, duration_s=300.0))
+    engine.advance(100.0)
+    engine.advance(100.0)
+    after_two = engine.readbacks()
+    run_until_done(engine, chunk_s=150.0)  # 100 s more, then the step ends on its duration
+    engine.advance(500.0)  # idle: nothing logged
+
+    rows = np.array(engine.log_readbacks()["log_samples"]).reshape(-1, len(CYCLER_LOG_COLUMNS))
+    column = {name: rows[:, i] for i, name in enumerate(CYCLER_LOG_COLUMNS)}
+    assert engine.log_count == 5 and engine.log_readbacks()["log_count"] == 5
+    np.testing.assert_array_equal(column["index"], [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(column["time"], [1000.0, 1001.0, 1002.0, 1003.0, 1004.0])
+    np.testing.assert_allclose(column["step_time"], [0.0, 0.0, 100.0, 200.0, 300.0])
+    np.testing.assert_array_equal(column["current"], [0.0, 1.0, 1.0, 1.0, 1.0])  # at rest, then the step
+    assert column["potential"][3] == after_two["potential"]
+    assert column["step_capacity"][-1] == pytest.approx(1.0 * 300.0 / 3600.0)  # I t, mAh
+    states = list(CyclerState)
+    assert [states[int(i)] for i in column["state"]] == [CyclerState.IDLE] + [CyclerState.RUNNING] * 3 + [
+        CyclerState.TIME_REACHED]
+
+
+def test_the_log_keeps_the_newest_samples_and_counts_them_all():
+    engine = new_engine()
+    engine.start(CyclerStep("REST", duration_s=1e6))
+    for _ in range(LOG_LENGTH + 10):
+        engine.advance(1.0)
+
+    rows = np.array(engine.log_readbacks()["log_samples"]).reshape(-1, len(CYCLER_LOG_COLUMNS))
+    assert engine.log_count == LOG_LENGTH + 12  # with the state before the step and its start
+    assert len(rows) == LOG_LENGTH
+    np.testing.assert_array_equal(rows[:, 0], np.arange(12, LOG_LENGTH + 12))  # the newest, oldest first
+    assert rows[-1, CYCLER_LOG_COLUMNS.index("step_time")] == LOG_LENGTH + 10.0
+
+
+def test_a_log_read_after_samples_were_overwritten_names_what_was_lost(RE, sim_cycler):
+    log = CyclerLog(sim_cycler)
+
+    def plan():
+        yield from bps.stage(log, wait=True)
+        sim_cycler.engine.start(CyclerStep("REST", duration_s=1e6))
+        for _ in range(LOG_LENGTH + 10):  # the channel logs on while nobody reads
+            sim_cycler.engine.advance(1.0)
+        sim_cycler._publish()
+        yield from bps.trigger(log, wait=True)
+
+    with pytest.raises(FailedStatus) as failure:
+        RE(plan())
+    assert isinstance(failure.value.__cause__, CyclerLogOverrunError)
+    assert "were overwritten before they were read" in str(failure.value.__cause__)
 
 
 def test_wall_clock_advances_time_scale_seconds_per_wall_second_carrying_step_ends():

@@ -24,7 +24,7 @@ from nanostrain.plans.cycling import operando_xrd
 from nanostrain.plans.protocols import galvanostatic
 from nanostrain.plans.suspenders import BEAM_GAPS_STREAM, beam_suspenders
 from nanostrain.plans.validation import PlanArgumentError
-from nanostrain.schema.cycler import CYCLER_LOG_FIELDS
+from nanostrain.schema.cycler import CYCLER_LOG_COLUMNS, CYCLER_LOG_FIELDS
 
 from ..conftest import running_ioc
 
@@ -103,11 +103,10 @@ def test_a_beam_dump_in_operando_xrd_keeps_cycling_records_the_gap_and_loses_no_
     # every sample the channel logged during the run is in the run, once, in order
     indices = [event["data"]["cycler-log_index"] for event in echem]
     assert indices == list(range(first_log_index, cycler.engine.log_count))
-    log = cycler.engine.log_readbacks()
-    newest = cycler.engine.log_count - len(log["log_time"])
-    for field in CYCLER_LOG_FIELDS[:-1]:  # the numbers; the state compared below
-        logged = np.array(log[f"log_{field}"])[np.array(indices) - newest]
-        np.testing.assert_array_equal([event["data"][f"cycler-{field}"] for event in echem], logged)
+    rows = np.array(cycler.engine.log_readbacks()["log_samples"]).reshape(-1, len(CYCLER_LOG_COLUMNS))
+    logged = rows[np.isin(rows[:, 0], indices)]
+    for i, field in enumerate(CYCLER_LOG_FIELDS[:-1], start=2):  # the numbers; the state compared below
+        np.testing.assert_array_equal([event["data"][f"cycler-{field}"] for event in echem], logged[:, i])
     assert echem[-1]["data"]["cycler-state"] == "LIMIT_REACHED"
     # the electrochemistry analysis over the run's points finds the charge the channel passed
     accumulator = CyclingAccumulator(MASS_G)
