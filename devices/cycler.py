@@ -427,6 +427,7 @@ class SimCycler(Cycler):
         self.update_period_s = update_period_s
         self.time_scale = soft_signal_rw(float, time_scale, units="s/s", setter=_check_time_scale)
         self._signals = _SoftSignals()
+        self._published_log_count = -1
         self._clock_task: asyncio.Task | None = None
         self.cell_viewers: list[Callable[[CathodeParticle, SampleRecord], None]] = []
         self.sample_record = particle_record(engine.particle) if sample_record is None else sample_record
@@ -458,9 +459,11 @@ class SimCycler(Cycler):
     def _publish(self) -> None:
         for attr, value in self.engine.readbacks().items():
             self._signals.setters[attr](value)
-        for attr, value in self.engine.log_readbacks().items():
-            pv = CYCLER_LOG_PVS[attr]
-            self._signals.setters[attr](np.asarray(value, _element(pv)) if pv.length else value)
+        if self.engine.log_count != self._published_log_count:  # the log grew
+            for attr, value in self.engine.log_readbacks().items():
+                pv = CYCLER_LOG_PVS[attr]
+                self._signals.setters[attr](np.asarray(value, _element(pv)) if pv.length else value)
+            self._published_log_count = self.engine.log_count
 
     async def _run_step(self) -> None:
         setpoints = await asyncio.gather(

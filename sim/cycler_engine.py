@@ -26,7 +26,7 @@ open and the cell relaxes. `WallClock` carries the time not advanced into its ne
 
 The channel logs a sample of `nanostrain.schema.cycler.CYCLER_LOG_FIELDS` (with the
 wall time from ``clock``) just before a step starts from rest (the state it starts
-from), when it starts or is stopped, on a fault and at the end of
+from), when a step is stopped, on a fault and at the end of
 every `advance` that a running step began, as a cycler's data log does; `log_readbacks` serves its newest
 `LOG_LENGTH` samples and the count since the engine was made.
 """
@@ -41,6 +41,7 @@ from typing import Any
 
 from nanostrain.schema.cycler import (
     CONSTANT_CURRENT_MODES,
+    CYCLER_LOG_COLUMNS,
     CYCLER_LOG_FIELDS,
     LOG_LENGTH,
     MAX_RATE_MA_G,
@@ -106,7 +107,7 @@ class CyclerEngine:
         self._charge_before_step_mAh = 0.0
         self._applied_mA = 0.0
         self._clock = clock
-        self._log: deque[tuple[Any, ...]] = deque(maxlen=LOG_LENGTH)
+        self._log: deque[float] = deque(maxlen=LOG_LENGTH * len(CYCLER_LOG_COLUMNS))  # rows, flattened
         self.log_count = 0
         self.particle.relax(0.0)  # open circuit until a step starts
 
@@ -142,7 +143,6 @@ class CyclerEngine:
         self._applied_mA = step.signed_current_mA
         self.particle.step(self._applied_mA / self.active_mass_g, 0.0)  # the potential under current
         self._check_limit()
-        self._log_sample()
 
     def start_setpoints(
         self, mode: CyclerMode | str, current_mA: float, v_min: float, v_max: float, duration_s: float
@@ -263,7 +263,7 @@ class CyclerEngine:
         readbacks = self.readbacks()
         readbacks["state"] = list(CyclerState).index(readbacks["state"])
         row = (self.log_count, self._clock(), *(readbacks[field] for field in CYCLER_LOG_FIELDS))
-        self._log.append(tuple(float(value) for value in row))
+        self._log.extend(float(value) for value in row)
         self.log_count += 1
 
     # --- readbacks ------------------------------------------------------------------
@@ -349,7 +349,7 @@ class CyclerEngine:
         `nanostrain.schema.cycler.CYCLER_LOG_PVS`): ``log_samples``, the newest samples
         as rows of `CYCLER_LOG_COLUMNS` flattened, oldest first, and ``log_count`` last,
         so a publisher in this order updates the samples first."""
-        return {"log_samples": [value for row in self._log for value in row], "log_count": self.log_count}
+        return {"log_samples": list(self._log), "log_count": self.log_count}
 
 
 class WallClock:

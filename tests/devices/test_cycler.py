@@ -200,15 +200,15 @@ def test_the_log_samples_each_advance_of_a_running_step_with_its_readbacks_and_w
 
     rows = np.array(engine.log_readbacks()["log_samples"]).reshape(-1, len(CYCLER_LOG_COLUMNS))
     column = {name: rows[:, i] for i, name in enumerate(CYCLER_LOG_COLUMNS)}
-    assert engine.log_count == 5 and engine.log_readbacks()["log_count"] == 5
-    np.testing.assert_array_equal(column["index"], [0, 1, 2, 3, 4])
-    np.testing.assert_array_equal(column["time"], [1000.0, 1001.0, 1002.0, 1003.0, 1004.0])
-    np.testing.assert_allclose(column["step_time"], [0.0, 0.0, 100.0, 200.0, 300.0])
-    np.testing.assert_array_equal(column["current"], [0.0, 1.0, 1.0, 1.0, 1.0])  # at rest, then the step
-    assert column["potential"][3] == after_two["potential"]
+    assert engine.log_count == 4 and engine.log_readbacks()["log_count"] == 4
+    np.testing.assert_array_equal(column["index"], [0, 1, 2, 3])
+    np.testing.assert_array_equal(column["time"], [1000.0, 1001.0, 1002.0, 1003.0])
+    np.testing.assert_allclose(column["step_time"], [0.0, 100.0, 200.0, 300.0])
+    np.testing.assert_array_equal(column["current"], [0.0, 1.0, 1.0, 1.0])  # at rest before, then the step
+    assert column["potential"][2] == after_two["potential"]
     assert column["step_capacity"][-1] == pytest.approx(1.0 * 300.0 / 3600.0)  # I t, mAh
     states = list(CyclerState)
-    assert [states[int(i)] for i in column["state"]] == [CyclerState.IDLE] + [CyclerState.RUNNING] * 3 + [
+    assert [states[int(i)] for i in column["state"]] == [CyclerState.IDLE] + [CyclerState.RUNNING] * 2 + [
         CyclerState.TIME_REACHED]
 
 
@@ -219,9 +219,9 @@ def test_the_log_keeps_the_newest_samples_and_counts_them_all():
         engine.advance(1.0)
 
     rows = np.array(engine.log_readbacks()["log_samples"]).reshape(-1, len(CYCLER_LOG_COLUMNS))
-    assert engine.log_count == LOG_LENGTH + 12  # with the state before the step and its start
+    assert engine.log_count == LOG_LENGTH + 11  # with the state the step started from
     assert len(rows) == LOG_LENGTH
-    np.testing.assert_array_equal(rows[:, 0], np.arange(12, LOG_LENGTH + 12))  # the newest, oldest first
+    np.testing.assert_array_equal(rows[:, 0], np.arange(11, LOG_LENGTH + 11))  # the newest, oldest first
     assert rows[-1, CYCLER_LOG_COLUMNS.index("step_time")] == LOG_LENGTH + 10.0
 
 
