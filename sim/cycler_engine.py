@@ -1,6 +1,6 @@
 """One channel of a battery cycler (galvanostat) driving a coin cell of `CathodeParticle`s.
 
-Pure Python: the physics behind `nanostrain.devices.cycler.SimCycler` and the test IOC
+No devices, no EPICS: the physics behind `nanostrain.devices.cycler.SimCycler` and the test IOC
 (`tests/iocs/cycler_ioc.py`). Units: time in s, current in mA (signed readbacks: > 0 =
 charge = delithiation), charge in mAh, specific current in mA/g, specific capacity in
 mAh/g, potential in V vs Li/Li+.
@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from nanostrain.schema.cycler import (
     CONSTANT_CURRENT_MODES,
@@ -107,7 +108,7 @@ class CyclerEngine:
         self._charge_before_step_mAh = 0.0
         self._applied_mA = 0.0
         self._clock = clock
-        self._log: deque[float] = deque(maxlen=LOG_LENGTH * len(CYCLER_LOG_COLUMNS))  # rows, flattened
+        self._log = np.empty((LOG_LENGTH, len(CYCLER_LOG_COLUMNS)))  # a ring of rows: sample k in row k % LOG_LENGTH
         self.log_count = 0
         self.particle.relax(0.0)  # open circuit until a step starts
 
@@ -262,8 +263,8 @@ class CyclerEngine:
     def _log_sample(self) -> None:
         readbacks = self.readbacks()
         readbacks["state"] = list(CyclerState).index(readbacks["state"])
-        row = (self.log_count, self._clock(), *(readbacks[field] for field in CYCLER_LOG_FIELDS))
-        self._log.extend(float(value) for value in row)
+        self._log[self.log_count % LOG_LENGTH] = (
+            self.log_count, self._clock(), *(readbacks[field] for field in CYCLER_LOG_FIELDS))
         self.log_count += 1
 
     # --- readbacks ------------------------------------------------------------------
@@ -347,9 +348,12 @@ class CyclerEngine:
     def log_readbacks(self) -> dict[str, Any]:
         """The log readbacks by device attribute name (the keys of
         `nanostrain.schema.cycler.CYCLER_LOG_PVS`): ``log_samples``, the newest samples
-        as rows of `CYCLER_LOG_COLUMNS` flattened, oldest first, and ``log_count`` last,
+        as rows of `CYCLER_LOG_COLUMNS` flattened (a float array), oldest first, and ``log_count`` last,
         so a publisher in this order updates the samples first."""
-        return {"log_samples": list(self._log), "log_count": self.log_count}
+        held = min(self.log_count, LOG_LENGTH)
+        oldest = self.log_count - held
+        rows = np.roll(self._log[:held], -(oldest % LOG_LENGTH), axis=0) if held == LOG_LENGTH else self._log[:held]
+        return {"log_samples": rows.ravel().copy(), "log_count": self.log_count}
 
 
 class WallClock:
