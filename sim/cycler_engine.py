@@ -108,7 +108,7 @@ class CyclerEngine:
         self._charge_before_step_mAh = 0.0
         self._applied_mA = 0.0
         self._clock = clock
-        self._log = np.empty((LOG_LENGTH, len(CYCLER_LOG_COLUMNS)))  # a ring of rows: sample k in row k % LOG_LENGTH
+        self._log = np.empty((LOG_LENGTH, len(CYCLER_LOG_COLUMNS)))  # a ring: sample k in row k % LOG_LENGTH
         self.log_count = 0
         self.particle.relax(0.0)  # open circuit until a step starts
 
@@ -351,9 +351,8 @@ class CyclerEngine:
         as rows of `CYCLER_LOG_COLUMNS` flattened (a float array), oldest first, and ``log_count`` last,
         so a publisher in this order updates the samples first."""
         held = min(self.log_count, LOG_LENGTH)
-        oldest = self.log_count - held
-        rows = np.roll(self._log[:held], -(oldest % LOG_LENGTH), axis=0) if held == LOG_LENGTH else self._log[:held]
-        return {"log_samples": rows.ravel().copy(), "log_count": self.log_count}
+        rows = np.roll(self._log[:held], -(self.log_count % held if held else 0), axis=0)  # oldest first
+        return {"log_samples": rows.ravel(), "log_count": self.log_count}
 
 
 class WallClock:
