@@ -18,6 +18,11 @@ Both are a `Cycler`: the same signals under the same names, the same ``set(step)
   TIME_REACHED); it fails on FAULT, or when the step is stopped (except by
   ``stop(success=True)``). Watchers see the potential against the voltage limit, or the
   step time against the duration.
+* The data log (`CYCLER_LOG_PVS`: ``log_samples``, ``log_count``): the channel's newest
+  logged samples; `CyclerLog` reads them as one reading per sample, so a plan that was
+  paused or suspended records every sample taken meanwhile.
+* ``unattended``: the channel as a plan sets it to run a step through pauses and
+  suspensions (`UnattendedChannel`: the RunEngine stops what a plan set, except this).
 
 `EpicsCycler` talks to the Channel Access interface `nanostrain.schema.cycler.CYCLER_PVS`
 (documented in docs/cycler-pvs.md; served for tests by tests/iocs/cycler_ioc.py).
