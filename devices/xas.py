@@ -112,7 +112,9 @@ class SimIonChambers(StandardReadable):
     ) -> None:
         from nanostrain.sim.xas_model import electrode_specimen, ni_foil_absorbance
 
-        self.dcm, self.flux, self.dcm_offset_eV = dcm, float(flux), float(dcm_offset_eV)
+        # the DCM's Bragg readback, read at each count (a callable: the DCM stays a device of its own)
+        self._bragg_deg = dcm.bragg.user_readback.get_value
+        self.flux, self.dcm_offset_eV = float(flux), float(dcm_offset_eV)
         self.sample_record: SampleRecord | None = None
         if specimen is None:
             self.sample_record, specimen = SIM_XAS_SAMPLE, electrode_specimen(SIM_XAS_SAMPLE)
@@ -142,7 +144,7 @@ class SimIonChambers(StandardReadable):
 
     @AsyncStatus.wrap
     async def trigger(self) -> None:
-        bragg = await self.dcm.bragg.user_readback.get_value()
+        bragg = await self._bragg_deg()
         count_time = await self.count_time.get_value()
         energy = self.photon_energy_eV(bragg)
         mu_sample = float(self.specimen.absorbance(np.array([energy]))[0])
