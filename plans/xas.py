@@ -48,7 +48,7 @@ from .validation import (
 )
 
 #: The default Ni K-edge scan: pre-edge (10 eV steps), XANES (0.5 eV), EXAFS to k = 14 1/A
-#: (0.05 1/A, dwell growing as k^2): 350 points.
+#: (0.05 1/A, dwell growing as k^2): 338 points.
 DEFAULT_REGIONS = (
     {"space": "E", "start": -150.0, "stop": -20.0, "step": 10.0, "dwell_s": 0.1},
     {"space": "E", "start": -19.5, "stop": 30.0, "step": 0.5, "dwell_s": 0.1},
