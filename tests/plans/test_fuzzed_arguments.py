@@ -109,7 +109,7 @@ CYCLING = {"active_mass_g": Number(*cycling.ACTIVE_MASS_RANGE_G), "poll_s": Numb
 PARAMETERS: dict[str, dict[str, Number | Numbers | Device | Other]] = {
     "alignment_scan": {
         "cam": Device(AREA_DETECTORS),
-        "stage": Device(frozenset({"sx", "np_theta"})),
+        "stage": Device(frozenset({"sx", "np_theta", "dcm"})),
         "start_mm": Number(-10.0, 10.0),
         "stop_mm": Number(-10.0, 10.0),
         "num": count(2, alignment.MAX_POINTS),
