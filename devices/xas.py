@@ -128,7 +128,6 @@ class SimIonChambers(StandardReadable):
         with self.add_children_as_readables(Format.CONFIG_SIGNAL):
             self.count_time = soft_signal_rw(float, count_time, units="s")
             self.mounted_sample = mounted_sample_signal(self._mount, lambda: self.sample_record)
-        self.count = soft_signal_rw(bool, False)
         super().__init__(name=name)
 
     def _mount(self, record: SampleRecord) -> None:
