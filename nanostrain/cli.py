@@ -73,7 +73,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replaying import replay
+    from .replaying import failures, replay
 
     client, server = _client(args)
     try:
@@ -98,7 +98,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"{len(starts)} derived run(s), {events} event(s)")
         if args.write:
             print("written to the catalog")
-        return 0
+        failed = failures(published)
+        for line in failed:
+            print(f"FAILED: {line}", file=sys.stderr)
+        return 1 if failed else 0
     finally:
         if server is not None:
             server.close()
