@@ -38,8 +38,8 @@ order they were taken:
 Frames: every frame is checked first (`analysis.frame_quality.assess_frame`: the camera's
 shape, numbers, non-finite, saturated and dead pixels). A bad frame (wrong shape, more
 than `frame_quality.MAX_MASKED_FRACTION` masked) is skipped with its reason; so is a flat or a
-projection without signal (no transmission to measure; a dark without signal is a valid
-dark). Masked pixels of a usable frame take the value of their nearest unmasked pixel
+projection without a count above zero (no transmission to measure: beam off or camera
+dead; a uniform frame of counts is used, and a dark without signal is a valid dark). Masked pixels of a usable frame take the value of their nearest unmasked pixel
 (`fill_nearest`). An energy with a skipped projection never completes and is left out of
 `result` (which needs ``MIN_ENERGIES`` complete ones): nothing is made up for it.
 
@@ -331,8 +331,8 @@ class TxmXanesAccumulator:
         quality, mask = assess_frame(array, shape, dead_mask=self.dead_mask, saturation=self.saturation)
         if not quality.usable:
             return quality, quality.reason, None
-        if quality.status == NO_SIGNAL and kind != "dark":
-            return quality, f"{quality.reason}; a {kind} without signal measures no transmission", None
+        if quality.status == NO_SIGNAL and kind != "dark" and not np.max(array[~mask]) > 0:
+            return quality, f"{quality.reason}; a {kind} without counts measures no transmission", None
         self._frame_shape = shape
         return quality, "", fill_nearest(array, mask)
 

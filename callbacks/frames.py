@@ -11,9 +11,9 @@ frames are read from depends on when the callback runs:
 
 Both yield ``(seq_num, frame)`` pairs in small chunks, so a thousand 2048x2048 frames
 never sit in memory at once. Both verify what they read: a file that is missing, cannot
-be read, or holds fewer frames than the StreamDatum names raises `DetectorFileError`
-naming the file (the analysis then fails its derived run with that reason), never
-frames of zeros.
+be read, is truncated, holds fewer frames than the StreamDatum names or frames never
+written raises `DetectorFileError` naming the file (the analysis then fails its derived
+run with that reason), never frames of zeros.
 """
 
 from __future__ import annotations
@@ -67,6 +67,40 @@ def _unwritten_frames(dataset, indices: range) -> list[int]:
     return [i for i in indices if dataset.id.get_chunk_info_by_coord((i, *origin)).byte_offset is None]
 
 
+def check_frames(path: Path, dataset, indices: range) -> None:
+    """Raise `DetectorFileError` unless ``dataset`` (of the file at ``path``) holds every
+    frame of ``indices``, each written."""
+    if len(indices) and dataset.shape[0] < indices.stop:
+        raise DetectorFileError(
+            f"detector file {path} holds {dataset.shape[0]} frames; the run needs frames "
+            f"{indices.start} to {indices.stop - 1}"
+        )
+    unwritten = _unwritten_frames(dataset, indices)
+    if unwritten:
+        raise DetectorFileError(
+            f"detector file {path}: frames {unwritten} were never written "
+            "(their chunks are missing: they would read as the fill value)"
+        )
+
+
+def verify_local_file(resource: Document, indices: range) -> None:
+    """Check the file of StreamResource ``resource`` for ``indices`` if it is on this
+    machine (its folder exists here): it must exist, open *without* SWMR (a reader in
+    SWMR mode skips HDF5's end-of-file check, so a truncated file reads as zeros) and pass
+    `check_frames`. A file whose folder is elsewhere (replay on another machine) is left
+    to the catalog. Raises `DetectorFileError` naming the file."""
+    import h5py
+
+    path = resource_path(resource)
+    if not path.parent.is_dir():
+        return
+    try:
+        with h5py.File(path, "r") as handle:
+            check_frames(path, handle[resource["parameters"]["dataset"]], indices)
+    except (OSError, KeyError) as error:
+        raise DetectorFileError(f"detector file {path}: cannot read {resource['parameters']['dataset']!r}: {error}") from error
+
+
 class HDF5FrameSource:
     """Reads frames from the HDF5 files detectors are writing (SWMR), for live callbacks."""
 
@@ -94,17 +128,7 @@ class HDF5FrameSource:
         seq_nums, indices = _span(datum, "seq_nums"), _span(datum, "indices")
         if len(indices) != len(seq_nums):
             raise ValueError("Only one frame per event is supported by HDF5FrameSource.")
-        if len(indices) and dataset.shape[0] < indices.stop:
-            raise DetectorFileError(
-                f"detector file {resource_path(resource)} holds {dataset.shape[0]} frames; the run "
-                f"needs frames {indices.start} to {indices.stop - 1}"
-            )
-        unwritten = _unwritten_frames(dataset, indices)
-        if unwritten:
-            raise DetectorFileError(
-                f"detector file {resource_path(resource)}: frames {unwritten} were never written "
-                "(their chunks are missing: they would read as the fill value)"
-            )
+        check_frames(resource_path(resource), dataset, indices)
         for lo in range(0, len(indices), self.chunk):
             try:
                 block = dataset[indices[lo] : indices[min(lo + self.chunk, len(indices)) - 1] + 1]
@@ -123,8 +147,10 @@ class HDF5FrameSource:
 class TiledFrameSource:
     """Reads frames through a catalog run (a `BlueskyRun` Tiled client), for replay.
 
-    It opens nothing of its own (the run's client and its connection belong to the
-    caller), hence no ``close()``.
+    Where the detector files are on this machine too, each datum's frames are first
+    verified in the file (`verify_local_file`): the catalog's HDF5 reader opens files in
+    SWMR mode and would serve a truncated file's lost frames as zeros. It keeps no file
+    open (the run's client and its connection belong to the caller), hence no ``close()``.
     """
 
     def __init__(self, run, chunk: int = 8):
@@ -135,6 +161,7 @@ class TiledFrameSource:
         self, stream: str, resource: Document, datum: Document
     ) -> Iterator[tuple[int, np.ndarray]]:
         seq_nums = _span(datum, "seq_nums")
+        verify_local_file(resource, _span(datum, "indices"))
         try:
             array = self.run[stream][resource["data_key"]]
             if len(seq_nums) and array.shape[0] < seq_nums.stop - 1:

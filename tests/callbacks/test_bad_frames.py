@@ -133,7 +133,7 @@ def test_txm_skips_bad_frames_with_reasons_and_fits_the_white_line_from_the_rest
     assert quality[1 + projection_row(2)]["reason"].startswith("100.0% of the pixels masked")
     assert quality[1 + projection_row(9)]["reason"] == "wrong shape (8, 8), the detector is (16, 16)"
     assert quality[1 + projection_row(10)]["quality_status"] == "no_signal"
-    assert "a projection without signal measures no transmission" in quality[1 + projection_row(10)]["reason"]
+    assert "a projection without counts measures no transmission" in quality[1 + projection_row(10)]["reason"]
     masked = quality[1 + projection_row(5)]
     assert masked["used"] and masked["quality_status"] == "ok" and masked["n_nonfinite"] == 3 and masked["reason"] == ""
     (statistics,) = stream(out, "statistics")
@@ -274,3 +274,61 @@ def test_a_damaged_detector_file_fails_the_derived_run_naming_the_file(tmp_path,
     assert stop["exit_status"] == "fail"
     assert "DetectorFileError" in stop["reason"] and str(path) in stop["reason"]
     assert stream(out, "whiteline") == []
+
+
+# ------------------------------------------------------------------ damaged detector files, replay
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """Two alignment scans recorded by a session (catalog on a server thread, detector
+    HDF5 files registered by reference), the session then closed."""
+    from nanostrain import make_session
+
+    from ..conftest import API_KEY
+
+    session = make_session(data_dir=tmp_path_factory.mktemp("damaged") / "data", api_key=API_KEY,
+                           persist_metadata=False)
+    d = session.devices
+    uids = [session.RE(session.plans["alignment_scan"](d["cam"], d["sx"], -0.5, 0.5, 4, monitor=d["i0"],
+                                                       exposure_s=0.05))[0] for _ in range(2)]
+    data_dir = session.settings.data_dir
+    session.close()
+    return data_dir, uids
+
+
+def detector_files(run) -> list[Path]:
+    from nanostrain.callbacks.frames import resource_path
+
+    return sorted({resource_path(doc) for name, doc in run.documents() if name == "stream_resource"})
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_replay_of_a_run_whose_detector_file_is_damaged_fails_and_says_which(recorded, capsys):
+    from nanostrain.catalog import CatalogSettings, EmbeddedCatalog, catalog_nodes
+    from nanostrain.cli import main
+    from nanostrain.replaying import failures, replay
+
+    data_dir, (truncated_uid, deleted_uid) = recorded
+    with EmbeddedCatalog(CatalogSettings(data_dir=data_dir, api_key="reader1")) as catalog:
+        raw, _ = catalog_nodes(catalog.client())
+        (truncated,) = detector_files(raw[truncated_uid])
+        os.truncate(truncated, truncated.stat().st_size // 2)
+        (deleted,) = detector_files(raw[deleted_uid])
+        deleted.unlink()
+
+        for uid, path in ((truncated_uid, truncated), (deleted_uid, deleted)):
+            published = replay(raw[uid])
+            failed = failures(published)
+            summary = [(n, d.get("analysis"), d.get("exit_status"), d.get("reason")) for n, d in published
+                       if n in ("start", "stop")]
+            assert failed, f"replay of {uid} reported success: {summary}"
+            assert all("DetectorFileError" in line and str(path) in line for line in failed)
+            failed_runs = {doc["run_start"] for name, doc in published
+                           if name == "stop" and doc["exit_status"] == "fail"}
+            descriptors = {doc["uid"] for name, doc in published if name == "descriptor" and doc["run_start"] in failed_runs}
+            assert not any(name == "event" and doc["descriptor"] in descriptors for name, doc in published)  # no zeros
+
+    assert main(["replay", deleted_uid, "--data-dir", str(data_dir)]) == 1
+    assert "FAILED: " in capsys.readouterr().err
