@@ -166,3 +166,26 @@ def test_readable_storage_holds_detector_folders_only(tmp_path):
                            (data_dir / "journal", "only .*detectors holds detector files")]:
         with pytest.raises(ValueError, match=message):
             readable_folders(CatalogSettings(data_dir=data_dir, api_key="k1", readable_storage=(given,)))
+
+
+@pytest.mark.parametrize("public", [True, False])
+def test_anonymous_reads_follow_the_setting_and_anonymous_writes_never_pass(tmp_path, public):
+    from tiled.client import from_context
+    from tiled.client.context import Context
+
+    from nanostrain.catalog import build_catalog_app
+
+    app = build_catalog_app(CatalogSettings(data_dir=tmp_path / "data", api_key="writer1", public=public))
+    with Context.from_app(app, api_key="writer1") as writer_context:
+        writer = from_context(writer_context)
+        writer.write_array(np.arange(3), key="probe")
+        with Context.from_app(app, api_key=None) as anonymous_context:
+            if public:
+                anonymous = from_context(anonymous_context)
+                np.testing.assert_array_equal(anonymous["probe"].read(), np.arange(3))
+                with pytest.raises(Exception, match="401|403|[Nn]ot authenticated|scope"):
+                    anonymous.write_array(np.arange(3), key="intruder")
+            else:
+                with pytest.raises(Exception, match="requires API key authentication"):
+                    from_context(anonymous_context)["probe"].read()
+        assert "intruder" not in writer
