@@ -259,7 +259,8 @@ def build_catalog_app(settings: CatalogSettings):
 
     kwargs["tasks"]["startup"].append(layout)  # after the tree's own start (database set up)
     app = build_app(**kwargs)
-    app.add_middleware(RegistrationGuard, roots=readable_folders(settings))
+    given = tuple(Path(os.path.abspath(folder)) for folder in settings.readable_storage)
+    app.add_middleware(RegistrationGuard, roots=readable_folders(settings) + given)  # as given, too: mount links
     return app
 
 

@@ -12,8 +12,8 @@ can read could be published to anonymous readers.
 `RegistrationGuard` (an ASGI middleware in front of the Tiled app) checks every
 ``data_uri`` of a request that registers or updates data sources, before Tiled sees it,
 and refuses the request (HTTP 403, the reason naming the URI) unless every ``file://``
-URI is `allowed_asset_path`: absolute, without ``..``, through no symbolic link, inside
-one of the detector folders (resolved). URIs of other schemes (Tiled's own SQL table
+URI is `allowed_asset_path`: absolute, without ``..``, inside one of the detector
+folders, through no symbolic link inside that folder. URIs of other schemes (Tiled's own SQL table
 storage) are not paths and pass.
 """
 
@@ -38,9 +38,11 @@ class RefusedAsset(ValueError):
 def allowed_asset_path(data_uri: str, roots: Iterable[Path]) -> Path | None:
     """The path of ``file://`` ``data_uri`` if it may be registered, None for another scheme.
 
-    Raises `RefusedAsset` if the path is relative, contains ``..``, passes through a
-    symbolic link (its real path differs from the path as written), or is not inside
-    one of ``roots`` (folders, compared by their real paths).
+    Raises `RefusedAsset` if the path is relative, contains ``..``, is not inside one of
+    the folders ``roots`` (as given, or as their real paths), or passes through a symbolic
+    link inside that folder (its real path is not the folder's real path joined with the
+    rest of the path). A link above a folder (a facility's mount point) is the
+    administrator's choice and is followed.
     """
     parts = urlsplit(data_uri)
     if parts.scheme != "file":
@@ -50,12 +52,15 @@ def allowed_asset_path(data_uri: str, roots: Iterable[Path]) -> Path | None:
         raise RefusedAsset(f"{data_uri}: not an absolute path")
     if ".." in path.parts:
         raise RefusedAsset(f"{data_uri}: a path with '..' is refused")
-    if os.path.realpath(path) != os.path.normpath(path):
-        raise RefusedAsset(f"{data_uri}: the path goes through a symbolic link (to {os.path.realpath(path)})")
-    folders = [Path(os.path.realpath(root)) for root in roots]
-    if not any(Path(path).is_relative_to(folder) for folder in folders):
-        raise RefusedAsset(f"{data_uri}: outside the detector folders {[str(f) for f in folders]}")
-    return Path(path)
+    for root in roots:
+        real_root = Path(os.path.realpath(root))
+        for base in (Path(os.path.abspath(root)), real_root):
+            if Path(path).is_relative_to(base):
+                real = os.path.realpath(path)
+                if real != str(real_root / Path(path).relative_to(base)):
+                    raise RefusedAsset(f"{data_uri}: the path goes through a symbolic link (to {real})")
+                return Path(path)
+    raise RefusedAsset(f"{data_uri}: outside the detector folders {[str(Path(root)) for root in roots]}")
 
 
 def data_uris(payload: Any) -> Iterator[str]:
@@ -78,7 +83,7 @@ class RegistrationGuard:
 
     def __init__(self, app, roots: Iterable[Path], api_prefix: str = "/api/v1"):
         self.app = app
-        self.roots = tuple(Path(os.path.realpath(root)) for root in roots)
+        self.roots = tuple(Path(root) for root in roots)
         self.prefixes = tuple(api_prefix.rstrip("/") + route for route in GUARDED_ROUTES)
 
     def _guarded(self, scope: dict[str, Any]) -> bool:

@@ -121,6 +121,9 @@ def test_the_guard_names_what_it_refuses(tmp_path):
     (tmp_path / "secret").write_text("x")
     (root / "link").symlink_to(tmp_path / "secret")
     assert allowed_asset_path(f"file://localhost{root}/a.h5", [root]) == root / "a.h5"
+    mount = tmp_path / "mount"
+    mount.symlink_to(root)  # a link above the folder (a facility's mount point) is followed
+    assert allowed_asset_path(f"file://localhost{mount}/a.h5", [mount]) == mount / "a.h5"
     assert allowed_asset_path("sqlite:///tables.sqlite", [root]) is None  # not a path
     for uri, reason in [
         (f"file://localhost{root}/../secret", "'..' is refused"),
