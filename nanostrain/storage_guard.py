@@ -44,7 +44,7 @@ def allowed_asset_path(data_uri: str, roots: Iterable[Path]) -> Path | None:
     rest of the path). A link above a folder (a facility's mount point) is the
     administrator's choice and is followed.
     """
-    parts = urlsplit(data_uri)
+    parts, roots = urlsplit(data_uri), tuple(roots)
     if parts.scheme != "file":
         return None
     path = PurePosixPath(unquote(parts.path))
