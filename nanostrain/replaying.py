@@ -7,7 +7,10 @@ rebuilt from the ``parameters`` their derived runs of that raw run recorded
 (`recorded_analyses`; the catalog's ``derived`` node holds them and
 `nanostrain.schema.catalog.derived_runs` finds them), so a replay repeats the live computation
 rather than the defaults of today; results equal the live ones (see
-`nanostrain.callbacks.derived`).
+`nanostrain.callbacks.derived`). Frames are verified as they are read (`TiledFrameSource`):
+a detector file the catalog cannot read (deleted, truncated) or that holds too few frames
+fails the derived runs that need it, with a reason naming the file; `failures` lists
+them, and ``nanostrain replay`` exits with status 1 if there are any.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def replay(
         if writer is not None:
             writer(name, doc)
 
-    frames = TiledFrameSource(run)
+    frames = TiledFrameSource(run)  # a missing or damaged detector file fails the analyses reading it
     for callback in callbacks:
         if isinstance(callback, AnalysisCallback):
             callback.frame_source = frames
@@ -94,3 +97,14 @@ def replay(
         for guard in guards:
             guard(name, doc)
     return published
+
+
+def failures(published: Iterable[tuple[str, Document]]) -> list[str]:
+    """One line per derived run among ``published`` that did not succeed: its analysis,
+    uid and the reason its stop document gives (e.g. the detector file it could not read)."""
+    analyses = {doc["uid"]: doc.get("analysis", "?") for name, doc in published if name == "start"}
+    return [
+        f"{analyses.get(doc['run_start'], '?')} (derived run {doc['run_start']}): {doc['exit_status']}: {doc.get('reason', '')}"
+        for name, doc in published
+        if name == "stop" and doc.get("exit_status") != "success"
+    ]
