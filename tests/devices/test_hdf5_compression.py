@@ -124,8 +124,8 @@ def test_compressed_frames_read_back_identical_through_a_tiled_server_process(RE
     (uid,) = RE(bp.count([det], num=5), TiledWriter(raw))
 
     served = np.asarray(server_process.client()["raw"][uid]["primary"]["det"].read())
-    assert served.dtype == np.uint32
-    assert np.array_equal(served, np.asarray(frames.drawn))
+    assert served.shape == (5, 1, *SHAPE) and served.dtype == np.uint32  # (event, frame in event, rows, cols)
+    assert np.array_equal(served[:, 0], np.asarray(frames.drawn))
 
 
 # --------------------------------------------------------------------------------------
