@@ -17,8 +17,9 @@ the real IOC does where ophyd-async depends on it:
   ``/entry/data/data`` (SWMR, chunks of one frame) of the file FullFileName_RBV =
   FileTemplate % (FilePath, FileName, FileNumber), opened at the first frame
   (LazyOpen), and counts NumCaptured_RBV. The dataset is compressed as ``Compression``
-  says (None, zlib, LZ4, BSLZ4: `nanostrain.devices.hdf5_compression`; the IOC starts
-  at None, as the plugin does). FilePathExists_RBV reflects the folder
+  says (None, zlib, LZ4, BSLZ4: `nanostrain.devices.hdf5_compression`; the other
+  choices fail the file's creation with a ValueError in the IOC's log; the IOC starts at
+  None, as the plugin does). FilePathExists_RBV reflects the folder
   (created when CreateDirectory != 0). FileWriteMode is recorded; every mode streams.
 * ``cam1:PEAcquireOffset`` (busy) takes PENumOffsetFrames x AcquireTime and then
   sets PEOffsetAvailable.
