@@ -20,7 +20,7 @@ from nanostrain.beamline import connect_devices, detector_path_provider, real_de
 from nanostrain.devices.hdf5_compression import COMPRESSIONS, dataset_options, hdf_writer
 from nanostrain.devices.sim_area_detector import DATA_PATH, SimAreaDetector
 
-from ..conftest import running_ioc
+from ..conftest import run_python, running_ioc
 
 IOC_SCRIPT = Path(__file__).resolve().parents[1] / "iocs" / "ad_ioc.py"
 #: HDF5 filter id of bitshuffle and its options (block size 0 = automatic, 2 = LZ4)
@@ -109,6 +109,25 @@ def test_an_unknown_compression_is_refused_naming_the_argument(tmp_path):
     det = SimAreaDetector(detector_path_provider(tmp_path), Frames(), SHAPE)
     with pytest.raises(ValueError, match="compression"):
         det.compression = "gzip"
+
+
+def test_a_live_reader_in_a_fresh_process_registers_the_filter_itself(RE, tmp_path):
+    """A worker reads frames with `HDF5FrameSource` and imports no device module: the
+    source registers the filters it needs."""
+    frames = Frames()
+    path = file_of(count(RE, detector(tmp_path, frames), num=3))
+    np.save(tmp_path / "drawn.npy", np.asarray(frames.drawn))
+    code = (
+        "import sys, numpy as np\n"
+        "from nanostrain.callbacks.frames import HDF5FrameSource\n"
+        "assert 'hdf5plugin' not in sys.modules\n"
+        f"resource = {{'uid': 'r', 'uri': 'file://localhost{path}', 'parameters': {{'dataset': '{DATA_PATH}'}}}}\n"
+        "datum = {'seq_nums': {'start': 1, 'stop': 4}, 'indices': {'start': 0, 'stop': 3}}\n"
+        "read = [frame for _, frame in HDF5FrameSource().iter_frames('primary', resource, datum)]\n"
+        f"assert np.array_equal(read, np.load('{tmp_path / 'drawn.npy'}'))\n"
+        "print('OK')\n"
+    )
+    assert run_python(code).stdout.strip() == "OK"
 
 
 @pytest.mark.slow
