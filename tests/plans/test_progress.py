@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
 from bluesky.utils import ProgressBarManager
 
 from nanostrain.plans.alignment import alignment_scan
@@ -52,6 +53,7 @@ def test_without_a_terminal_nothing_is_drawn(RE, bench):
     assert out.getvalue() == ""
 
 
+@pytest.mark.slow
 def test_a_session_draws_bars_when_asked_and_none_without_a_terminal(tmp_path, capsys):
     quiet = make_session(data_dir=tmp_path / "q", api_key=API_KEY, persist_metadata=False, live_analysis=False)
     try:
