@@ -102,7 +102,8 @@ def verify_local_file(resource: Document, indices: range) -> None:
 
 
 class HDF5FrameSource:
-    """Reads frames from the HDF5 files detectors are writing (SWMR), for live callbacks."""
+    """Reads frames from the HDF5 files detectors are writing (SWMR), for live callbacks;
+    compressed frames too (hdf5plugin's filters: bitshuffle/LZ4 as areaDetector writes)."""
 
     def __init__(self, chunk: int = 8):
         self.chunk = chunk
@@ -110,6 +111,7 @@ class HDF5FrameSource:
 
     def _dataset(self, resource: Document):
         import h5py
+        import hdf5plugin  # noqa: F401  (registers the filters of compressed detector files, e.g. bitshuffle/LZ4)
 
         uid, path = resource["uid"], resource_path(resource)
         try:

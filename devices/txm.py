@@ -64,7 +64,7 @@ from ophyd_async.core import (
 )
 from ophyd_async.core import StandardReadableFormat as Format
 from ophyd_async.epics.adandor import AndorDetector
-from ophyd_async.epics.adcore import ADWriterFactory, NDStatsIO, PluginSignalDataLogic
+from ophyd_async.epics.adcore import NDStatsIO, PluginSignalDataLogic
 from ophyd_async.epics.core import epics_signal_r, epics_signal_rw
 from ophyd_async.epics.motor import Motor
 from ophyd_async.sim import SimMotor
@@ -73,6 +73,7 @@ from nanostrain.analysis.units import HC_EV_A
 from nanostrain.schema.sample import SampleRecord
 
 from .dcm import DCM_RANGE_EV, SI111_D_A, bragg_angle_deg, calibrated_energy_eV, energy_from_bragg_eV
+from .hdf5_compression import DEFAULT_COMPRESSION, hdf_writer
 from .sample import mounted_sample_signal
 from .sim_area_detector import SimAreaDetector
 
@@ -333,7 +334,9 @@ class TxmCamera(AndorDetector):
     """The TXM camera through ADAndor: driver ``cam1:``, HDF5 plugin ``HDF1:``, statistics
     plugin ``Stats1:`` whose frame total is read with every frame (``stats.total``).
 
-    frame_shape, bytes_per_pixel: what one frame weighs on disk (plans check the space).
+    frame_shape, bytes_per_pixel: what one frame weighs on disk uncompressed (plans check
+    the space); compression: the HDF5 plugin's ``Compression`` (default ``"BSLZ4"``,
+    lossless; `hdf5_compression.hdf_writer`).
     """
 
     needs_path_provider = True
@@ -349,13 +352,14 @@ class TxmCamera(AndorDetector):
         driver_suffix: str = "cam1:",
         hdf_suffix: str = "HDF1:",
         stats_suffix: str = "Stats1:",
+        compression: str = DEFAULT_COMPRESSION,
     ) -> None:
         self.frame_shape, self.bytes_per_pixel = tuple(frame_shape), bytes_per_pixel
         self.path_provider = path_provider
         stats = NDStatsIO(prefix + stats_suffix)
         super().__init__(
             prefix,
-            ADWriterFactory.hdf(path_provider, writer_suffix=hdf_suffix),
+            hdf_writer(path_provider, writer_suffix=hdf_suffix, compression=compression),
             driver_suffix=driver_suffix,
             plugins={"stats": stats},
             name=name,

@@ -88,7 +88,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             from .schema.catalog import SupersedingWriter
 
             writer = SupersedingWriter(TiledWriter(derived), derived)  # replaces, never duplicates
-        published = replay(raw[args.uid], derived=derived, writer=writer)
+        published = replay(raw[args.uid], derived=derived, writer=writer, progress=None if args.progress else False)
         if writer is not None:
             writer.flush()
         starts = [doc for name, doc in published if name == "start"]
@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("uid", help="uid of the raw run")
     p.add_argument("--write", action="store_true", help="store the replayed derived runs in the catalog")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (default: one on a terminal)")
     p.set_defaults(func=cmd_replay)
 
     from .bus import DEFAULT_IN, DEFAULT_OUT
