@@ -11,7 +11,11 @@
   **no signal**: a reduction reports NaN for it, with the reason, never a fit.
 
 The result is a frozen `FrameQuality` (its ``record()`` is a row a derived run can
-publish) and the mask (True = excluded) to reduce the frame with.
+publish) and the mask (True = excluded) to reduce the frame with. Reductions that cannot
+take a mask (a tomographic reconstruction, a matrix product over all pixels) fill the
+masked pixels instead: `fill_nearest` gives each the value of its nearest unmasked pixel
+(the dead-pixel correction tomography codes apply), or the reduction sets them to a level
+that contributes nothing (SXDM: the background).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import scipy.ndimage
 
-__all__ = ["BAD", "MAX_MASKED_FRACTION", "NO_SIGNAL", "OK", "FrameQuality", "assess_frame"]
+__all__ = ["BAD", "MAX_MASKED_FRACTION", "NO_SIGNAL", "OK", "FrameQuality", "assess_frame", "fill_nearest"]
 
 #: Statuses of a frame: reduce it; report NaN for it (nothing to fit); skip it.
 OK, NO_SIGNAL, BAD = "ok", "no_signal", "bad"
@@ -95,3 +100,23 @@ def assess_frame(
         reason = f"no signal: the {values.size} unmasked pixels read {low:g} to {high:g} counts"
         return FrameQuality(NO_SIGNAL, reason, **counts), mask
     return FrameQuality(OK, "", **counts), mask
+
+
+def fill_nearest(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``frame`` (rows, cols) whose masked pixels (``mask`` True) take the
+    value of the nearest unmasked pixel (Euclidean distance, `scipy.ndimage.distance_transform_edt`).
+
+    For reductions that need every pixel (normalisation and reconstruction of TXM
+    projections). A frame without any unmasked pixel is refused (ValueError): there is
+    nothing to fill from.
+    """
+    frame = np.asarray(frame, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != frame.shape:
+        raise ValueError(f"mask shape {mask.shape} != frame shape {frame.shape}")
+    if not mask.any():
+        return frame.copy()
+    if mask.all():
+        raise ValueError("every pixel of the frame is masked: nothing to fill from")
+    nearest = scipy.ndimage.distance_transform_edt(mask, return_distances=False, return_indices=True)
+    return frame[tuple(nearest)]

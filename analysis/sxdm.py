@@ -44,6 +44,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import least_squares
 
+from nanostrain.analysis.frame_quality import FrameQuality, assess_frame
 from nanostrain.analysis.sxdm_geometry import (
     SxdmGeometry,
     d_tilts_from_q,
@@ -176,7 +177,8 @@ class SxdmAccumulator:
     n_theta * ny * nx * 32 bytes), or known per-angle shifts (n_theta, 2) (rows, cols; raster
     pixels; zeros for no drift correction) applied as frames arrive, keeping ny * nx * 32
     bytes whatever n_theta; n_threads: worker threads for large batches (default: the
-    CPUs this process may use).
+    CPUs this process may use); saturation: counts at or above which a pixel is saturated
+    (`screen`; default the top of an integer frame's counter).
     """
 
     def __init__(
@@ -190,6 +192,7 @@ class SxdmAccumulator:
         roi: tuple[int, int, int, int] | None = None,
         shifts_px: ArrayLike | None = None,
         n_threads: int | None = None,
+        saturation: float | None = None,
     ) -> None:
         self.geometry = geometry
         self.thetas_deg = np.atleast_1d(np.asarray(thetas_deg, dtype=np.float64))
@@ -203,12 +206,15 @@ class SxdmAccumulator:
         valid = np.ones(self.frame_shape, dtype=bool) if mask is None else ~np.asarray(mask, dtype=bool)
         if valid.shape != self.frame_shape:
             raise ValueError(f"mask shape {valid.shape} != frame shape {self.frame_shape}")
+        self._dead = ~valid
         valid = valid[self._roi].ravel()
         lab = detector_lab_q(geometry, self.frame_shape)[(slice(None),) + self._roi].reshape(3, -1)
         self._q0 = lab[:, valid].mean(axis=1)
         weights = np.concatenate([valid[None, :], (lab - self._q0[:, None]) * valid]).T  # (pixels, 4)
         self._weights = np.ascontiguousarray(weights, dtype=np.float32)
-        bg = np.broadcast_to(np.asarray(background, dtype=np.float64), self.frame_shape)[self._roi].ravel()
+        self._background = np.broadcast_to(np.asarray(background, dtype=np.float64), self.frame_shape)
+        self.saturation = saturation
+        bg = self._background[self._roi].ravel()
         self._background_sums = bg @ self._weights.astype(np.float64)
         self._rotations = sample_rotation(self.thetas_deg)
         self._n_threads = n_threads or _usable_cpus()
@@ -233,6 +239,20 @@ class SxdmAccumulator:
         if self._shifts is not None:
             raise ValueError("per-angle sums are not kept when shifts_px is given")
         return self._sums[..., 0].copy()
+
+    def screen(self, frame: ArrayLike) -> tuple[FrameQuality, NDArray | None]:
+        """Check one frame before it is added (`frame_quality.assess_frame`: the detector's
+        shape, numbers, non-finite and saturated pixels, ``mask`` as dead pixels).
+
+        Returns its quality and the frame to add, or None for a bad frame (to be skipped:
+        its raster pixel at that angle then holds no intensity, never made-up counts).
+        Masked pixels are set to the background, so that they add nothing to the sums.
+        A frame without signal (off the particle) is added as it is.
+        """
+        quality, mask = assess_frame(frame, self.frame_shape, dead_mask=self._dead, saturation=self.saturation)
+        if mask is None:
+            return quality, None
+        return quality, np.where(mask, self._background, frame) if mask.any() else np.asarray(frame)
 
     def add(self, theta_index: int, iy: int, ix: int, frame: ArrayLike) -> None:
         """Add one frame (rows, cols) recorded at angle index theta_index, raster pixel (iy, ix)."""

@@ -35,6 +35,14 @@ order they were taken:
    h = 2 without);
 6. histogram, mean and sigma over the mask (`whiteline_statistics`).
 
+Frames: every frame is checked first (`analysis.frame_quality.assess_frame`: the camera's
+shape, numbers, non-finite, saturated and dead pixels). A bad frame (wrong shape, more
+than `frame_quality.MAX_MASKED_FRACTION` masked) is skipped with its reason; so is a flat or a
+projection without a count above zero (no transmission to measure: beam off or camera
+dead; a uniform frame of counts is used, and a dark without signal is a valid dark). Masked pixels of a usable frame take the value of their nearest unmasked pixel
+(`fill_nearest`). An energy with a skipped projection never completes and is left out of
+`result` (which needs ``MIN_ENERGIES`` complete ones): nothing is made up for it.
+
 Memory: raw frames are kept per energy until it is complete, absorbances of every energy
 until the end: 4 bytes x energies x angles x frame pixels (21 MB for 21 x 61 x 64 x 64;
 63 GB at 21 x 721 x 1024^2, where the per-energy stacks would have to be reconstructed as
@@ -53,6 +61,7 @@ import scipy.ndimage
 from numpy.typing import ArrayLike
 from skimage.filters import threshold_otsu
 
+from nanostrain.analysis.frame_quality import BAD, NO_SIGNAL, FrameQuality, assess_frame, fill_nearest
 from nanostrain.analysis.txm import find_center, normalize, reconstruct, register
 from nanostrain.analysis.xanes import WhitelineStatistics, pca_denoise, whiteline_energy, whiteline_statistics
 
@@ -65,6 +74,21 @@ MODES = ("tomo", "2d")
 
 #: Frame kinds of a XANES scan (the ``frame_type`` the plans record).
 FRAME_KINDS = ("dark", "flat", "projection")
+
+
+@dataclass(frozen=True)
+class TxmFrame:
+    """What `TxmXanesAccumulator.add` did with one frame: its ``quality``, the ``reason``
+    it was skipped (empty when it was used) and the ``preview`` of the energy it
+    completed, if any."""
+
+    quality: FrameQuality
+    reason: str = ""
+    preview: EnergyPreview | None = None
+
+    @property
+    def used(self) -> bool:
+        return not self.reason
 
 
 @dataclass(frozen=True)
@@ -226,11 +250,13 @@ class TxmXanesAccumulator:
     energies_eV : (n_energies,) the scan's energies (eV, strictly increasing);
     angles_deg : (n_angles,) its rotation angles (deg; one angle for a 2D map);
     mode : "tomo" (a tomogram per energy) or "2d" (one projection per energy);
-    options : `XanesOptions` of the final reduction (None: the defaults).
+    options : `XanesOptions` of the final reduction (None: the defaults);
+    frame_shape : (rows, cols) of the camera (None: the first frame's);
+    dead_mask, saturation : dead pixels and saturation level (`assess_frame`).
 
-    Frames go in with `add` (or `add_dark`, `add_flat`, `add_projection`) in the order they
-    were taken; a projection is assigned to the nearest scan energy and angle. `add`
-    returns an `EnergyPreview` when the frame completes an energy, else None.
+    Frames go in with `add` in the order they were taken; a projection is assigned to the
+    nearest scan energy and angle. `add` returns a `TxmFrame`: the frame's quality, why
+    it was skipped if it was, and an `EnergyPreview` when the frame completed an energy.
     """
 
     def __init__(
@@ -239,6 +265,10 @@ class TxmXanesAccumulator:
         angles_deg: ArrayLike,
         mode: str,
         options: XanesOptions | None = None,
+        *,
+        frame_shape: tuple[int, int] | None = None,
+        dead_mask: np.ndarray | None = None,
+        saturation: float | None = None,
     ) -> None:
         self.energies_eV = np.atleast_1d(np.asarray(energies_eV, dtype=np.float64))
         self.angles_deg = np.atleast_1d(np.asarray(angles_deg, dtype=np.float64))
@@ -256,54 +286,59 @@ class TxmXanesAccumulator:
         self._absorbance: dict[int, np.ndarray] = {}
         self._sets: dict[str, list[np.ndarray]] = {"dark": [], "flat": []}
         self._last_kind: str | None = None
-        self._frame_shape: tuple[int, ...] | None = None
+        self._frame_shape = None if frame_shape is None else (int(frame_shape[0]), int(frame_shape[1]))
+        self.dead_mask, self.saturation = dead_mask, saturation
 
     @property
     def n_complete(self) -> int:
         """Energies whose projections are all in (normalised)."""
         return len(self._absorbance)
 
+    @property
+    def n_incomplete(self) -> int:
+        """Energies not (yet) complete: a projection missing or skipped as bad."""
+        return self.energies_eV.size - len(self._absorbance)
+
     def add(
         self, kind: str, image: ArrayLike, energy_eV: float | None = None, angle_deg: float | None = None
-    ) -> EnergyPreview | None:
+    ) -> TxmFrame:
         """One frame of ``kind`` "dark", "flat" or "projection" (the latter with its energy
-        (eV) and angle (deg)); returns the energy's preview if it completed one."""
+        (eV) and angle (deg)), checked first (module notes, "Frames"); returns what was
+        done with it, with the energy's preview if it completed one."""
         if kind not in FRAME_KINDS:
             raise ValueError(f"frame kind must be one of {FRAME_KINDS}, got {kind!r}")
+        if kind == "projection" and (energy_eV is None or angle_deg is None):
+            raise ValueError("a projection needs its energy_eV and angle_deg")
+        quality, reason, frame = self._screen(kind, image)
+        if frame is None:
+            return TxmFrame(quality, reason)
         if kind == "projection":
-            if energy_eV is None or angle_deg is None:
-                raise ValueError("a projection needs its energy_eV and angle_deg")
-            return self.add_projection(energy_eV, angle_deg, image)
-        self._add_reference(kind, image)
-        return None
-
-    def add_dark(self, image: ArrayLike) -> None:
-        """A dark frame (shutter closed)."""
-        self._add_reference("dark", image)
-
-    def add_flat(self, image: ArrayLike) -> None:
-        """A flat frame (sample out of the field of view)."""
-        self._add_reference("flat", image)
-
-    def _frame(self, image: ArrayLike) -> np.ndarray:
-        """The frame as float32, checked against the shape of the scan's first frame."""
-        frame = np.asarray(image, dtype=np.float32)
-        self._frame_shape = self._frame_shape or frame.shape
-        if frame.ndim != 2 or frame.shape != self._frame_shape:
-            raise ValueError(f"a frame of shape {frame.shape}; the scan's frames are {self._frame_shape} (rows, cols)")
-        return frame
-
-    def _add_reference(self, kind: str, image: ArrayLike) -> None:
-        frame = self._frame(image)
+            return TxmFrame(quality, preview=self._add_projection(energy_eV, angle_deg, frame))
         if kind != self._last_kind:
             self._sets[kind] = []  # a new set of darks or flats begins
         self._sets[kind].append(frame)
         self._last_kind = kind
+        return TxmFrame(quality)
 
-    def add_projection(self, energy_eV: float, angle_deg: float, image: ArrayLike) -> EnergyPreview | None:
-        """A projection at ``energy_eV`` (eV) and ``angle_deg`` (deg); the preview if it
-        completes its energy."""
-        frame = self._frame(image)
+    def _screen(self, kind: str, image: ArrayLike) -> tuple[FrameQuality, str, np.ndarray | None]:
+        """(quality, reason the frame is skipped or "", the frame to use with its masked
+        pixels filled (float32) or None)."""
+        array = np.asarray(image)
+        shape = self._frame_shape or (array.shape if array.ndim == 2 else None)
+        if shape is None:
+            quality = FrameQuality(BAD, f"a frame of shape {array.shape} is not an image (rows, cols)")
+            return quality, quality.reason, None
+        quality, mask = assess_frame(array, shape, dead_mask=self.dead_mask, saturation=self.saturation)
+        if not quality.usable:
+            return quality, quality.reason, None
+        if quality.status == NO_SIGNAL and kind != "dark" and not np.max(array[~mask]) > 0:
+            return quality, f"{quality.reason}; a {kind} without counts measures no transmission", None
+        self._frame_shape = shape
+        return quality, "", fill_nearest(array, mask)
+
+    def _add_projection(self, energy_eV: float, angle_deg: float, frame: np.ndarray) -> EnergyPreview | None:
+        """A checked projection at ``energy_eV`` (eV) and ``angle_deg`` (deg); the preview
+        if it completes its energy."""
         self._last_kind = "projection"
         e = int(np.argmin(np.abs(self.energies_eV - energy_eV)))
         a = int(np.argmin(np.abs(self.angles_deg - angle_deg)))

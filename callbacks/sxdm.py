@@ -8,8 +8,16 @@ cut at the same seq_nums live and in replay (so both give bit-identical sums). F
 records (``sxdm_raster.order``); in fly rasters the ``primary`` stream has no events,
 each StreamDatum's seq_nums stand for its rows.
 
+Every frame is checked first (`SxdmAccumulator.screen`): a bad frame (wrong shape, more
+than a tenth of its pixels non-finite or saturated) is skipped, so its raster pixel at
+that angle holds no intensity; masked pixels of a usable frame add nothing. A raster
+pixel without intensity has NaN in every map.
+
 Derived run streams:
 
+* ``frame_quality`` (one row per frame skipped or with pixels masked; clean frames have
+  none): ``raw_seq_num``, ``theta_index``, ``iy``, ``ix``, the
+  `analysis.frame_quality.FrameQuality` record, ``used`` and the ``reason``;
 * ``angles`` (one event per completed rocking angle): ``theta_index``, ``theta_deg``,
   ``intensity_angle`` (that angle's integrated intensity map), and the running maps of all
   frames so far without registration (``intensity``, ``dd_over_d``, ``theta_xy``,
@@ -119,9 +127,17 @@ class SxdmCallback(AnalysisCallback):
         t, iy, ix = np.unravel_index(seq_num - 1, (n_theta, ny, nx))
         if self.accumulator is None:
             self.accumulator = SxdmAccumulator(
-                self.geometry, self.thetas, self.raster_shape, frame.shape, **self.accumulator_settings
+                self.geometry, self.thetas, self.raster_shape, self.frame_shape or np.shape(frame),
+                **self.accumulator_settings,
             )
-        self._batch.append((int(t), int(iy), int(ix), frame))
+        quality, checked = self.accumulator.screen(frame)
+        if checked is None or quality.n_nonfinite or quality.n_saturated:
+            self.derived.event("frame_quality", {
+                "raw_seq_num": seq_num, "theta_index": int(t), "iy": int(iy), "ix": int(ix),
+                **quality.record(), "used": checked is not None, "reason": quality.reason,
+            })
+        if checked is not None:
+            self._batch.append((int(t), int(iy), int(ix), checked))
         angle_done = iy == ny - 1 and ix == nx - 1
         if len(self._batch) >= self.batch_frames or angle_done:
             self._flush()

@@ -9,11 +9,16 @@ streaming reducer `analysis.txm_reduction.TxmXanesAccumulator`, which holds all 
 science (dark/flat sets, normalisation, registration, reconstruction, mask, white-line
 fit, statistics; see its module notes). This callback only routes rows and publishes.
 
-Derived run streams: ``preview`` (per energy, when the reducer reports it complete: the
+Every frame is checked by the reducer (its module notes, "Frames"): a bad frame, or a
+flat or projection without signal, is skipped and the analysis goes on; an energy missing
+a projection is left out of the white-line fit. Derived run streams: ``frame_quality``
+(one row per frame that was skipped or had pixels masked: the raw seq_num, its
+``frame_type``, its `analysis.frame_quality.FrameQuality` record, ``used`` and the
+``reason`` if not; frames that are clean have no row), ``preview`` (per energy, when the reducer reports it complete: the
 reconstructed central slice or the absorbance map), ``registration`` (per energy: shifts),
 ``whiteline`` (one event: ``wl_eV`` volume, NaN outside the mask; ``mask``;
 ``edge_jump``; centre) and ``statistics`` (one event: mean, median, sigma, counts,
-histogram). Live values: ``wl_sigma_eV``, ``wl_mean_eV``, ``energies_done``.
+histogram; ``n_energies_incomplete``: energies left out). Live values: ``wl_sigma_eV``, ``wl_mean_eV``, ``energies_done``.
 """
 
 from __future__ import annotations
@@ -65,15 +70,25 @@ class TxmXanesCallback(AnalysisCallback):
     def open_run(self, start: dict[str, Any]) -> None:
         self.keys = start["txm_keys"]
         self.voxel_um = float(start.get("pixel_size_um", math.nan))
-        self.reducer = TxmXanesAccumulator(start["energies_eV"], start["angles_deg"], start["txm_mode"], self.options)
+        self.scan = (start["energies_eV"], start["angles_deg"], start["txm_mode"])
+        TxmXanesAccumulator(*self.scan, self.options)  # refuses a scan it cannot reduce, at the start
+        self.reducer = None  # built at the first frame: the camera's shape comes with the descriptor
 
     def process_row(self, seq_num: int, data: dict[str, Any], frame: np.ndarray | None) -> None:
-        preview = self.reducer.add(
-            str(data[self.keys["frame_type"]]),
+        if self.reducer is None:
+            self.reducer = TxmXanesAccumulator(*self.scan, self.options, frame_shape=self.frame_shape)
+        kind = str(data[self.keys["frame_type"]])
+        outcome = self.reducer.add(
+            kind,
             frame,
             energy_eV=float(data[self.keys["energy"]]),
             angle_deg=float(data[self.keys["angle"]]),
         )
+        if not outcome.used or outcome.quality.n_nonfinite or outcome.quality.n_saturated:
+            self.derived.event("frame_quality", {"raw_seq_num": seq_num, "frame_type": kind,
+                                                 **outcome.quality.record(), "used": outcome.used,
+                                                 "reason": outcome.reason})
+        preview = outcome.preview
         if preview is not None:
             self.derived.event(
                 "preview",
@@ -83,6 +98,9 @@ class TxmXanesCallback(AnalysisCallback):
             self.set_live("energies_done", self.reducer.n_complete)
 
     def finish(self) -> None:
+        if self.reducer is None:
+            raise ValueError("the txm run recorded no frames")
+        n_incomplete = self.reducer.n_incomplete
         result, self.reducer = self.reducer.result(), None
         for energy, (rows, cols) in zip(result.energies_eV, result.shifts_px, strict=True):
             self.derived.event(
@@ -109,6 +127,7 @@ class TxmXanesCallback(AnalysisCallback):
                 "n_voxels": stats.n_voxels,
                 "n_failed": stats.n_failed,
                 "n_energies": len(result.energies_eV),
+                "n_energies_incomplete": n_incomplete,
                 "n_pca_components": result.n_components,
                 "counts": stats.counts,
                 "bin_edges_eV": stats.bin_edges_eV,

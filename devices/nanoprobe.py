@@ -65,7 +65,6 @@ from ophyd_async.core import StandardReadableFormat as Format
 from ophyd_async.epics.adcore import (
     ADAcquireLogic,
     ADBaseIO,
-    ADWriterFactory,
     AreaDetector,
     NDStatsIO,
     prepare_exposures,
@@ -79,6 +78,7 @@ from nanostrain.analysis.sxdm_geometry import SxdmGeometry
 from nanostrain.schema.sample import SampleRecord
 
 from .beam import SimBeamMonitor
+from .hdf5_compression import DEFAULT_COMPRESSION, hdf_writer
 from .sample import mounted_sample_signal
 from .sim_area_detector import SimAreaDetector
 
@@ -212,7 +212,9 @@ class _PixelDetector(_StatsAfterEachFrame, AreaDetector, _HasSxdmGeometry):
     (`_driver_parts`).
 
     prefix: IOC prefix; path_provider: where the IOC writes HDF5 files (a folder the
-    catalog server reads); geometry: `SxdmGeometry` (or its record, `SxdmGeometry.from_metadata`).
+    catalog server reads); geometry: `SxdmGeometry` (or its record, `SxdmGeometry.from_metadata`);
+    compression: the HDF5 plugin's ``Compression`` (default ``"BSLZ4"``, lossless;
+    `hdf5_compression.hdf_writer`).
     """
 
     needs_path_provider = True
@@ -226,6 +228,7 @@ class _PixelDetector(_StatsAfterEachFrame, AreaDetector, _HasSxdmGeometry):
         driver_suffix: str = "cam1:",
         hdf_suffix: str = "HDF1:",
         stats_suffix: str = "Stats1:",
+        compression: str = DEFAULT_COMPRESSION,
     ) -> None:
         self.geometry = SxdmGeometrySignals(geometry)
         self.mounted_sample = mounted_sample_signal()  # recorded in every descriptor
@@ -233,7 +236,7 @@ class _PixelDetector(_StatsAfterEachFrame, AreaDetector, _HasSxdmGeometry):
         super().__init__(
             driver,
             prefix,
-            ADWriterFactory.hdf(path_provider, writer_suffix=hdf_suffix),
+            hdf_writer(path_provider, writer_suffix=hdf_suffix, compression=compression),
             acquire_logic=acquire_logic,
             trigger_logic=trigger_logic,
             plugins={"stats": NDStatsIO(prefix + stats_suffix)},

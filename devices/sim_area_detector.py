@@ -4,7 +4,9 @@
 and unstaged like a real one, writes every frame into an SWMR HDF5 file
 (``/entry/data/data``, shape ``(n, rows, cols)``), and emits StreamResource/StreamDatum
 documents, so the catalog, live callbacks and replay see exactly the data shape a real
-detector produces. What each frame shows comes from a *renderer*, a callable
+detector produces. Frames are compressed as an areaDetector HDF5 plugin set to
+``Compression = BSLZ4`` writes them (`nanostrain.devices.hdf5_compression`; ``compression``
+turns it off). What each frame shows comes from a *renderer*, a callable
 ``render(exposure_s) -> ndarray`` (or an ``async def``, to read other devices' signals)
 supplied by the technique (powder rings from the cathode
 simulator, a Bragg peak from the nanoprobe particle, a TXM projection...).
@@ -39,23 +41,26 @@ from ophyd_async.core import (
     soft_signal_r_and_setter,
 )
 
+from .hdf5_compression import DEFAULT_COMPRESSION, check_compression, dataset_options
+
 DATA_PATH = "/entry/data/data"
 
 Renderer = Callable[[float], np.ndarray | Awaitable[np.ndarray]]
 
 
 class _FrameFile:
-    """An SWMR HDF5 file growing one frame at a time, as the AD HDF5 plugin writes it."""
+    """An SWMR HDF5 file growing one frame at a time, as the AD HDF5 plugin writes it
+    (one frame per chunk, compressed with NDFileHDF5 ``compression``)."""
 
-    def __init__(self, path: PurePath, shape: tuple[int, int], dtype: np.dtype):
+    def __init__(self, path: PurePath, shape: tuple[int, int], dtype: np.dtype, compression: str):
         # "w-": a new file; an existing one (recorded frames) is never truncated
         self.file = h5py.File(path, "w-", libver="latest")
         self.data = self.file.create_dataset(
             DATA_PATH,
             shape=(0, *shape),
             maxshape=(None, *shape),
-            chunks=(1, *shape),
             dtype=dtype,
+            **dataset_options(compression, shape),
         )
         self.file.swmr_mode = True
         self.count = 0
@@ -80,11 +85,13 @@ class _FrameFile:
 class _FrameWriter:
     """Shared state of the three detector logics: acquisition settings and the open file."""
 
-    def __init__(self, render: Renderer, shape: tuple[int, int], dtype: np.dtype, time_scale: float):
+    def __init__(self, render: Renderer, shape: tuple[int, int], dtype: np.dtype, time_scale: float,
+                 compression: str):
         self.render = render
         self.shape = shape
         self.dtype = np.dtype(dtype)
         self.time_scale = time_scale
+        self.compression = compression
         self.exposure_s = 0.1
         self.period_s = 0.1
         self.n_frames = 1
@@ -92,7 +99,7 @@ class _FrameWriter:
         self.frames_written, self._set_frames_written = soft_signal_r_and_setter(int)
 
     def open(self, path: PurePath) -> None:
-        self.file = _FrameFile(path, self.shape, self.dtype)
+        self.file = _FrameFile(path, self.shape, self.dtype, self.compression)
         self._set_frames_written(0)
 
     def close(self) -> None:
@@ -208,6 +215,9 @@ class SimAreaDetector(StandardDetector):
     dtype: stored pixel type (uint16 for counting detectors, uint32 for integrating).
     time_scale: wall seconds slept per second of exposure (0 = as fast as possible).
     config_sigs: signals recorded in the descriptor configuration (geometry, energy...).
+    compression: NDFileHDF5 ``Compression`` of the files (`hdf5_compression.COMPRESSIONS`;
+        default ``"BSLZ4"``, lossless; ``"None"`` writes frames as they are); also settable
+        later (`compression`), for the next file.
     """
 
     def __init__(
@@ -219,8 +229,9 @@ class SimAreaDetector(StandardDetector):
         time_scale: float = 0.0,
         config_sigs: Sequence[SignalR] = (),
         name: str = "",
+        compression: str = DEFAULT_COMPRESSION,
     ) -> None:
-        self._writer = _FrameWriter(render, tuple(shape), np.dtype(dtype), time_scale)
+        self._writer = _FrameWriter(render, tuple(shape), np.dtype(dtype), time_scale, check_compression(compression))
         self._acquire, self._data = _Acquire(self._writer), _Data(self._writer, path_provider)
         self._trigger_status: WatchableAsyncStatus | None = None
         self.add_detector_logics(_Trigger(self._writer), self._acquire, self._data)
@@ -246,6 +257,15 @@ class SimAreaDetector(StandardDetector):
         frame of the exposure the pause interrupted, which no event references, leaves
         the file (frame i of the file stays the i-th frame of the run)."""
         self._data.drop_unread_frames()
+
+    @property
+    def compression(self) -> str:
+        """NDFileHDF5 ``Compression`` of the next file (``"BSLZ4"``, ``"None"``...)."""
+        return self._writer.compression
+
+    @compression.setter
+    def compression(self, compression: str) -> None:
+        self._writer.compression = check_compression(compression)
 
     def set_renderer(self, render: Renderer) -> None:
         """Change what the detector sees (e.g. a new sample mounted in the simulation)."""

@@ -49,7 +49,6 @@ from ophyd_async.core import (
 from ophyd_async.epics.adcore import (
     ADAcquireLogic,
     ADBaseIO,
-    ADWriterFactory,
     AreaDetector,
     NDPluginBaseIO,
     prepare_exposures,
@@ -62,6 +61,7 @@ from nanostrain.analysis.units import M_PER_A
 from nanostrain.analysis.xrd import PERKINELMER_SHAPE, geometry_config, load_geometry, perkinelmer_geometry
 from nanostrain.schema.sample import SampleRecord, sample_record
 
+from .hdf5_compression import DEFAULT_COMPRESSION, hdf_writer
 from .sample import mounted_sample_signal, particle_record
 from .sim_area_detector import SimAreaDetector
 
@@ -198,7 +198,8 @@ class PerkinElmerDetector(AreaDetector[PerkinElmerDriverIO], _HasGeometry):
     prefix: the IOC's PV prefix (driver ``prefix + driver_suffix``, HDF5 plugin
     ``prefix + hdf_suffix``); path_provider: where the IOC writes files (a folder the
     catalog server can read); poni: the calibrated geometry (pyFAI geometry or PONI file),
-    or None until calibrated (see `set_geometry`).
+    or None until calibrated (see `set_geometry`); compression: the HDF5 plugin's
+    ``Compression`` (default ``"BSLZ4"``, lossless; `hdf5_compression.hdf_writer`).
     """
 
     #: The beamline registry passes its detector path provider to classes that need one.
@@ -214,6 +215,7 @@ class PerkinElmerDetector(AreaDetector[PerkinElmerDriverIO], _HasGeometry):
         hdf_suffix: str = "HDF1:",
         plugins: dict[str, NDPluginBaseIO] | None = None,
         config_sigs: Sequence[SignalR] = (),
+        compression: str = DEFAULT_COMPRESSION,
     ) -> None:
         driver = PerkinElmerDriverIO(prefix + driver_suffix)
         self.geometry = XrdGeometry(poni)
@@ -221,7 +223,7 @@ class PerkinElmerDetector(AreaDetector[PerkinElmerDriverIO], _HasGeometry):
         super().__init__(
             driver,
             prefix,
-            ADWriterFactory.hdf(path_provider, writer_suffix=hdf_suffix),
+            hdf_writer(path_provider, writer_suffix=hdf_suffix, compression=compression),
             acquire_logic=ADAcquireLogic(driver),
             trigger_logic=PerkinElmerTriggerLogic(driver),
             plugins=plugins,

@@ -33,6 +33,8 @@ import contextlib
 import os
 import secrets
 import sqlite3
+import stat
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,11 +45,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from .schema.catalog import DERIVED_NODE, RAW_NODE, RUNS_SPEC
+from .storage_guard import RegistrationGuard
 
 DEFAULT_DATA_DIR = Path("nanostrain-data")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 API_KEY_ENV = "NANOSTRAIN_API_KEY"
+API_KEY_FILE = "api_key"  # in the data folder, beside (never inside) the readable storage
 JSON_SEQ_EXPORTER = "bluesky_tiled_plugins.exporters:json_seq_exporter"
 SQLITE_BUSY_TIMEOUT_S = 60.0  # how long an SQLite connection waits for a write lock
 
@@ -63,7 +67,9 @@ class CatalogSettings:
     database: ``None`` for embedded SQLite, or a ``postgresql://user@host:port/db`` URI
         used both for the catalog (through asyncpg) and for the event tables.
     api_key: the single-user key required for writes (alphanumeric).
-    readable_storage: extra folders whose files (detector HDF5) the server may serve.
+    readable_storage: extra folders whose files (detector HDF5) the server may serve
+        (`readable_folders`); files are registered from these folders only
+        (`nanostrain.storage_guard`).
     public: allow anonymous reads.
     """
 
@@ -104,16 +110,57 @@ def load_or_create_api_key(data_dir: Path) -> str:
     """Return the key stored in ``<data_dir>/api_key``, creating a random one if absent.
 
     Keeping the key in the data folder lets `nanostrain serve` and a later
-    `nanostrain shell` on the same folder agree without the user copying secrets.
+    `nanostrain shell` on the same folder agree without the user copying secrets. The
+    file is readable by its owner only: it is written to a temporary file created with
+    mode 0600 and then linked into place (so it never exists with other permissions nor
+    half-written; of two processes creating it at once, the first link wins and both
+    use that key). An existing key file that others may read is refused.
     """
-    path = Path(data_dir) / "api_key"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(16)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key
+    path = Path(data_dir) / API_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".api_key.")  # mode 0600
+        try:
+            with os.fdopen(handle, "w") as stream:
+                stream.write(secrets.token_hex(16) + "\n")
+                stream.flush()
+                os.fsync(stream.fileno())
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise PermissionError(
+            f"The API key file {path} may be read by others (mode {mode:o}); "
+            f"make it private (chmod 600 {path}) or remove it to have a new one made."
+        )
+    return path.read_text().strip()
+
+
+def readable_folders(settings: CatalogSettings) -> tuple[Path, ...]:
+    """The folders whose files the server may serve by reference: the detector folder
+    and ``settings.readable_storage``, resolved.
+
+    A folder that holds the catalog's own files (the data folder itself or any folder
+    above it: the key file, the databases) or one inside the data folder other than the
+    detector folder is refused (ValueError naming it).
+    """
+    folders = [settings.detector_dir.resolve()]
+    for given in settings.readable_storage:
+        folder = Path(given).resolve()
+        if settings.data_dir.is_relative_to(folder):
+            raise ValueError(
+                f"readable_storage {given}: it holds the catalog's data folder {settings.data_dir} "
+                "(its key and databases); name the detector folders only."
+            )
+        if folder.is_relative_to(settings.data_dir) and not folder.is_relative_to(settings.detector_dir):
+            raise ValueError(
+                f"readable_storage {given}: inside the catalog's data folder {settings.data_dir} "
+                f"only {settings.detector_dir} holds detector files."
+            )
+        folders.append(folder)
+    return tuple(folders)
 
 
 def _postgres_uris(database: str) -> tuple[str, str]:
@@ -135,7 +182,7 @@ def catalog_config(settings: CatalogSettings) -> dict[str, Any]:
         configure_sqlite(settings.data_dir / "tables.sqlite")
     else:
         catalog_uri, tables_uri = _postgres_uris(settings.database)
-    readable = [str(settings.detector_dir)] + [str(Path(p).resolve()) for p in settings.readable_storage]
+    readable = [str(folder) for folder in readable_folders(settings)]
     return {
         "authentication": {
             "single_user_api_key": settings.api_key,
@@ -211,7 +258,10 @@ def build_catalog_app(settings: CatalogSettings):
         await create_layout(tree)
 
     kwargs["tasks"]["startup"].append(layout)  # after the tree's own start (database set up)
-    return build_app(**kwargs)
+    app = build_app(**kwargs)
+    given = tuple(Path(os.path.abspath(folder)) for folder in settings.readable_storage)
+    app.add_middleware(RegistrationGuard, roots=readable_folders(settings) + given)  # as given, too: mount links
+    return app
 
 
 async def create_layout(tree) -> None:

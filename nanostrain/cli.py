@@ -73,7 +73,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replaying import replay
+    from .replaying import failures, replay
 
     client, server = _client(args)
     try:
@@ -88,7 +88,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             from .schema.catalog import SupersedingWriter
 
             writer = SupersedingWriter(TiledWriter(derived), derived)  # replaces, never duplicates
-        published = replay(raw[args.uid], derived=derived, writer=writer)
+        published = replay(raw[args.uid], derived=derived, writer=writer, progress=None if args.progress else False)
         if writer is not None:
             writer.flush()
         starts = [doc for name, doc in published if name == "start"]
@@ -98,7 +98,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"{len(starts)} derived run(s), {events} event(s)")
         if args.write:
             print("written to the catalog")
-        return 0
+        failed = failures(published)
+        for line in failed:
+            print(f"FAILED: {line}", file=sys.stderr)
+        return 1 if failed else 0
     finally:
         if server is not None:
             server.close()
@@ -203,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, catalog: bool = True) -> None:
         p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="data folder (default: %(default)s)")
-        p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV), help=f"catalog API key (default: ${API_KEY_ENV} or <data-dir>/api_key)")
+        p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV), help=f"catalog API key (default: ${API_KEY_ENV} or <data-dir>/api_key; "
+                       "prefer those: a command line is visible to every user in ps)")
         if catalog:
             p.add_argument("--catalog", default=os.environ.get("NANOSTRAIN_CATALOG"), metavar="URL",
                            help="catalog server URL (default: an embedded server on --data-dir)")
@@ -227,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("uid", help="uid of the raw run")
     p.add_argument("--write", action="store_true", help="store the replayed derived runs in the catalog")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (default: one on a terminal)")
     p.set_defaults(func=cmd_replay)
 
     from .bus import DEFAULT_IN, DEFAULT_OUT

@@ -229,7 +229,44 @@ def sxdm_step(session: Session, figures: Path, quick: bool) -> list[str]:
     return lines
 
 
+def xas_step(session: Session, figures: Path, quick: bool) -> list[str]:
+    """Ex situ Ni K-edge XAS: SC-NC91 vs SC-NM91, pristine / charged / discharged / cycled."""
+    from .callbacks.xas_plots import comparison_figure, xas_result
+
+    # electrodes pristine, charged (4.5 V at 20 mA/g), discharged after the first cycle, after 100 cycles
+    states = (("pristine", {}), ("charged", {"charge_V": 4.5, "current_mA_g": 20.0}), ("discharged", {"cycles": 1}),
+              ("cycled", {"cycles": 100}))
+    dcm, chambers = session.devices["dcm"], session.devices["xas_ic"]
+    regions = [{"space": "E", "start": -150.0, "stop": -20.0, "step": 10.0, "dwell_s": 0.1},
+               {"space": "E", "start": -19.5, "stop": 30.0, "step": 0.5, "dwell_s": 0.1},
+               {"space": "k", "start": 2.85, "stop": 14.0, "step": 0.1 if quick else 0.05, "dwell_s": 0.1,
+                "k_weight": 2.0}]
+    results, lines = {}, []
+    for name in ("NC91", "NM91"):
+        for state, history in states:
+            label = f"SC-{name} {state}"
+            print(f"   {label}")
+            session.RE(session.plans["mount_sample"](chambers, {"material": name, "morphology": "SC"}, **history))
+            (uid,) = session.RE(session.plans["xas_scan"](dcm, chambers, regions, sample={"name": label, **history}))
+            results[label] = xas_result(_derived(session, uid, "xas"))
+            r = results[label]
+            lines.append(f"XAS {label:<20} edge {r['edge_shift_eV']:+.2f} eV vs Ni foil  R(Ni-O) {r['r_A']:.3f}"
+                         f"+-{r['r_err_A']:.3f} A  sigma2 {1e3 * r['sigma2_A2']:.2f}+-{1e3 * r['sigma2_err_A2']:.2f}"
+                         f" 10^-3 A^2  raw {uid}")
+    fig = comparison_figure(results, title="Ex situ Ni K-edge XAS, single crystals")
+    path = figures / "xas.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    rise = {name: results[f"SC-{name} cycled"]["sigma2_A2"] - results[f"SC-{name} pristine"]["sigma2_A2"]
+            for name in ("NC91", "NM91")}
+    verdict = "larger, as in the study" if rise["NM91"] > rise["NC91"] else "NOT larger: check the simulation"
+    lines.append(f"XAS sigma2 rise after 100 cycles: SC-NM91 {1e3 * rise['NM91']:+.2f}, SC-NC91 "
+                 f"{1e3 * rise['NC91']:+.2f} 10^-3 A^2: NM91 {verdict}  figure {path}")
+    return lines
+
+
 STEPS: list[Callable[[Session, Path, bool], list[str]]] = [alignment_step, xrd_step, txm_step, sxdm_step]
+STEPS.append(xas_step)
 
 
 def run_demo(data_dir: Path, quick: bool = False) -> list[str]:

@@ -7,18 +7,28 @@ rebuilt from the ``parameters`` their derived runs of that raw run recorded
 (`recorded_analyses`; the catalog's ``derived`` node holds them and
 `nanostrain.schema.catalog.derived_runs` finds them), so a replay repeats the live computation
 rather than the defaults of today; results equal the live ones (see
-`nanostrain.callbacks.derived`).
+`nanostrain.callbacks.derived`). Frames are verified as they are read (`TiledFrameSource`):
+a detector file the catalog cannot read (deleted, truncated) or that holds too few frames
+fails the derived runs that need it, with a reason naming the file; `failures` lists
+them, and ``nanostrain replay`` exits with status 1 if there are any.
+
+A replay of many frames shows a progress bar on standard error (tqdm: frames read,
+frames/s, time left), on a terminal by default (`replay`'s ``progress``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TextIO
+
+import numpy as np
+from tqdm import tqdm
 
 from .callbacks.derived import AnalysisCallback, GuardedCallback
-from .callbacks.frames import TiledFrameSource
+from .callbacks.frames import FrameSource, TiledFrameSource
 from .callbacks.registry import ANALYSES
 from .schema.catalog import derived_node_of, derived_runs
 
@@ -56,12 +66,77 @@ def recorded_analyses(run, derived=None) -> list[AnalysisCallback]:
     return analyses
 
 
+class ReplayProgress:
+    """A progress bar over a replay: the run's detector frames (its StreamDatum
+    documents), or its events when it has no frames; tqdm shows the rate and time left.
+
+    A frame counts once, when the first analysis reads it (through `counting`) or, if
+    none reads it, once its StreamDatum has been handed to every analysis (`dispatched`):
+    the bar moves within a long StreamDatum (a fly-scan row) and reaches the total
+    whatever the analyses read. ``enabled``: True draws, False does not, None draws only
+    if ``file`` (default standard error) is a terminal.
+    """
+
+    def __init__(self, documents: list[tuple[str, Document]], enabled: bool | None = None, file: TextIO | None = None):
+        frames = sum(_frames_of(name, doc) for name, doc in documents)
+        events = sum(_events_of(name, doc) for name, doc in documents)
+        self.unit, total = ("frame", frames) if frames else ("event", events)
+        self.bar = tqdm(total=total, unit=self.unit, desc="replay", file=file or sys.stderr,
+                        disable=None if enabled is None else not enabled, mininterval=0.5, dynamic_ncols=True)
+        self._seen: set[tuple[str, int]] = set()
+
+    def counting(self, source: FrameSource) -> FrameSource:
+        """``source``, counting the frames it yields."""
+        return _CountingFrames(source, self)
+
+    def dispatched(self, name: str, doc: Document) -> None:
+        """Every analysis has had document ``name``: its frames (or events) are done."""
+        if self.unit == "event":
+            self.bar.update(_events_of(name, doc))
+        elif name == "stream_datum":
+            for index in range(doc["indices"]["start"], doc["indices"]["stop"]):
+                self.count(doc["stream_resource"], index)
+
+    def count(self, resource_uid: str, index: int) -> None:
+        """Frame ``index`` of StreamResource ``resource_uid`` is done (once each)."""
+        if self.unit == "frame" and (resource_uid, index) not in self._seen:
+            self._seen.add((resource_uid, index))
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _CountingFrames:
+    """A frame source that tells a `ReplayProgress` of every frame it yields."""
+
+    def __init__(self, source: FrameSource, progress: ReplayProgress):
+        self.source, self.progress = source, progress
+
+    def iter_frames(self, stream: str, resource: Document, datum: Document) -> Iterator[tuple[int, np.ndarray]]:
+        start = datum["indices"]["start"]
+        for offset, (seq_num, frame) in enumerate(self.source.iter_frames(stream, resource, datum)):
+            self.progress.count(datum["stream_resource"], start + offset)
+            yield seq_num, frame
+
+
+def _frames_of(name: str, doc: Document) -> int:
+    return doc["indices"]["stop"] - doc["indices"]["start"] if name == "stream_datum" else 0
+
+
+def _events_of(name: str, doc: Document) -> int:
+    if name == "event_page":
+        return len(doc["seq_num"])
+    return 1 if name == "event" else 0
+
+
 def replay(
     run,
     callbacks: Iterable[Callback] | None = None,
     catalog=None,
     writer: Callback | None = None,
     derived=None,
+    progress: bool | None = None,
 ) -> list[tuple[str, Document]]:
     """Push the documents of ``run`` (a BlueskyRun client, or a uid with ``catalog``: the
     ``raw`` node) through ``callbacks`` (default: the run's analyses as recorded in the
@@ -71,6 +146,9 @@ def replay(
     caller can compare them with the live ones; ``writer`` (e.g. a TiledWriter) gets
     each of them too, as it is published. An analysis that fails closes its derived run
     as failed, as live; the error is logged and the other analyses go on.
+
+    ``progress``: a progress bar on standard error (`ReplayProgress`): True always,
+    False never (library use), None (default) only on a terminal.
     """
     if isinstance(run, str):
         if catalog is None:
@@ -84,13 +162,30 @@ def replay(
         if writer is not None:
             writer(name, doc)
 
-    frames = TiledFrameSource(run)
+    documents = run_documents(run)
+    bar = ReplayProgress(documents, progress)
+    frames = bar.counting(TiledFrameSource(run))  # a missing or damaged detector file fails the analyses reading it
     for callback in callbacks:
         if isinstance(callback, AnalysisCallback):
             callback.frame_source = frames
             callback.subscribe(publish)
     guards = [GuardedCallback(callback) for callback in callbacks]
-    for name, doc in run_documents(run):
-        for guard in guards:
-            guard(name, doc)
+    try:
+        for name, doc in documents:
+            for guard in guards:
+                guard(name, doc)
+            bar.dispatched(name, doc)
+    finally:
+        bar.close()
     return published
+
+
+def failures(published: Iterable[tuple[str, Document]]) -> list[str]:
+    """One line per derived run among ``published`` that did not succeed: its analysis,
+    uid and the reason its stop document gives (e.g. the detector file it could not read)."""
+    analyses = {doc["uid"]: doc.get("analysis", "?") for name, doc in published if name == "start"}
+    return [
+        f"{analyses.get(doc['run_start'], '?')} (derived run {doc['run_start']}): {doc['exit_status']}: {doc.get('reason', '')}"
+        for name, doc in published
+        if name == "stop" and doc.get("exit_status") != "success"
+    ]

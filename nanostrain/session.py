@@ -22,6 +22,7 @@ RunEngine pauses with a message naming the problem.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any
 
 from bluesky import RunEngine
 from bluesky.run_engine import PAUSE_MSG
+from bluesky.utils import ProgressBarManager
 from ophyd_async.core import SignalR
 
 from .beamline import connection_errors_of, make_devices
@@ -40,6 +42,7 @@ from .catalog import CatalogSettings, EmbeddedCatalog, connect
 from .journal import Journal, pending_journals
 from .live_pvs import DEFAULT_PREFIX, live_signal_types, remote_live_signals
 from .plans import registry as plan_registry
+from .plans.progress import RunProgress
 from .plans.suspenders import beam_suspenders
 from .replaying import replay
 from .schema.catalog import DERIVED_NODE, RAW_NODE, SupersedingWriter, derived_runs
@@ -299,6 +302,7 @@ def make_session(
     analyses: Iterable[AnalysisCallback] | None = None,
     bus: str = DEFAULT_IN,
     pv_prefix: str = DEFAULT_PREFIX,
+    progress: bool | None = None,
 ) -> Session:
     """Build a beamline session.
 
@@ -322,6 +326,9 @@ def make_session(
         `live_signals` are then those PVs, connected now if the worker serves them (a
         warning names them otherwise; they can be connected later).
     live_plots: draw the live figures (operando XRD) as the analyses publish.
+    progress: progress bars on standard error, a bar per run (`plans.progress.RunProgress`)
+        and bluesky's ``ProgressBarManager`` for motion: True, False, or None (default)
+        only on a terminal.
     """
     recording = make_recording(catalog_uri, data_dir, api_key, best_effort=best_effort, live_analysis=live_analysis,
                                live_plots=live_plots, analyses=analyses, bus=bus, pv_prefix=pv_prefix)
@@ -336,6 +343,9 @@ def make_session(
         recorder.on_failure, recorder.on_recovered = pause, pause.clear
     for callback in recording.callbacks:
         RE.subscribe(callback)
+    if progress or (progress is None and sys.stderr.isatty()):
+        RE.waiting_hook = ProgressBarManager()
+        RE.subscribe(RunProgress(enabled=True))
     missing = connection_errors_of(recording.remote_signals, timeout=REMOTE_CONNECT_S)
     if missing:
         logger.warning("The worker's live-value PVs did not connect (is `nanostrain worker` running?): %s",

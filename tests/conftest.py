@@ -121,12 +121,12 @@ class ServerProcess:
         command = [
             sys.executable, "-m", "nanostrain", "serve",
             "--data-dir", str(self.settings.data_dir), "--port", str(self.port),
-            "--api-key", self.settings.api_key,
-        ]
+        ]  # the key goes in the environment, never on a command line (ps shows those)
         if self.settings.database:
             command += ["--database", self.settings.database]
         log = open(self.settings.data_dir.parent / f"server-{self.port}.log", "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        env = {**os.environ, "NANOSTRAIN_API_KEY": self.settings.api_key}
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             wait_until_up(self.url, timeout=60)
         except TimeoutError:

@@ -251,14 +251,14 @@ def test_accumulator_recovers_the_phantom_whiteline_from_raw_frames(phantom):
     darks, flats, projections = raw_scan(phantom, XANES_ENERGIES, XANES_ANGLES, np.random.default_rng(3))
     reducer = TxmXanesAccumulator(XANES_ENERGIES, XANES_ANGLES, "tomo")
     for image in darks:
-        assert reducer.add("dark", image) is None
+        assert reducer.add("dark", image).used
     previews = []
     for e, (energy, stack) in enumerate(zip(XANES_ENERGIES, projections, strict=True)):
         if e % 2 == 0:  # a fresh flat set every other energy, as flat_every=2 takes them
             for image in flats:
-                reducer.add_flat(image)
+                reducer.add("flat", image)
         order = range(len(XANES_ANGLES)) if e % 2 == 0 else reversed(range(len(XANES_ANGLES)))  # zigzag
-        reported = [reducer.add("projection", stack[a], energy_eV=energy + 0.004, angle_deg=XANES_ANGLES[a])
+        reported = [reducer.add("projection", stack[a], energy_eV=energy + 0.004, angle_deg=XANES_ANGLES[a]).preview
                     for a in order]
         assert all(p is None for p in reported[:-1])  # only the energy's last projection completes it
         previews.append(reported[-1])
@@ -291,38 +291,38 @@ def test_accumulator_normalises_each_energy_with_the_latest_dark_and_flat_sets()
         if e in (0, 3):
             dark = 50.0 if e == 0 else 80.0
             for level in (dark - 1.0, dark + 1.0):  # a set of two: its mean is the dark
-                reducer.add_dark(np.full((6, 7), level))
+                reducer.add("dark", np.full((6, 7), level))
         if e in (0, 2, 3):
             flux = 1000.0 if e == 0 else 2000.0
-            reducer.add_flat(np.full((6, 7), dark + flux))
-        preview = reducer.add_projection(energy, 0.0, dark + flux * transmission)
+            reducer.add("flat", np.full((6, 7), dark + flux))
+        preview = reducer.add("projection", dark + flux * transmission, energy, 0.0).preview
         np.testing.assert_allclose(preview.image, -np.log(transmission), rtol=1e-5)
         assert np.isnan(preview.center_px)
 
 
 def test_accumulator_needs_min_energies_complete():
     reducer = TxmXanesAccumulator(np.arange(8340.0, 8341.0 + MIN_ENERGIES), [0.0], "2d")
-    reducer.add_dark(np.zeros((4, 4)))
-    reducer.add_flat(np.full((4, 4), 100.0))
+    reducer.add("dark", np.zeros((4, 4)))
+    reducer.add("flat", np.full((4, 4), 100.0))
     for energy in np.arange(8340.0, 8340.0 + MIN_ENERGIES - 1):
-        reducer.add_projection(energy, 0.0, np.full((4, 4), 50.0))
+        reducer.add("projection", np.full((4, 4), 50.0), energy, 0.0)
     with pytest.raises(ValueError, match=f"only {MIN_ENERGIES - 1} of {MIN_ENERGIES + 1} energies"):
         reducer.result()
 
 
 def test_accumulator_refuses_frames_out_of_place():
     reducer = TxmXanesAccumulator(np.arange(8340.0, 8345.0), [0.0, 90.0], "tomo")
-    reducer.add_projection(8340.0, 0.0, np.ones((4, 4)))
+    reducer.add("projection", np.ones((4, 4)), 8340.0, 0.0)
     with pytest.raises(ValueError, match="before any dark and flat"):
-        reducer.add_projection(8340.0, 90.0, np.ones((4, 4)))
+        reducer.add("projection", np.ones((4, 4)), 8340.0, 90.0)
     reducer = TxmXanesAccumulator(np.arange(8340.0, 8345.0), [0.0], "2d")
-    reducer.add_dark(np.zeros((4, 4)))
-    reducer.add_flat(np.ones((4, 4)))
-    reducer.add_projection(8340.0, 0.0, np.ones((4, 4)))
+    reducer.add("dark", np.zeros((4, 4)))
+    reducer.add("flat", np.ones((4, 4)))
+    reducer.add("projection", np.ones((4, 4)), 8340.0, 0.0)
     with pytest.raises(ValueError, match="after that energy was complete"):
-        reducer.add_projection(8340.0, 0.0, np.ones((4, 4)))
-    with pytest.raises(ValueError, match="shape"):
-        reducer.add_projection(8341.0, 0.0, np.ones((5, 4)))
+        reducer.add("projection", np.ones((4, 4)), 8340.0, 0.0)
+    skipped = reducer.add("projection", np.ones((5, 4)), 8341.0, 0.0)  # not an error: skipped, with the reason
+    assert not skipped.used and skipped.reason == "wrong shape (5, 4), the detector is (4, 4)"
     with pytest.raises(ValueError, match="frame kind"):
         reducer.add("bright", np.ones((4, 4)))
     with pytest.raises(ValueError, match="energy_eV and angle_deg"):

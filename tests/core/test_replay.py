@@ -130,3 +130,15 @@ def test_nanostrain_replay_is_the_function_and_analysis_stays_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "OK", result.stderr
+
+
+def test_replay_draws_a_progress_bar_over_the_run_frames_when_asked(session, capsys):
+    published = replay(session.catalog[session.uid], progress=True)
+    bar = capsys.readouterr().err.strip().split("\r")[-1]
+    assert bar.startswith("replay: 100%") and "5/5" in bar and "frame/s" in bar
+    assert _stats(published) == _stats(replay(session.catalog[session.uid], progress=False))
+
+
+def test_replay_without_a_terminal_draws_nothing(session, capsys):
+    replay(session.catalog[session.uid])  # progress=None: pytest's captured stderr is no terminal
+    assert capsys.readouterr().err == ""

@@ -16,7 +16,10 @@ the real IOC does where ophyd-async depends on it:
   while capturing with callbacks enabled, the HDF5 plugin appends it to
   ``/entry/data/data`` (SWMR, chunks of one frame) of the file FullFileName_RBV =
   FileTemplate % (FilePath, FileName, FileNumber), opened at the first frame
-  (LazyOpen), and counts NumCaptured_RBV. FilePathExists_RBV reflects the folder
+  (LazyOpen), and counts NumCaptured_RBV. The dataset is compressed as ``Compression``
+  says (None, zlib, LZ4, BSLZ4: `nanostrain.devices.hdf5_compression`; the other
+  choices fail the file's creation with a ValueError in the IOC's log; the IOC starts at
+  None, as the plugin does). FilePathExists_RBV reflects the folder
   (created when CreateDirectory != 0). FileWriteMode is recorded; every mode streams.
 * ``cam1:PEAcquireOffset`` (busy) takes PENumOffsetFrames x AcquireTime and then
   sets PEOffsetAvailable.
@@ -40,6 +43,7 @@ import numpy as np
 from softioc import asyncio_dispatcher, builder, softioc
 
 from nanostrain.analysis.xrd import perkinelmer_geometry
+from nanostrain.devices.hdf5_compression import dataset_options
 from nanostrain.sim.cathode import LatticeState
 from nanostrain.sim.powder import PowderRenderer
 
@@ -206,8 +210,9 @@ class HdfPlugin:
                                 out["FileNumber"].get())
         self.file = h5py.File(name, "w", libver="latest")
         shape = (self.r.rbv["ArraySize1"].get(), self.r.rbv["ArraySize0"].get())
+        compression = COMPRESSIONS[out["Compression"].get()]
         self.data = self.file.create_dataset(
-            DATA_PATH, shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape), dtype="<u2"
+            DATA_PATH, shape=(0, *shape), maxshape=(None, *shape), dtype="<u2", **dataset_options(compression, shape)
         )
         if out["SWMRMode"].get():
             self.file.swmr_mode = True
