@@ -53,6 +53,7 @@ RC = {
     "image.cmap": "viridis",
     "savefig.bbox": "tight",
     "svg.fonttype": "none",  # text stays text in SVG
+    "axes.formatter.useoffset": False,  # 8351.2 eV, not 0.2 + 8.351e3
 }
 
 #: line styles telling charge from discharge (same colour, solid vs dashed)
@@ -100,11 +101,16 @@ def symmetric_limit(arrays: Iterable[np.ndarray], percentile: float = 99.0) -> f
     return limit if limit > 0 else 1.0
 
 
-def colorbar(mappable, ax, label: str, **kwargs):
+def colorbar(mappable, ax, label: str, max_ticks: int = 5, **kwargs):
     """A colorbar for ``mappable`` beside ``ax`` (an axes or a list of axes) with its
-    quantity and unit as ``label``; extends (arrows) where the scale clips the data."""
+    quantity and unit as ``label`` and at most ``max_ticks`` ticks; ``kwargs`` go to
+    ``Figure.colorbar`` (e.g. ``extend="both"``: arrows where the scale clips the data)."""
+    from matplotlib.ticker import MaxNLocator
+
     figure = np.atleast_1d(ax).ravel()[0].figure
     bar = figure.colorbar(mappable, ax=ax, **kwargs)
+    bar.locator = MaxNLocator(max_ticks)
+    bar.update_ticks()
     bar.set_label(label)
     bar.ax.tick_params(labelsize=7)
     return bar
@@ -133,7 +139,8 @@ def nice_length(span: float) -> float:
 
 def label_bars(ax, bars, fmt: str = "{:.3g}", unit: str = "") -> None:
     """Write each bar's value (and unit) on top of it."""
-    ax.bar_label(bars, labels=[(fmt.format(b.get_height()) + (f" {unit}" if unit else "")) for b in bars],
+    separator = "" if unit == DEGREE else " "
+    ax.bar_label(bars, labels=[fmt.format(b.get_height()) + (separator + unit if unit else "") for b in bars],
                  fontsize=7, padding=2)
     ax.margins(y=0.15)
 

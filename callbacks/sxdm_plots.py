@@ -40,11 +40,12 @@ PANELS = (
 panels per particle."""
 
 SIGMAS = (
-    ("sigma_dd_over_d", "σ(Δd/d)", "σ(Δd/d) (10⁻³)", 1e3),
-    ("sigma_theta_xy_deg", "σ(θ_xy)", f"σ(θ_xy) ({DEGREE})", 1.0),
-    ("sigma_theta_xz_deg", "σ(θ_xz)", f"σ(θ_xz) ({DEGREE})", 1.0),
+    ("sigma_dd_over_d", "σ(Δd/d)", "σ(Δd/d) (10⁻³)", 1e3, ""),
+    ("sigma_theta_xy_deg", "σ(θ_xy)", f"σ(θ_xy) ({DEGREE})", 1.0, DEGREE),
+    ("sigma_theta_xz_deg", "σ(θ_xz)", f"σ(θ_xz) ({DEGREE})", 1.0, DEGREE),
 )
-"""(key, title, axis label with unit, display scale) of the sigma bars."""
+"""(key, title, axis label with unit, display scale, unit on the bars: none where the
+axis label carries a power of ten) of the sigma bars."""
 
 
 def _masked(maps: Mapping[str, Any], name: str) -> np.ma.MaskedArray:
@@ -85,13 +86,13 @@ def sigma_figure(sigmas_by_sample: Mapping[str, Mapping[str, float]], figure=Non
     """Bars of sigma(dd/d), sigma(theta_xy), sigma(theta_xz) per sample (label -> values
     keyed like the ``maps`` stream), each bar labelled with its value and unit."""
     with journal_style():
-        fig = figure or plt.figure(figsize=(7.2, 2.6), layout="constrained")
+        fig = figure or plt.figure(figsize=(8.5, 2.8), layout="constrained")
         fig.clear()
         labels = list(sigmas_by_sample)
-        for ax, (key, title, axis_label, scale) in zip(fig.subplots(1, len(SIGMAS)), SIGMAS):
+        for ax, (key, title, axis_label, scale, unit) in zip(fig.subplots(1, len(SIGMAS)), SIGMAS):
             values = [scale * float(sigmas_by_sample[label][key]) for label in labels]
             bars = ax.bar(range(len(labels)), values, color=plt.cm.tab10(np.arange(len(labels)) % 10))
-            label_bars(ax, bars, "{:.2f}")
+            label_bars(ax, bars, "{:.3g}", unit)
             ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
             ax.set(title=title, ylabel=axis_label)
     return fig

@@ -49,6 +49,20 @@ def _draw_row(axes, wl_eV: np.ndarray, vmin: float, vmax: float, label: str, vox
     return image
 
 
+def _histogram_range(results, tail: float = 1e-3, pad: float = 0.1) -> tuple[float, float]:
+    """The WL range holding all but ``tail`` of every histogram's voxels at either end,
+    widened by ``pad`` of its width: the empty far bins are not drawn."""
+    lows, highs = [], []
+    for result in results:
+        counts = np.asarray(result["counts"], dtype=float)
+        edges = np.asarray(result["bin_edges_eV"], dtype=float)
+        cumulative = np.cumsum(counts) / max(counts.sum(), 1.0)
+        lows.append(edges[np.searchsorted(cumulative, tail)])
+        highs.append(edges[np.searchsorted(cumulative, 1 - tail) + 1])
+    low, high = min(lows), max(highs)
+    return low - pad * (high - low), high + pad * (high - low)
+
+
 def whiteline_figure(
     wl_eV: np.ndarray,
     counts: np.ndarray,
@@ -88,7 +102,7 @@ def comparison_figure(results: Mapping[str, Mapping[str, Any]], title: str = "",
             axes = [fig.add_subplot(grid[row, col]) for col in range(len(_slices(wl)))]
             image_axes += axes
             image = _draw_row(axes, wl, vmin, vmax, label, results[label].get("voxel_um"))
-        colorbar(image, image_axes, WL_LABEL, location="bottom", shrink=0.6, extend="both")
+        colorbar(image, image_axes, WL_LABEL, max_ticks=4, location="bottom", shrink=0.7, extend="both")
         ax_hist = fig.add_subplot(grid[:, n_slices])
         for label in labels:
             counts = np.asarray(results[label]["counts"], dtype=float)
@@ -97,6 +111,7 @@ def comparison_figure(results: Mapping[str, Mapping[str, Any]], title: str = "",
             ax_hist.stairs(density, edges, fill=True, alpha=0.45,
                            label=f"{label}: σ = {results[label]['sigma_eV']:.3f} eV")
         ax_hist.set(xlabel=WL_LABEL, ylabel="voxel density (1/eV)", title="WL distribution")
+        ax_hist.set_xlim(_histogram_range(results.values()))
         ax_hist.legend(loc="upper left")
         if title:
             fig.suptitle(title)

@@ -32,46 +32,57 @@ HEARTBEAT_S = 5.0
 
 
 class Heartbeat:
-    """Progress of the plans a demo step runs: subscribed to the RunEngine, it counts the
-    events of each run by stream, and inside ``with heartbeat(label):`` a thread prints
-    ``label: <elapsed> s, <n> frames`` every `HEARTBEAT_S` seconds until the block ends."""
+    """Progress of the plans a demo step runs: subscribed to the RunEngine, it follows the
+    documents of the current run (its plan, its events, the detector frames its stream
+    datums index), and inside ``with heartbeat(label):`` prints that every `HEARTBEAT_S`
+    seconds until the block ends (`ticking`)."""
 
     def __init__(self, RE):
-        self._streams: dict[str, str] = {}
-        self.counts: dict[str, int] = {}
+        self.plan, self.events = "", 0
+        self.frames: dict[str, int] = {}  # per stream resource: frames indexed so far
         RE.subscribe(self._document)
 
     def _document(self, name: str, doc: dict[str, Any]) -> None:
         if name == "start":
-            self.counts = {}
-        elif name == "descriptor":
-            self._streams[doc["uid"]] = doc["name"]
+            self.plan, self.events, self.frames = doc.get("plan_name", "?"), 0, {}
         elif name == "event":
-            stream = self._streams.get(doc["descriptor"], "?")
-            self.counts[stream] = self.counts.get(stream, 0) + 1
+            self.events += 1
+        elif name == "stream_datum":
+            resource = doc["stream_resource"]
+            self.frames[resource] = self.frames.get(resource, 0) + doc["indices"]["stop"] - doc["indices"]["start"]
 
     def status(self) -> str:
-        frames = self.counts.get("primary", 0)
-        others = sum(n for stream, n in self.counts.items() if stream != "primary")
-        return f"{frames} frames" + (f", {others} other readings" if others else "")
+        frames = max(self.frames.values(), default=0)
+        return f"{self.plan}: {self.events} events" + (f", {frames} detector frames" if frames else "")
 
-    @contextmanager
-    def __call__(self, label: str) -> Iterator[None]:
-        started, done = time.monotonic(), threading.Event()
+    def __call__(self, label: str):
+        """``with heartbeat(label):`` prints the label, then progress every `HEARTBEAT_S`."""
+        return ticking(label, self.status)
 
-        def tick() -> None:
-            while not done.wait(HEARTBEAT_S):
-                print(f"      {label}: {time.monotonic() - started:.0f} s, {self.status()}", flush=True)
 
-        print(f"   {label}", flush=True)
-        thread = threading.Thread(target=tick, daemon=True, name="nanostrain-demo-heartbeat")
-        thread.start()
-        try:
-            yield
-        finally:
-            done.set()
-            thread.join()
-            print(f"      {label}: done in {time.monotonic() - started:.0f} s, {self.status()}", flush=True)
+@contextmanager
+def ticking(label: str, status: Callable[[], str] = lambda: "") -> Iterator[None]:
+    """Print ``label``, then ``label: <elapsed> s, <status()>`` every `HEARTBEAT_S` seconds
+    (from a thread) until the block ends, and how long it took."""
+    started, done = time.monotonic(), threading.Event()
+
+    def line(state: str) -> str:
+        detail = status()
+        return f"      {label}: {state}{time.monotonic() - started:.0f} s" + (f", {detail}" if detail else "")
+
+    def tick() -> None:
+        while not done.wait(HEARTBEAT_S):
+            print(line(""), flush=True)
+
+    print(f"   {label}", flush=True)
+    thread = threading.Thread(target=tick, daemon=True, name="nanostrain-demo-heartbeat")
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        print(line("done in "), flush=True)
 
 
 @dataclass
@@ -259,7 +270,8 @@ def run_demo(data_dir: Path, quick: bool = False) -> list[str]:
     figures = data_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     print(f"nanostrain demo: simulated beamline, catalog in {data_dir.resolve()}", flush=True)
-    session = make_session(data_dir=data_dir)
+    with ticking("starting the session: catalog server, simulated devices, live analyses"):
+        session = make_session(data_dir=data_dir)
     lines: list[str] = []
     try:
         step = Step(session, Heartbeat(session.RE), figures, quick)
@@ -268,17 +280,20 @@ def run_demo(data_dir: Path, quick: bool = False) -> list[str]:
                   f"({time.monotonic() - started:.0f} s so far)", flush=True)
             lines += run_step(step)
         print(f"-- {len(STEPS) + 1}/{len(STEPS) + 1} The campaign report, from the catalog alone", flush=True)
-        report, rows = write_report(session.connect(), data_dir / "report.html", source=str(data_dir.resolve()),
-                                    say=lambda text: print(text, flush=True))
+        with ticking("reading the catalog, drawing the figures"):
+            report, rows = write_report(session.connect(), data_dir / "report.html", source=str(data_dir.resolve()),
+                                        say=lambda text: print(text, flush=True))
     finally:
-        session.close()
+        with ticking("closing the session (the catalog writers finish)"):
+            session.close()
     print("\nResults")
     for line in lines:
         print("  " + line)
     print("\nHeadline numbers against the reference study")
-    verdicts = {True: "holds", False: "DOES NOT HOLD", None: "not measured"}
+    verdicts = {True: "holds", False: "DOES NOT HOLD"}
     for row in rows:
-        print(f"  {row.claim:<66} study {row.study:<30} measured {row.measured}: {verdicts[row.holds]}")
+        verdict = row.measured if row.holds is None else f"measured {row.measured}: {verdicts[row.holds]}"
+        print(f"  {row.claim:<66} study {row.study:<34} {verdict}")
     print(f"\nDone in {time.monotonic() - started:.0f} s. Where to look:")
     print(f"  report:   {report.resolve()}  (figures as PNG and SVG in {report.with_name(report.stem + '_figures')})")
     print(f"  catalog:  nanostrain serve --data-dir {data_dir}  then open http://127.0.0.1:8000/ui/")

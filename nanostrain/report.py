@@ -261,7 +261,8 @@ def headlines(campaign: Campaign) -> list[Headline]:
                           pc and {k: v.volume_shrinkage_pct for k, v in pc.items()}, "NC91", "%",
                           "operando XRD of both PC cells at one rate"))
     sc = _cells(campaign, "SC", SPLIT_RATE_MA_G)
-    claim, study = f"SC-NM91 H2/H3 split at {SPLIT_RATE_MA_G:g} mA/g, SC-NC91 single phase", "Δc up to 0.68 Å vs single phase"
+    claim = f"H2/H3 split at {SPLIT_RATE_MA_G:g} mA/g: SC-NM91 splits, more than SC-NC91"
+    study = "Δc up to 0.68 Å vs single phase"
     if sc is None:
         rows.append(Headline(claim, study, _missing(f"operando XRD of both SC cells at {SPLIT_RATE_MA_G:g} mA/g"), None))
     else:
