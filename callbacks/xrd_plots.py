@@ -118,7 +118,7 @@ def operando_figure(
         volume = _column(table, "volume_A3", n)[:n]
         for values, label, color in ((c, "c/c₀", "C0"), (a, "a/a₀", "C1"), (volume, "V/V₀", "C2")):
             plot_by_direction(ax_lat, potential, values / _first_finite(values), current, color, label=label, marker=".")
-        ax_lat.set(xlabel=POTENTIAL_LABEL, ylabel="relative to pristine", title="lattice")
+        ax_lat.set(xlabel=POTENTIAL_LABEL, ylabel="relative to the first frame", title="lattice")
         ax_lat.legend(loc="lower left")
         a0, c0 = _first_finite(a), _first_finite(c)
         plot_by_direction(ax_aniso, (a / a0) ** 2, c / c0, current, "C0", marker=".")
