@@ -48,7 +48,7 @@ SIGMA_RATIO = 3.0
 
 @dataclass
 class XrdCell:
-    """One operando XRD run of one cell, with its reduction and electrochemistry."""
+    """One operando XRD run of one cell: its reduction and the cycler's record."""
 
     label: str
     composition: str
@@ -59,7 +59,6 @@ class XrdCell:
     q: np.ndarray
     patterns: np.ndarray
     echem: dict[str, np.ndarray] | None
-    retention_pct: np.ndarray | None = None  # per cycle, from the electrochemistry analysis
 
     @property
     def c_contraction_pct(self) -> float:
@@ -85,6 +84,16 @@ class XrdCell:
 
 
 @dataclass
+class Cycling:
+    """Capacity retention (%) per cycle of one cell, from its electrochemistry analysis."""
+
+    label: str
+    composition: str
+    morphology: str
+    retention_pct: np.ndarray
+
+
+@dataclass
 class Particle:
     """One particle measured by SXDM or TXM-XANES."""
 
@@ -102,6 +111,7 @@ class Campaign:
     xrd: list[XrdCell] = field(default_factory=list)
     sxdm: list[Particle] = field(default_factory=list)
     txm: list[Particle] = field(default_factory=list)
+    cycling: list[Cycling] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     raw_runs: int = 0
     derived_runs: int = 0
@@ -121,7 +131,7 @@ def _read_stream(run, name: str) -> dict[str, np.ndarray]:
     return {key: np.asarray(table[key]) for key in table}
 
 
-def _xrd_cell(run, raw, electrochemistry) -> XrdCell:
+def _xrd_cell(run, raw) -> XrdCell:
     from .callbacks.xrd_plots import echem_record
 
     start = run.metadata["start"]
@@ -131,16 +141,19 @@ def _xrd_cell(run, raw, electrochemistry) -> XrdCell:
     composition = _composition(sample)
     name = sample.get("name") or f"{morphology}-{composition}"
     label = f"{name} {rate:g} mA/g" if math.isfinite(rate) else name
-    retention = None
-    if electrochemistry is not None and "cycles" in electrochemistry:
-        retention = np.asarray(electrochemistry["cycles"]["retention_pct"].read(), dtype=float)
     return XrdCell(
         label=label, composition=composition, morphology=morphology, rate_mA_g=rate,
         raw_uid=start["derived_from"], table=_read_stream(run, "xrd"),
         q=np.asarray(run["reduction"]["q"].read())[0],
         patterns=np.asarray(run["patterns"]["intensity"].read(), dtype=float),
-        echem=echem_record(raw) if raw is not None else None, retention_pct=retention,
+        echem=echem_record(raw) if raw is not None else None,
     )
+
+
+def _cycling(run) -> Cycling:
+    sample = _sample(run.metadata["start"])
+    return Cycling(sample.get("name", "?"), _composition(sample), str(sample.get("morphology", "?")),
+                   np.asarray(run["cycles"]["retention_pct"].read(), dtype=float))
 
 
 def _sxdm_particle(run, raw) -> Particle:
@@ -168,15 +181,14 @@ def read_campaign(client, say: Say = print) -> Campaign:
     ``notes`` and skipped. Prints a progress line per run read."""
     raw_node, derived_node = client[RAW_NODE], client[DERIVED_NODE]
     campaign = Campaign(raw_runs=len(raw_node), derived_runs=len(derived_node))
-    wanted = ("xrd_reduction", "sxdm_strain", "txm_xanes")
-    runs, electrochemistry = [], {}
+    readers = {"xrd_reduction": lambda run, raw: campaign.xrd.append(_xrd_cell(run, raw)),
+               "electrochemistry": lambda run, raw: campaign.cycling.append(_cycling(run)),
+               "sxdm_strain": lambda run, raw: campaign.sxdm.append(_sxdm_particle(run, raw)),
+               "txm_xanes": lambda run, raw: campaign.txm.append(_txm_particle(run))}
+    runs = []
     for run in derived_node.values():
         start, stop = run.metadata["start"], run.metadata.get("stop") or {}
-        if stop.get("exit_status") != "success":
-            continue
-        if start.get("analysis") == "electrochemistry":
-            electrochemistry[start["derived_from"]] = run
-        elif start.get("analysis") in wanted:
+        if stop.get("exit_status") == "success" and start.get("analysis") in readers:
             runs.append(run)
     started = time.monotonic()
     for n, run in enumerate(runs, 1):
@@ -186,12 +198,7 @@ def read_campaign(client, say: Say = print) -> Campaign:
         raw_uid = start.get("derived_from", "")
         raw = raw_node[raw_uid] if raw_uid in raw_node else None
         try:
-            if start["analysis"] == "xrd_reduction":
-                campaign.xrd.append(_xrd_cell(run, raw, electrochemistry.get(raw_uid)))
-            elif start["analysis"] == "sxdm_strain":
-                campaign.sxdm.append(_sxdm_particle(run, raw))
-            else:
-                campaign.txm.append(_txm_particle(run))
+            readers[start["analysis"]](run, raw)
         except (KeyError, ValueError, IndexError) as error:
             campaign.notes.append(f"{start['analysis']} run {start['uid']} of {name} not read: {error!r}")
     campaign.xrd.sort(key=lambda cell: (cell.morphology, cell.composition, cell.rate_mA_g))
@@ -229,19 +236,23 @@ def _missing(what: str) -> str:
 def _ordering(claim: str, study: str, values: dict[str, float] | None, first: str, unit: str, what: str,
               fmt: str = "{:.1f}") -> Headline:
     """``values[first]`` larger than the other composition's."""
-    if values is None or not all(math.isfinite(v) for v in values.values()):
+    if values is None:
         return Headline(claim, study, _missing(what), None)
+    if not all(math.isfinite(v) for v in values.values()):
+        return Headline(claim, study, "not measured: the analysis gave no value (NaN)", None)
     other = next(k for k in values if k != first)
     measured = f"{fmt.format(values[first])} {unit} vs {fmt.format(values[other])} {unit}"
     return Headline(claim, study, measured, values[first] > values[other])
 
 
 def _retention(campaign: Campaign, morphology: str) -> dict[str, float] | None:
-    """Last measured retention (%) per composition, from runs with >= 2 cycles."""
-    values = {}
-    for cell in campaign.xrd:
-        if cell.morphology == morphology and cell.retention_pct is not None and cell.retention_pct.size >= 2:
-            values[cell.composition] = float(cell.retention_pct[-1])
+    """Last measured retention (%) per composition, from the runs with >= 2 cycles (of
+    several runs of one composition, the one with the most cycles)."""
+    values, cycles = {}, {}
+    for run in campaign.cycling:
+        n = run.retention_pct.size
+        if run.morphology == morphology and n >= 2 and n > cycles.get(run.composition, 0):
+            values[run.composition], cycles[run.composition] = float(run.retention_pct[-1]), n
     return values if set(COMPOSITIONS) <= set(values) else None
 
 

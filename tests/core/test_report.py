@@ -153,6 +153,8 @@ def test_campaign_reads_every_cell_and_particle_with_its_numbers(study_campaign)
     assert pc_nc91.c_contraction_pct == pytest.approx(100 * 0.852 * SHAPE_MAX / 14.2)
     assert pc_nc91.echem is not None and pc_nc91.echem["potential_V"].size == 12
     assert len(campaign.sxdm) == 4 and len(campaign.txm) == 2
+    assert {(c.morphology, c.composition): c.retention_pct[-1] for c in campaign.cycling} == {
+        ("SC", "NC91"): 89.2, ("SC", "NM91"): 75.9, ("PC", "NC91"): 59.7, ("PC", "NM91"): 83.1}
 
 
 @pytest.mark.slow
@@ -192,7 +194,7 @@ def test_report_has_every_section_and_figure_files(study_client, tmp_path):
     assert len(stems) == 4 + 4  # and one operando figure per cell
     assert page.count('<img src="data:image/png;base64,') == len(stems)
     assert page.count('<td class="yes">') == len(rows) == 8
-    assert sum("report: reading" in line for line in said) == 4 + 4 + 2
+    assert sum("report: reading" in line for line in said) == 4 + 4 + 4 + 2  # XRD, its echem, SXDM, TXM
 
 
 @pytest.mark.slow
