@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -25,7 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .callbacks.figure_style import journal_style, save_figure  # noqa: E402
 from .report import write_report  # noqa: E402
-from .session import Session, make_session  # noqa: E402
+
+if TYPE_CHECKING:
+    from .session import Session
 
 #: longest silence (s) of the demo's progress output while a plan runs
 HEARTBEAT_S = 5.0
@@ -270,7 +272,9 @@ def run_demo(data_dir: Path, quick: bool = False) -> list[str]:
     figures = data_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     print(f"nanostrain demo: simulated beamline, catalog in {data_dir.resolve()}", flush=True)
-    with ticking("starting the session: catalog server, simulated devices, live analyses"):
+    with ticking("starting the session: bluesky, the catalog server, simulated devices, live analyses"):
+        from .session import make_session  # the heavy imports, inside the progress lines
+
         session = make_session(data_dir=data_dir)
     lines: list[str] = []
     try:
