@@ -11,6 +11,7 @@ from .electrochem import ElectrochemistryCallback
 from .frame_stats import FrameStatisticsCallback
 from .sxdm import SxdmCallback
 from .txm import TxmXanesCallback
+from .xas import XasCallback
 from .xrd import XrdCallback
 from .xrd_calibration import XrdCalibrationCallback
 
@@ -18,7 +19,7 @@ from .xrd_calibration import XrdCalibrationCallback
 ANALYSES: dict[str, type[AnalysisCallback]] = {
     cls.analysis: cls
     for cls in (FrameStatisticsCallback, XrdCallback, XrdCalibrationCallback, ElectrochemistryCallback,
-                SxdmCallback, TxmXanesCallback)
+                SxdmCallback, TxmXanesCallback, XasCallback)
 }
 
 

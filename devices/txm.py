@@ -36,7 +36,6 @@ lines. `FocusCalibration.from_zone_plate` builds the table from the formula.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -73,6 +72,7 @@ from ophyd_async.sim import SimMotor
 from nanostrain.analysis.units import HC_EV_A
 from nanostrain.schema.sample import SampleRecord
 
+from .dcm import DCM_RANGE_EV, SI111_D_A, bragg_angle_deg, calibrated_energy_eV, energy_from_bragg_eV
 from .sample import mounted_sample_signal
 from .sim_area_detector import SimAreaDetector
 
@@ -99,23 +99,6 @@ __all__ = [
     "bragg_angle_deg",
     "energy_from_bragg_eV",
 ]
-
-#: Si(111) lattice-plane spacing, angstrom.
-SI111_D_A = 3.13560
-#: DCM energy range of FXI, eV.
-DCM_RANGE_EV = (5000.0, 11000.0)
-
-
-def bragg_angle_deg(energy_eV: float, d_A: float = SI111_D_A) -> float:
-    """theta = asin(hc / (2 d E)), degrees."""
-    return math.degrees(math.asin(HC_EV_A / (2.0 * d_A * energy_eV)))
-
-
-def energy_from_bragg_eV(theta_deg: float, d_A: float = SI111_D_A) -> float:
-    """E = hc / (2 d sin theta), eV (NaN for theta <= 0)."""
-    sine = math.sin(math.radians(theta_deg))
-    return HC_EV_A / (2.0 * d_A * sine) if sine > 0 else math.nan
-
 
 # ------------------------------------------------------------------ focus calibration
 
@@ -215,10 +198,6 @@ class _EnergyLogic(MovableLogic[float]):
         await asyncio.gather(self.bragg.stop(), self.zone_plate_z.stop(), self.detector_z.stop())
 
 
-def _calibrated_energy(bragg_deg: float, offset_eV: float) -> float:
-    return energy_from_bragg_eV(bragg_deg) + offset_eV
-
-
 class TxmEnergy(StandardReadable, StandardMovable[float]):
     """Photon energy (eV) with the focus following: a pseudo-positioner over three motors.
 
@@ -253,7 +232,7 @@ class TxmEnergy(StandardReadable, StandardMovable[float]):
             self.offset_eV = soft_signal_rw(float, 0.0, units="eV")
         with self.add_children_as_readables(Format.HINTED_SIGNAL):
             self.readback = derived_signal_r(
-                _calibrated_energy, derived_units="eV", bragg_deg=self.bragg.user_readback, offset_eV=self.offset_eV
+                calibrated_energy_eV, derived_units="eV", bragg_deg=self.bragg.user_readback, offset_eV=self.offset_eV
             )
         self.setpoint = soft_signal_rw(float, 0.0, units="eV")
         super().__init__(name=name)

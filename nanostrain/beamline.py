@@ -42,7 +42,9 @@ from .devices.alignment import make_alignment_bench
 from .devices.beam import SimBeamMonitor
 from .devices.cycler import SimCycler
 from .devices.nanoprobe import ROCKING_TRAVEL_DEG, SimAxis, SimNanoprobeScanner, SimPixelDetector, SimXrfCounter
+from .devices.dcm import DcmEnergy
 from .devices.txm import SimTxm
+from .devices.xas import SimIonChambers
 from .devices.xrd import SimXrdDetector
 from .schema.sample import SampleRecord
 from .sim.cycler_engine import CyclerEngine
@@ -310,6 +312,19 @@ def np_xrf(nanoprobe_simulation, np_stage, np_theta, np_i0, merlin) -> SimXrfCou
 def txm(path_provider: PathProvider) -> SimTxm:
     """Transmission X-ray microscope with `nanostrain.devices.txm.SIM_TXM_SAMPLE` mounted."""
     return SimTxm(path_provider, name="txm")
+
+
+@SIM_BEAMLINE.factory
+def dcm() -> DcmEnergy:
+    """DCM photon energy (eV) of the XAS station, a simulated Bragg motor."""
+    return DcmEnergy(name="dcm")
+
+
+@SIM_BEAMLINE.factory
+def xas_ic(dcm) -> SimIonChambers:
+    """I0, It, Iref ion chambers of the XAS station, `nanostrain.devices.xas.SIM_XAS_SAMPLE`
+    mounted, counting at ``dcm``'s energy."""
+    return SimIonChambers(dcm, name="xas_ic")
 
 
 def load_config(path: Path | str) -> dict[str, Any]:

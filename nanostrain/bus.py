@@ -9,9 +9,14 @@ sequence number, and a subscriber knows exactly when it has missed something
 (`Subscriber`, `Gap`); what it missed is in the catalog, the durable record.
 
 Wire format: bluesky's (``prefix name payload`` joined by spaces, as its
-``Publisher``/``RemoteDispatcher`` use; the prefix empty), the payload a pickled `Envelope` dict
+``Publisher``/``RemoteDispatcher`` use; the prefix empty), the payload a msgpack map
 ``{"source", "seq", "doc"}``; `unwrap` is the deserializer that lets bluesky's own
 ``RemoteDispatcher`` read the documents (``RemoteDispatcher(addr, deserializer=unwrap)``).
+msgpack, not bluesky's default pickle: unpickling runs code that whoever reaches the
+port chooses, while msgpack decodes data only; it also keeps NaN and inf (JSON cannot).
+numpy arrays travel as lists and numpy scalars as Python numbers, as in the catalog.
+A message that does not decode is counted (`Subscriber.malformed`) and skipped; the
+sequence number it carried is then missing, so the next message reports the `Gap`.
 
 At a facility with Kafka, bluesky-kafka's ``Publisher``/``RemoteDispatcher`` take the
 place of these classes behind the same calls (documents in, documents out); Kafka keeps
@@ -21,7 +26,7 @@ its own offsets, so the sequence numbers are 0MQ's remedy only.
 from __future__ import annotations
 
 import itertools
-import pickle
+import logging
 import queue
 import threading
 import uuid
@@ -29,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+import numpy as np
 import zmq
 from bluesky.callbacks.zmq import Proxy
 
@@ -36,6 +43,29 @@ DEFAULT_IN = "tcp://127.0.0.1:5577"  # publishers connect here
 DEFAULT_OUT = "tcp://127.0.0.1:5578"  # subscribers connect here
 
 Document = dict[str, Any]
+
+logger = logging.getLogger(__name__)
+
+
+def _builtin(value: Any) -> Any:
+    """What msgpack cannot pack itself: numpy arrays as (nested) lists, numpy scalars as
+    Python numbers."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"cannot put a {type(value).__name__} on the document bus")
+
+
+def pack(envelope: dict[str, Any]) -> bytes:
+    """An envelope ``{"source", "seq", "doc"}`` as a msgpack payload."""
+    return msgpack.packb(envelope, default=_builtin, use_bin_type=True)
+
+
+def _unpack(payload: bytes) -> dict[str, Any]:
+    envelope = msgpack.unpackb(payload, raw=False)
+    if not (isinstance(envelope, dict) and isinstance(envelope.get("source"), str)
+            and isinstance(envelope.get("seq"), int) and isinstance(envelope.get("doc"), dict)):
+        raise ValueError("not a nanostrain bus envelope")
+    return envelope
 
 
 def serve_proxy(in_address: str = DEFAULT_IN, out_address: str = DEFAULT_OUT) -> None:
@@ -63,7 +93,7 @@ class BusPublisher:
         self._socket.connect(address)
 
     def __call__(self, name: str, doc: Document) -> None:
-        payload = pickle.dumps({"source": self.source, "seq": next(self._counter), "doc": doc})
+        payload = pack({"source": self.source, "seq": next(self._counter), "doc": doc})
         self._socket.send(b" ".join([b"", name.encode(), payload]))
 
     def close(self) -> None:
@@ -73,7 +103,7 @@ class BusPublisher:
 
 def unwrap(payload: bytes) -> Document:
     """The document of a bus message (a deserializer for bluesky's ``RemoteDispatcher``)."""
-    return pickle.loads(payload)["doc"]
+    return _unpack(payload)["doc"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +145,7 @@ class Subscriber:
         self._socket.connect(address)
         self._running = True
         self._last: dict[str, int] = {}
+        self.malformed = 0  # messages that did not decode, skipped
         self._thread = threading.Thread(target=self._receive, name="nanostrain-bus", daemon=True)
         self._thread.start()
 
@@ -125,8 +156,13 @@ class Subscriber:
                     message = self._socket.recv()
                 except zmq.Again:
                     continue
-                _prefix, name, payload = message.split(b" ", 2)
-                envelope = pickle.loads(payload)
+                try:
+                    _prefix, raw_name, payload = message.split(b" ", 2)
+                    name, envelope = raw_name.decode(), _unpack(payload)
+                except Exception as error:  # noqa: BLE001 - anyone may send anything to a port
+                    self.malformed += 1
+                    logger.warning("skipped a bus message that does not decode (%s)", error)
+                    continue
                 source, seq = envelope["source"], envelope["seq"]
                 last = self._last.get(source)
                 if last is None and seq != 1:
@@ -134,7 +170,7 @@ class Subscriber:
                 elif last is not None and seq != last + 1:
                     self._queue.put(Gap(source, seq, seq - last - 1))
                 self._last[source] = seq
-                self._queue.put(Message(name.decode(), envelope["doc"], source, seq))
+                self._queue.put(Message(name, envelope["doc"], source, seq))
         finally:
             self._socket.close(linger=0)
             self._context.term()

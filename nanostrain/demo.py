@@ -261,7 +261,38 @@ def sxdm_step(step: Step) -> list[str]:
     return lines
 
 
-STEPS: list[Callable[[Step], list[str]]] = [alignment_step, xrd_step, txm_step, sxdm_step]
+#: ex situ XAS electrodes: pristine, charged (4.5 V at 20 mA/g), discharged after the first
+#: cycle, after 100 cycles
+XAS_STATES = (("pristine", {}), ("charged", {"charge_V": 4.5, "current_mA_g": 20.0}), ("discharged", {"cycles": 1}),
+              ("cycled", {"cycles": 100}))
+
+
+def xas_step(step: Step) -> list[str]:
+    """Ex situ Ni K-edge XAS: SC-NC91 vs SC-NM91, pristine / charged / discharged / cycled."""
+    session, quick = step.session, step.quick
+    dcm, chambers = session.devices["dcm"], session.devices["xas_ic"]
+    regions = [{"space": "E", "start": -150.0, "stop": -20.0, "step": 10.0, "dwell_s": 0.1},
+               {"space": "E", "start": -19.5, "stop": 30.0, "step": 0.5, "dwell_s": 0.1},
+               {"space": "k", "start": 2.85, "stop": 14.0, "step": 0.1 if quick else 0.05, "dwell_s": 0.1,
+                "k_weight": 2.0}]
+    lines = []
+    for name in ("NC91", "NM91"):
+        for state, history in XAS_STATES:
+            label = f"SC-{name} {state}"
+            session.RE(session.plans["mount_sample"](chambers, {"material": name, "morphology": "SC"}, **history))
+            with step.heartbeat(f"XAS of {label}"):
+                (uid,) = session.RE(session.plans["xas_scan"](
+                    dcm, chambers, regions,
+                    sample={"name": label, "material": name, "morphology": "SC", "state": state, **history}))
+            fit = _derived(session, uid, "xas")["fit"]
+            r = {key: float(fit[key].read()[0]) for key in ("edge_shift_eV", "r_A", "r_err_A", "sigma2_A2", "sigma2_err_A2")}
+            lines.append(f"XAS {label:<20} edge {r['edge_shift_eV']:+.2f} eV vs Ni foil  R(Ni-O) {r['r_A']:.3f}"
+                         f"+-{r['r_err_A']:.3f} A  sigma2 {1e3 * r['sigma2_A2']:.2f}+-{1e3 * r['sigma2_err_A2']:.2f}"
+                         f" 10^-3 A^2  raw {uid}")
+    return lines
+
+
+STEPS: list[Callable[[Step], list[str]]] = [alignment_step, xrd_step, txm_step, sxdm_step, xas_step]
 
 
 def run_demo(data_dir: Path, quick: bool = False) -> list[str]:

@@ -13,6 +13,7 @@ is one self-contained file) and writes the page:
 * SXDM: dd/d, theta_xy, theta_xz maps of every particle on shared colour scales, and
   their standard deviations;
 * TXM-XANES: white-line slices and histograms of every particle on one colour scale;
+* ex situ XAS: the Ni K edge, |chi(R)| and the Ni-O fit (R, sigma^2) of every electrode;
 * what the catalog lacks (a technique, a sample of the comparison) is stated, never a
   crash.
 
@@ -95,13 +96,15 @@ class Cycling:
 
 @dataclass
 class Particle:
-    """One particle measured by SXDM or TXM-XANES."""
+    """One particle (SXDM, TXM-XANES) or electrode (XAS) and its analysis result;
+    ``state``: the sample's recorded state (e.g. "pristine"), if any."""
 
     label: str
     composition: str
     morphology: str
     cycles: int
     result: dict[str, Any]
+    state: str = ""
 
 
 @dataclass
@@ -111,6 +114,7 @@ class Campaign:
     xrd: list[XrdCell] = field(default_factory=list)
     sxdm: list[Particle] = field(default_factory=list)
     txm: list[Particle] = field(default_factory=list)
+    xas: list[Particle] = field(default_factory=list)
     cycling: list[Cycling] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     raw_runs: int = 0
@@ -175,6 +179,14 @@ def _txm_particle(run) -> Particle:
                     int(sample.get("cycles", 0)), derived_result(run))
 
 
+def _xas_electrode(run) -> Particle:
+    from .callbacks.xas_plots import xas_result
+
+    sample = _sample(run.metadata["start"])
+    return Particle(sample.get("name", "?"), _composition(sample), str(sample.get("morphology", "?")),
+                    int(sample.get("cycles", 0)), xas_result(run), str(sample.get("state", "")))
+
+
 def read_campaign(client, say: Say = print) -> Campaign:
     """Everything the report shows, from a catalog client (its ``raw`` and ``derived``
     nodes). Only successful derived runs count; a run that cannot be read is named in
@@ -184,7 +196,8 @@ def read_campaign(client, say: Say = print) -> Campaign:
     readers = {"xrd_reduction": lambda run, raw: campaign.xrd.append(_xrd_cell(run, raw)),
                "electrochemistry": lambda run, raw: campaign.cycling.append(_cycling(run)),
                "sxdm_strain": lambda run, raw: campaign.sxdm.append(_sxdm_particle(run, raw)),
-               "txm_xanes": lambda run, raw: campaign.txm.append(_txm_particle(run))}
+               "txm_xanes": lambda run, raw: campaign.txm.append(_txm_particle(run)),
+               "xas": lambda run, raw: campaign.xas.append(_xas_electrode(run))}
     runs = []
     for run in derived_node.values():
         start, stop = run.metadata["start"], run.metadata.get("stop") or {}
@@ -204,6 +217,7 @@ def read_campaign(client, say: Say = print) -> Campaign:
     campaign.xrd.sort(key=lambda cell: (cell.morphology, cell.composition, cell.rate_mA_g))
     campaign.sxdm.sort(key=lambda p: (p.cycles, p.composition))
     campaign.txm.sort(key=lambda p: (p.cycles, p.composition))
+    campaign.xas.sort(key=lambda p: (p.composition, p.cycles))
     return campaign
 
 
@@ -261,6 +275,20 @@ def _particle_pair(particles: list[Particle], key: str, cycles: int) -> dict[str
     return values if set(COMPOSITIONS) <= set(values) else None
 
 
+def _sigma2_rise(campaign: Campaign, cycles: int = 100) -> dict[str, float] | None:
+    """Rise of the Ni-O sigma^2 (A^2) from the pristine SC electrode to the one cycled
+    ``cycles`` times, per composition."""
+    rise = {}
+    for composition in COMPOSITIONS:
+        mine = [p for p in campaign.xas if p.composition == composition and p.morphology == "SC"]
+        pristine = next((p for p in mine if p.state == "pristine"), None)
+        cycled = next((p for p in mine if p.cycles == cycles), None)
+        if pristine is None or cycled is None:
+            return None
+        rise[composition] = cycled.result["sigma2_A2"] - pristine.result["sigma2_A2"]
+    return rise
+
+
 def headlines(campaign: Campaign) -> list[Headline]:
     """The study's headline numbers (SCIENCE.md) checked on ``campaign``."""
     rows = []
@@ -293,6 +321,10 @@ def headlines(campaign: Campaign) -> list[Headline]:
     rows.append(_ordering("WL distribution wider for charged SC-NM91 than SC-NC91", "wider",
                           _particle_pair(campaign.txm, "sigma_eV", 0), "NM91", "eV",
                           "TXM-XANES of both SC particles", fmt="{:.3f}"))
+    rise = _sigma2_rise(campaign)
+    rows.append(_ordering("Ni-O σ² rise after 100 cycles: SC-NM91 > SC-NC91", "larger for SC-NM91",
+                          rise and {k: 1e3 * v for k, v in rise.items()}, "NM91", "× 10⁻³ Å²",
+                          "XAS of pristine and 100-cycle SC electrodes of both compositions", fmt="{:+.2f}"))
     for morphology, first, study in (("SC", "NC91", "89.2 % vs 75.9 %"), ("PC", "NM91", "83.1 % vs 59.7 %")):
         other = "NM91" if first == "NC91" else "NC91"
         rows.append(_ordering(f"capacity retention: {morphology}-{first} > {morphology}-{other}", study,
@@ -317,9 +349,9 @@ def _figures(campaign: Campaign, folder: Path, html_dir: Path, say: Say) -> dict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .callbacks import sxdm_plots, txm_plots, xrd_plots
+    from .callbacks import sxdm_plots, txm_plots, xas_plots, xrd_plots
 
-    sections: dict[str, list[str]] = {"xrd": [], "sxdm": [], "txm": []}
+    sections: dict[str, list[str]] = {"xrd": [], "sxdm": [], "txm": [], "xas": []}
 
     def emit(section: str, fig, stem: str, caption: str) -> None:
         paths = save_figure(fig, folder / stem)
@@ -347,6 +379,10 @@ def _figures(campaign: Campaign, folder: Path, html_dir: Path, say: Say) -> dict
         results = {p.label: p.result for p in campaign.txm}
         emit("txm", txm_plots.comparison_figure(results), "txm_whiteline",
              "TXM-XANES: Ni K-edge white-line energy per voxel on one colour scale, and its distribution")
+    if campaign.xas:
+        results = {p.label: p.result for p in campaign.xas}
+        emit("xas", xas_plots.comparison_figure(results), "xas",
+             "Ex situ XAS: normalised Ni K edge, |χ(R)| and the first-shell Ni-O fit of every electrode")
     return sections
 
 
@@ -359,13 +395,12 @@ def _coverage(campaign: Campaign) -> list[str]:
     lacks = []
     have = {(cell.morphology, cell.composition) for cell in campaign.xrd}
     lacks += [f"operando XRD: no {m}-{c} cell" for m in MORPHOLOGIES for c in COMPOSITIONS if (m, c) not in have]
-    for technique, particles in (("SXDM", campaign.sxdm), ("TXM-XANES", campaign.txm)):
+    for technique, particles in (("SXDM", campaign.sxdm), ("TXM-XANES", campaign.txm), ("XAS", campaign.xas)):
         if not particles:
             lacks.append(f"{technique}: no runs in the catalog")
             continue
         have = {p.composition for p in particles if p.morphology == "SC"}
-        lacks += [f"{technique}: no SC-{c} particle" for c in COMPOSITIONS if c not in have]
-    lacks.append("XAS: not part of this report yet")
+        lacks += [f"{technique}: no SC-{c} sample" for c in COMPOSITIONS if c not in have]
     return lacks
 
 
@@ -378,7 +413,8 @@ th { background: #f3f3f3; } .yes { color: #1a7f37; font-weight: bold; } .no { co
 figcaption { font-size: 0.85em; color: #555; } .missing { color: #777; font-style: italic; }
 """
 
-SECTIONS = (("xrd", "Operando XRD"), ("sxdm", "SXDM: strain and lattice rotation"), ("txm", "TXM-XANES: Ni white line"))
+SECTIONS = (("xrd", "Operando XRD"), ("sxdm", "SXDM: strain and lattice rotation"), ("txm", "TXM-XANES: Ni white line"),
+            ("xas", "Ex situ XAS: Ni K edge"))
 
 
 def _verdict(holds: bool | None) -> str:

@@ -90,6 +90,19 @@ class Worker:
             return
         name, doc = item.name, item.doc
         uid = self._run_of(name, doc)
+        try:
+            self._dispatch(name, doc, uid)
+        finally:
+            if name == "stop":
+                self._forget(doc.get("run_start"))
+
+    def _forget(self, uid: str | None) -> None:
+        """Drop a finished run's descriptors and resources: a worker runs for weeks."""
+        for table in (self._descriptors, self._resources):
+            for key in [key for key, run in table.items() if run == uid]:
+                del table[key]
+
+    def _dispatch(self, name: str, doc: Document, uid: str | None) -> None:
         if name == "start":
             if self._open is not None:  # its stop never came
                 self._abandon(self._open, "the raw run's stop document never reached the worker")

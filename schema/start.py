@@ -25,6 +25,7 @@ XRF_MAP = "xrf_map"
 TXM = "txm"
 TXM_ENERGY_CALIBRATION = "txm_energy_calibration"
 ALIGNMENT = "alignment"
+XAS = "xas"
 
 TECHNIQUES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     # operando powder diffraction: frames + the cycler's echem stream
@@ -44,6 +45,9 @@ TECHNIQUES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     TXM: ("image_key", "txm_mode", "energies_eV", "angles_deg", "txm_keys"),
     TXM_ENERGY_CALIBRATION: ("image_key", "energies_eV", "reference_edge_eV"),
     ALIGNMENT: ("image_key",),
+    # ex situ XAS in transmission: the planned energies, E0 (k origin), the reference
+    # foil's tabulated edge (energy alignment), the data keys of energy, I0, It, Iref
+    XAS: ("energies_eV", "e0_eV", "reference_edge_eV", "xas_keys"),
 })
 """Required start-document keys per technique (besides ``technique`` and ``plan_name``)."""
 

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar  # noqa: E402
 
-from nanostrain.callbacks import sxdm_plots, txm_plots, xrd_plots  # noqa: E402
+from nanostrain.callbacks import sxdm_plots, txm_plots, xas_plots, xrd_plots  # noqa: E402
 from nanostrain.callbacks.figure_style import (  # noqa: E402
     direction_segments,
     nice_length,
@@ -233,3 +233,20 @@ def test_the_histogram_axis_spans_the_occupied_bins_only():
 
     ax_hist = next(ax for ax in fig.axes if ax.get_legend())
     assert ax_hist.get_xlim() == pytest.approx((8348.8, 8351.2))
+
+
+# --- XAS -----------------------------------------------------------------------------
+
+def test_xas_bars_carry_values_and_units_in_angstrom():
+    energy, r = np.linspace(8300.0, 8400.0, 50), np.linspace(0.0, 6.0, 30)
+    results = {label: {"energy_eV": energy, "norm": np.tanh(energy - 8345.0), "r_A_array": r, "chir_mag": np.exp(-r),
+                       "r_A": r_A, "r_err_A": 0.01, "sigma2_A2": s2, "sigma2_err_A2": 3e-4}
+               for label, r_A, s2 in (("SC-NC91 pristine", 1.95, 5e-3), ("SC-NM91 cycled", 1.93, 7.5e-3))}
+
+    fig = xas_plots.comparison_figure(results)
+
+    ax_bond, ax_sigma = fig.axes[2], fig.axes[3]
+    assert ax_bond.get_ylabel() == "Ni–O R (Å)" and ax_sigma.get_ylabel() == "σ² (10⁻³ Å²)"
+    assert [t.get_text() for t in ax_bond.texts] == ["1.950", "1.930"]
+    assert [t.get_text() for t in ax_sigma.texts] == ["5.00", "7.50"]
+    assert fig.axes[1].get_xlabel() == "R (Å, no phase correction)"

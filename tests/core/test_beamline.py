@@ -24,7 +24,8 @@ from nanostrain.beamline import (
 from nanostrain.schema.sample import SampleRecord
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "profile" / "beamline.example.toml"
-SIM_NAMES = {"sx", "i0", "cam", "cycler", "xrd", "np_stage", "np_theta", "merlin", "np_xrf", "np_i0", "txm"}
+SIM_NAMES = {"sx", "i0", "cam", "cycler", "xrd", "np_stage", "np_theta", "merlin", "np_xrf", "np_i0", "txm", "dcm",
+             "xas_ic"}
 
 
 def test_the_simulated_beamline_has_a_cell_mounted_and_its_clock_set(RE, tmp_path):
@@ -36,7 +37,7 @@ def test_the_simulated_beamline_has_a_cell_mounted_and_its_clock_set(RE, tmp_pat
     assert xrd._scene.sample is cycler.engine.particle  # one cell, injected into both
     assert SampleRecord.from_json(now(xrd.mounted_sample.get_value())) == SIM_CELL
     assert SampleRecord.from_json(now(cycler.mounted_sample.get_value())) == SIM_CELL
-    for name in ("merlin", "txm"):  # the other twins have a particle in their beam too
+    for name in ("merlin", "txm", "xas_ic"):  # the other twins have a particle in their beam too
         assert SampleRecord.from_json(now(devices[name].mounted_sample.get_value())).material == "NM91"
     assert devices["merlin"].simulation.crystal is not None
 
@@ -152,7 +153,9 @@ def test_the_example_beamline_builds_every_techniques_real_classes_in_mock_mode(
     from nanostrain.devices.cycler import EpicsCycler
     from nanostrain.devices.nanoprobe import EigerPixelDetector, IonChamber, MerlinPixelDetector, NanoprobeScanner
     from nanostrain.devices.nanoprobe import XrfRoiCounter
+    from nanostrain.devices.dcm import DcmEnergy
     from nanostrain.devices.txm import EpicsTxm
+    from nanostrain.devices.xas import EpicsIonChambers
     from nanostrain.devices.xrd import PerkinElmerDetector
     from nanostrain.plans.samples import mount_sample
 
@@ -161,7 +164,7 @@ def test_the_example_beamline_builds_every_techniques_real_classes_in_mock_mode(
     assert set(devices) == set(config["devices"])
     expected = {"cycler": EpicsCycler, "xrd": PerkinElmerDetector, "i0": IonChamber, "np_stage": NanoprobeScanner,
                 "merlin": MerlinPixelDetector, "eiger": EigerPixelDetector, "np_xrf": XrfRoiCounter,
-                "np_i0": IonChamber, "txm": EpicsTxm}
+                "np_i0": IonChamber, "txm": EpicsTxm, "dcm": DcmEnergy, "xas_ic": EpicsIonChambers}
     for name, cls in expected.items():
         assert type(devices[name]) is cls, name
     assert devices["cycler"].potential.source.startswith("mock+ca://XF:17BM-ES{Cycler:1}")

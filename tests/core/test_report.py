@@ -106,6 +106,18 @@ def write_txm_particle(client, composition: str, sigma_eV: float, seed: int) -> 
     run.stop()
 
 
+def write_xas_electrode(client, composition: str, state: str, cycles: int, sigma2_A2: float) -> None:
+    sample = {"name": f"SC-{composition} {state}", "material": composition, "morphology": "SC", "state": state,
+              "cycles": cycles}
+    energy, r = np.linspace(8300.0, 8400.0, 50), np.linspace(0.0, 6.0, 30)
+    run = DerivedRun(TiledWriter(client["derived"]), _raw_start(sample, "xas"), "xas", {})
+    run.event("spectrum", {"energy_eV": energy, "norm": 1 / (1 + np.exp(-(energy - 8345.0)))})
+    run.event("exafs", {"r_A": r, "chir_mag": np.exp(-((r - 1.6) ** 2))})
+    run.event("fit", {"e0_eV": 8345.0, "edge_shift_eV": 1.0, "r_A": 1.95, "r_err_A": 0.01, "sigma2_A2": sigma2_A2,
+                      "sigma2_err_A2": 3e-4, "delta_e0_eV": 0.5, "r_factor": 0.01})
+    run.stop()
+
+
 def write_study_campaign(client) -> None:
     """Every technique and sample, with the study's orderings (PC-NC91 c drop 0.85 A =
     6.0 %, PC-NM91 0.51 A = 3.6 %)."""
@@ -118,6 +130,9 @@ def write_study_campaign(client) -> None:
         write_sxdm_particle(client, "NM91", cycles, 1.8e-3, seed=2 + cycles)
     write_txm_particle(client, "NC91", 0.3, seed=3)
     write_txm_particle(client, "NM91", 0.6, seed=4)
+    for composition, rise in (("NC91", 0.5e-3), ("NM91", 1.5e-3)):  # NM91's disorder rises more
+        write_xas_electrode(client, composition, "pristine", 0, 5e-3)
+        write_xas_electrode(client, composition, "cycled", 100, 5e-3 + rise)
 
 
 @pytest.fixture
@@ -152,7 +167,7 @@ def test_campaign_reads_every_cell_and_particle_with_its_numbers(study_campaign)
     pc_nc91 = campaign.xrd[0]
     assert pc_nc91.c_contraction_pct == pytest.approx(100 * 0.852 * SHAPE_MAX / 14.2)
     assert pc_nc91.echem is not None and pc_nc91.echem["potential_V"].size == 12
-    assert len(campaign.sxdm) == 4 and len(campaign.txm) == 2
+    assert len(campaign.sxdm) == 4 and len(campaign.txm) == 2 and len(campaign.xas) == 4
     assert {(c.morphology, c.composition): c.retention_pct[-1] for c in campaign.cycling} == {
         ("SC", "NC91"): 89.2, ("SC", "NM91"): 75.9, ("PC", "NC91"): 59.7, ("PC", "NM91"): 83.1}
 
@@ -161,7 +176,7 @@ def test_campaign_reads_every_cell_and_particle_with_its_numbers(study_campaign)
 def test_every_study_ordering_holds_on_a_campaign_built_to_follow_it(study_campaign):
     rows = headlines(study_campaign)
 
-    assert len(rows) == 8
+    assert len(rows) == 9
     assert [row.claim for row in rows if row.holds is not True] == []
 
 
@@ -185,16 +200,17 @@ def test_report_has_every_section_and_figure_files(study_client, tmp_path):
     path, rows = write_report(study_client, tmp_path / "out" / "campaign.html", say=said.append)
 
     page = path.read_text(encoding="utf-8")
-    for section in ("headlines", "xrd", "sxdm", "txm", "missing"):
+    for section in ("headlines", "xrd", "sxdm", "txm", "xas", "missing"):
         assert f'id="{section}"' in page
     figures = sorted(p.name for p in (tmp_path / "out" / "campaign_figures").iterdir())
     stems = {name.rsplit(".", 1)[0] for name in figures}
-    assert {"xrd_comparison", "sxdm_maps", "sxdm_sigma", "txm_whiteline"} <= stems
+    assert {"xrd_comparison", "sxdm_maps", "sxdm_sigma", "txm_whiteline", "xas"} <= stems
     assert all(f"{stem}.png" in figures and f"{stem}.svg" in figures for stem in stems)
-    assert len(stems) == 4 + 4  # and one operando figure per cell
+    assert len(stems) == 5 + 4  # and one operando figure per cell
     assert page.count('<img src="data:image/png;base64,') == len(stems)
-    assert page.count('<td class="yes">') == len(rows) == 8
-    assert sum("report: reading" in line for line in said) == 4 + 4 + 4 + 2  # XRD, its echem, SXDM, TXM
+    assert page.count('<td class="yes">') == len(rows) == 9
+    assert sum("report: reading" in line for line in said) == 4 + 4 + 4 + 2 + 4  # XRD, its echem, SXDM, TXM, XAS
+    assert "Every technique and sample of the comparison is present." in page
 
 
 @pytest.mark.slow
@@ -206,7 +222,8 @@ def test_what_the_catalog_lacks_is_stated_not_a_crash(client, tmp_path):
     page = path.read_text(encoding="utf-8")
     assert "No Operando XRD runs in this catalog." in page
     assert "SXDM: no runs in the catalog" in page
-    assert "TXM-XANES: no SC-NC91 particle" in page
+    assert "TXM-XANES: no SC-NC91 sample" in page
+    assert "XAS: no runs in the catalog" in page
     assert "operando XRD: no PC-NM91 cell" in page
     assert all(row.holds is None and row.measured.startswith("not measured") for row in rows)
     assert 'id="txm"' in page and page.count("data:image/png") == 1

@@ -194,6 +194,52 @@ def test_the_subscriber_reports_lost_messages_as_gaps(tmp_path):
     assert first.doc == {"uid": "again"}
 
 
+def test_the_subscriber_skips_what_does_not_decode_and_keeps_values_exact(tmp_path):
+    """Whatever reaches the port (a pickle, garbage, a truncated message) is counted and
+    skipped without ending the receiving thread; the publisher's message lost with it
+    shows as a gap. Values keep NaN and inf; numpy arrays and scalars arrive as lists and
+    numbers (the catalog's JSON shape); nothing is unpickled."""
+    import pickle
+
+    import zmq
+
+    bus = Bus(tmp_path / "bus.log")
+    subscriber = Subscriber(bus.subscribers)
+    publisher = BusPublisher(bus.publishers)
+    context = zmq.Context()
+    raw = context.socket(zmq.PUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(bus.publishers)
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path(tmp_path / "pwned").touch, ())
+
+    try:
+        wait_for(lambda: (publisher("start", {"uid": "probe"}), subscriber.backlog > 0)[1], timeout=30, interval=0.1)
+        wait_for(lambda: (raw.send(b" start " + pickle.dumps(Exploit())), subscriber.malformed > 0)[1], timeout=30, interval=0.1)
+        list(subscriber.messages(timeout=0.5))
+        for junk in (b"no spaces", b" event \xc1\xc1", b" event " + pickle.dumps({"seq": 1})):
+            raw.send(junk)
+        next(publisher._counter)  # the message a damaged frame carried
+        data = {"a": np.float64("nan"), "b": float("inf"), "frame": np.arange(4, dtype=np.uint16).reshape(2, 2), "n": np.int64(7)}
+        publisher("event", {"uid": "e1", "data": data})
+        tail = list(subscriber.messages(timeout=1.0))
+    finally:
+        subscriber.close()
+        publisher.close()
+        raw.close()
+        context.term()
+        bus.stop()
+    assert not (tmp_path / "pwned").exists()
+    assert subscriber.malformed >= 4
+    gap, event = tail
+    assert isinstance(gap, Gap) and gap.missed == 1
+    received = event.doc["data"]
+    assert np.isnan(received["a"]) and received["b"] == float("inf")
+    assert received["frame"] == [[0, 1], [2, 3]] and received["n"] == 7
+
+
 @pytest.mark.slow
 @pytest.mark.server
 def test_a_worker_in_another_process_computes_what_inline_analysis_would(services, tmp_path):
@@ -324,3 +370,20 @@ def test_a_successful_derived_run_replaces_the_others_of_its_computation(catalog
     kept = {run.metadata["start"]["uid"] for run in derived_runs(derived, "raw-1")}
     assert kept == {again[0][1]["uid"], other[0][1]["uid"]}
     assert sorted(writer.superseded) == sorted([first[0][1]["uid"], failed[0][1]["uid"]])
+
+
+def test_the_worker_forgets_a_finished_runs_descriptors_and_resources():
+    """A worker runs for weeks: once a run's stop has come, nothing of it stays in the
+    maps that route events and datums to runs (with no analyses, no catalog is read)."""
+    from nanostrain.worker import Worker
+
+    worker = Worker(subscriber=None, raw=None, derived=None, analyses=[], writer=None)
+    def run_documents(run):
+        return [("start", {"uid": run}), ("descriptor", {"uid": f"d-{run}", "run_start": run}),
+                ("stream_resource", {"uid": f"s-{run}", "run_start": run}),
+                ("event", {"uid": f"e-{run}", "descriptor": f"d-{run}"})]
+
+    documents = run_documents("r1") + [("stop", {"uid": "x1", "run_start": "r1"})] + run_documents("r2")
+    for seq, (name, doc) in enumerate(documents, 1):
+        worker.handle(Message(name, doc, "source", seq))
+    assert worker._descriptors == {"d-r2": "r2"} and worker._resources == {"s-r2": "r2"}

@@ -87,7 +87,7 @@ class Other:
 
 
 READABLES = frozenset({"sx", "i0", "cam", "cycler", "xrd", "np_stage", "np_theta", "np_i0", "merlin", "np_xrf",
-                       "feedback"})
+                       "feedback", "dcm", "xas_ic"})
 AREA_DETECTORS = frozenset({"cam", "xrd", "merlin"})
 ANY_TEXT = st.text(max_size=8)
 NOT_A_DICT = st.one_of(ANY_TEXT, st.integers(), st.floats(), st.lists(st.integers(), max_size=3), st.booleans())
@@ -109,7 +109,7 @@ CYCLING = {"active_mass_g": Number(*cycling.ACTIVE_MASS_RANGE_G), "poll_s": Numb
 PARAMETERS: dict[str, dict[str, Number | Numbers | Device | Other]] = {
     "alignment_scan": {
         "cam": Device(AREA_DETECTORS),
-        "stage": Device(frozenset({"sx", "np_theta"})),
+        "stage": Device(frozenset({"sx", "np_theta", "dcm"})),
         "start_mm": Number(-10.0, 10.0),
         "stop_mm": Number(-10.0, 10.0),
         "num": count(2, alignment.MAX_POINTS),
@@ -218,8 +218,19 @@ PARAMETERS: dict[str, dict[str, Number | Numbers | Device | Other]] = {
         "apply": Other(NOT_A_BOOL),
         **METADATA,
     },
+    "xas_scan": {
+        "dcm": Device(frozenset({"dcm"})),
+        "chambers": Device(frozenset({"xas_ic"})),
+        "regions": Other(NOT_A_DICT | st.lists(st.fixed_dictionaries({
+            "space": st.sampled_from(["E", "k"]), "start": st.floats(allow_nan=True, allow_infinity=True) | ANY_TEXT,
+            "stop": st.just(-1.0), "step": st.floats(max_value=0.0) | st.just(math.nan), "dwell_s": st.floats(),
+        }), min_size=1, max_size=2)),
+        "e0_eV": Number(5000.0, 11000.0, valid=(5000.0, 10450.0)),
+        "reference_edge_eV": Number(5000.0, 11000.0),
+        **METADATA,
+    },
     "mount_sample": {
-        "device": Device(frozenset({"cycler", "xrd", "merlin", "txm"})),
+        "device": Device(frozenset({"cycler", "xrd", "merlin", "txm", "xas_ic"})),
         "sample": Other(st.one_of(st.integers(), st.floats(), st.none(), st.lists(st.integers(), max_size=2),
                                   st.fixed_dictionaries({"material": st.integers()}))),
         # the sample's state, given as keyword arguments (**state)
@@ -256,6 +267,8 @@ def base_calls(devices: dict, folder) -> dict[str, dict[str, Any]]:
         "txm_xanes_tomo": {"txm": devices["txm"], "energies_eV": energies, "angles_deg": angles},
         "txm_xanes_2d": {"txm": devices["txm"], "energies_eV": energies},
         "energy_calibration": {"txm": devices["txm"]},
+        "xas_scan": {"dcm": devices["dcm"], "chambers": devices["xas_ic"],
+                     "regions": [{"space": "k", "start": 3.0, "stop": 12.0, "step": 0.5, "dwell_s": 0.1}]},
         "mount_sample": {"device": devices["txm"], "sample": {"material": "NM91", "morphology": "SC"}},
     }
 

@@ -67,6 +67,12 @@ def items(poni_path: str, sxdm_geometry: dict) -> dict[str, tuple[dict, dict, st
         "energy_calibration": (
             {"args": ["txm"], "kwargs": {"apply": False}},
             {"kwargs": {"edge_eV": 9000.0}}, "needs >= 3 energies each side"),
+        "xas_scan": (
+            {"args": ["dcm", "xas_ic", [{"space": "E", "start": -30.0, "stop": 30.0, "step": 1.0, "dwell_s": 0.1},
+                                        {"space": "k", "start": 3.0, "stop": 12.0, "step": 0.1, "dwell_s": 0.1,
+                                         "k_weight": 2.0}]],
+             "kwargs": {"sample": {"name": "SC-NM91 charged"}}},
+            {"kwargs": {"e0_eV": 20000.0}}, "e0_eV"),
         "mount_sample": (
             {"args": ["txm", {"material": "NM91", "morphology": "SC"}], "kwargs": {"charge_V": 4.3}},
             {"args": ["txm", {"material": "NM91", "morphology": "XX"}]}, "morphology must be one of"),
