@@ -3,8 +3,8 @@
 `xas_result` reads a stored ``xas`` derived run into plain arrays and numbers;
 `comparison_figure` puts several samples (e.g. SC-NC91 and SC-NM91, pristine / charged /
 discharged / cycled) side by side: the normalised Ni K edge, |chi(R)| (k^2-weighted),
-and the Ni-O R and sigma^2 with their standard errors. Computing never depends on
-plotting.
+and the Ni-O R and sigma^2 with their standard errors, values on the bars. Computing
+never depends on plotting; the look is `figure_style`'s.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from .figure_style import ANGSTROM, INV_ANGSTROM, journal_style, label_bars
 
 #: energy window of the XANES panel, eV
 XANES_WINDOW_EV = (8320.0, 8380.0)
@@ -34,27 +36,32 @@ def xas_result(derived) -> dict[str, Any]:
 
 def comparison_figure(results: Mapping[str, Mapping[str, Any]], title: str = "Ni K-edge XAS"):
     """One figure: normalised XANES and |chi(R)| of every sample (label -> `xas_result`),
-    and bars of the Ni-O R and sigma^2 with their standard errors."""
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), layout="constrained")
-    (ax_xanes, ax_r), (ax_bond, ax_sigma) = axes
-    labels = list(results)
-    for label, result in results.items():
-        ax_xanes.plot(result["energy_eV"], result["norm"], label=label)
-        ax_r.plot(result["r_A_array"], result["chir_mag"], label=label)
-    ax_xanes.set(xlim=XANES_WINDOW_EV, xlabel="E (eV)", ylabel="normalised mu(E)", title="Ni K edge")
-    ax_r.set(xlim=R_WINDOW_A, xlabel="R (A, no phase correction)", ylabel="|chi(R)| (A^-3)",
-             title="Fourier transform, k^2, 3-12.8 1/A")
-    ax_xanes.legend(fontsize=7)
-    positions = np.arange(len(labels))
-    for axis, key, unit, scale in ((ax_bond, "r_A", "A", 1.0), (ax_sigma, "sigma2_A2", "10^-3 A^2", 1e3)):
-        values = [results[label][key] * scale for label in labels]
-        errors = [results[label][key.replace("_A", "_err_A", 1)] * scale for label in labels]
-        axis.bar(positions, values, yerr=errors, capsize=3, color="tab:blue")
-        axis.set_xticks(positions, labels, rotation=30, ha="right", fontsize=8)
-        low = min(v - e for v, e in zip(values, errors, strict=True))
-        high = max(v + e for v, e in zip(values, errors, strict=True))
-        axis.set_ylim(low - 0.2 * (high - low), high + 0.2 * (high - low))
-        axis.set(ylabel=f"{'Ni-O R' if key == 'r_A' else 'sigma^2'} ({unit})")
-    ax_bond.set_title("first-shell fit: N = 6, S0^2 = 0.8")
-    fig.suptitle(title)
+    and bars of the Ni-O R (A) and sigma^2 (10^-3 A^2) with their standard errors."""
+    with journal_style():
+        fig, axes = plt.subplots(2, 2, figsize=(8.5, 6.2), layout="constrained")
+        (ax_xanes, ax_r), (ax_bond, ax_sigma) = axes
+        labels = list(results)
+        for label, result in results.items():
+            ax_xanes.plot(result["energy_eV"], result["norm"], label=label)
+            ax_r.plot(result["r_A_array"], result["chir_mag"], label=label)
+        ax_xanes.set(xlim=XANES_WINDOW_EV, xlabel="E (eV)", ylabel="normalised μ(E)", title="Ni K edge")
+        ax_r.set(xlim=R_WINDOW_A, xlabel=f"R ({ANGSTROM}, no phase correction)", ylabel=f"|χ(R)| ({ANGSTROM}⁻³)",
+                 title=f"Fourier transform, k², 3–12.8 {INV_ANGSTROM}")
+        ax_xanes.legend(fontsize=6)
+        positions = np.arange(len(labels))
+        for axis, key, name, unit, scale, fmt in (
+            (ax_bond, "r_A", "Ni–O R", ANGSTROM, 1.0, "{:.3f}"),
+            (ax_sigma, "sigma2_A2", "σ²", f"10⁻³ {ANGSTROM}²", 1e3, "{:.2f}"),
+        ):
+            values = [results[label][key] * scale for label in labels]
+            errors = [results[label][key.replace("_A", "_err_A", 1)] * scale for label in labels]
+            bars = axis.bar(positions, values, yerr=errors, capsize=3, color="C0")
+            label_bars(axis, bars, fmt)
+            axis.set_xticks(positions, labels, rotation=30, ha="right")
+            low = min(v - e for v, e in zip(values, errors, strict=True))
+            high = max(v + e for v, e in zip(values, errors, strict=True))
+            axis.set_ylim(low - 0.2 * (high - low), high + 0.3 * (high - low))
+            axis.set(ylabel=f"{name} ({unit})")
+        ax_bond.set_title("first-shell fit: N = 6, S₀² = 0.8")
+        fig.suptitle(title)
     return fig

@@ -6,6 +6,7 @@
     nanostrain replay UID [--write]       re-run the live analyses on a stored run
     nanostrain bus                        the document bus (0MQ proxy) on 127.0.0.1:5577/5578
     nanostrain worker --catalog URL       live analyses beside acquisition, fed by the bus
+    nanostrain report [-o report.html]    the campaign report (HTML, figures as PNG and SVG)
     nanostrain catalog ls [--derived] | recover [DIR] | migrate
                                           list raw (derived) runs / replay the journal into the
                                           catalog / move runs of the older layout into raw and derived
@@ -187,6 +188,23 @@ def cmd_catalog_migrate(args: argparse.Namespace) -> int:
             server.close()
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    if not args.catalog and not Path(args.data_dir).is_dir():
+        print(f"No data folder {args.data_dir!r}: give --data-dir of a catalog or --catalog URL.", file=sys.stderr)
+        return 2
+    client, server = _client(args)
+    try:
+        path, _ = write_report(client, args.output, source=args.catalog or str(Path(args.data_dir).resolve()),
+                            say=lambda text: print(text, flush=True))
+    finally:
+        if server is not None:
+            server.close()
+    print(f"report: {path.resolve()}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -257,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, catalog=False)
     p.add_argument("--quick", action="store_true", help="a shorter campaign (for tests)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("report", help="write the campaign report (HTML) from the catalog")
+    common(p)
+    p.add_argument("-o", "--output", default="report.html", metavar="FILE",
+                   help="the HTML file; figures go to FILE's stem + _figures/ (default: %(default)s)")
+    p.set_defaults(func=cmd_report)
 
     cat = sub.add_parser("catalog", help="catalog maintenance").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = cat.add_parser("ls", help="list raw runs (or, with --derived, derived runs)")

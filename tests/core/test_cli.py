@@ -41,7 +41,7 @@ def test_demo_then_catalog_ls_then_replay(tmp_path):
     assert listing.returncode == 0, listing.stderr
     raw_uid = next(line.split()[0] for line in listing.stdout.splitlines() if " alignment " in line)
     assert not any("derived:" in line for line in listing.stdout.splitlines())
-    derived = nanostrain("catalog", "ls", "--derived", "--data-dir", str(tmp_path / "d"))
+    derived = nanostrain("catalog", "ls", "--derived", "--last", "200", "--data-dir", str(tmp_path / "d"))
     assert any("derived:frame_statistics" in line for line in derived.stdout.splitlines())
     replayed = nanostrain("replay", raw_uid, "--data-dir", str(tmp_path / "d"))
     assert replayed.returncode == 0, replayed.stderr
