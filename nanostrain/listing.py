@@ -97,3 +97,21 @@ def list_runs(raw, derived, limit: int = 50) -> list[RunSummary]:
             summary = summarize(run.metadata)
             by_raw[summary.derived_from].append(summary)
     return [summarize(metadata, tuple(by_raw[metadata["start"]["uid"]])) for metadata in newest]
+
+
+
+TABLE_COLUMNS = ("time", "scan_id", "plan", "sample", "technique", "status", "uid")
+
+
+def format_table(runs: list[RunSummary], uid_chars: int = 8) -> str:
+    """``runs`` (from `list_runs`) as a plain-text table under a header: a line per raw
+    run, then one per derived run, indented, with ``-> <analysis>`` as its plan; uids cut
+    to ``uid_chars`` characters (the catalog takes partial uids)."""
+    rows = [tuple(name.upper() for name in TABLE_COLUMNS)]
+    for run in runs:
+        rows.append((run.local_time, "" if run.scan_id is None else str(run.scan_id), run.plan, run.sample,
+                     run.technique, run.status, run.uid[:uid_chars]))
+        rows += [("  " + d.local_time, "", f"-> {d.analysis}", d.sample, d.technique, d.status, d.uid[:uid_chars])
+                 for d in run.derived]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

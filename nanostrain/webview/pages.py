@@ -22,6 +22,8 @@ from .figures import has_figure
 
 #: stream columns that are bookkeeping, not results
 _BOOKKEEPING = ("seq_num",)
+#: the raw event a derived row comes from: a table of nothing else is not shown
+_RAW_SEQ_NUM = "raw_seq_num"
 
 
 def runs_page(raw, derived, limit: int) -> list[dict[str, Any]]:
@@ -37,7 +39,8 @@ def run_page(raw_run, derived) -> dict[str, Any]:
     results = []
     for run in derived_runs(derived, raw_run.metadata["start"]["uid"]):
         summary = summarize(run.metadata).to_json()
-        tables = [table for table in (scalar_table(run[name], name) for name in run) if table["rows"]]
+        tables = [table for table in (scalar_table(run[name], name) for name in run)
+                  if table["rows"] and set(table["columns"]) - {_RAW_SEQ_NUM}]
         summary.update(
             tables=tables,
             version=sum(len(table["rows"]) for table in tables),
@@ -64,6 +67,8 @@ def scalar_table(stream, name: str) -> dict[str, Any]:
     try:
         dataset = stream.read(variables=columns)
     except KeyError:  # the descriptor is there, no event yet
+        return table
+    if not all(key in dataset for key in columns):  # likewise
         return table
     values = [np.atleast_1d(np.asarray(dataset[key])) for key in columns]
     table["rows"] = [[_json_value(column[i]) for column in values] for i in range(min(map(len, values)))]

@@ -99,7 +99,7 @@ function streamTable(table) {
 function renderDerived(container, d) {
   let section = document.getElementById(d.uid);
   if (!section) {
-    section = el("section", {class: "derived", id: d.uid},
+    section = el("section", {class: "derived", id: d.uid, "data-analysis": d.analysis},
       el("h3", {}, el("span", {class: "analysis"}), " ", el("span", {class: "badge"}), el("span", {class: "uid", text: " " + d.uid.slice(0, 8)})),
       el("div", {class: "figure"}), el("div", {class: "tables"}));
     container.append(section);
@@ -111,7 +111,14 @@ function renderDerived(container, d) {
   const figure = section.querySelector(".figure");
   if (d.figure && figure.dataset.version !== String(d.version)) {
     figure.dataset.version = String(d.version);
-    const image = figure.querySelector("img") || figure.appendChild(el("img", {alt: `${d.analysis} figure`}));
+    let image = figure.querySelector("img");
+    if (!image) {
+      // a figure the server cannot draw yet (no frame analysed) stays hidden until it can
+      image = figure.appendChild(el("img", {alt: `${d.analysis} figure`}));
+      image.hidden = true;
+      image.addEventListener("load", () => { image.hidden = false; });
+      image.addEventListener("error", () => { image.hidden = true; });
+    }
     image.src = `${d.figure}?v=${d.version}`;
   }
   section.querySelector(".tables").replaceChildren(
