@@ -119,7 +119,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         command = [
-            sys.executable, "-m", "nanostrain", "serve",
+            sys.executable, "-m", "nanostrain", "serve", "--init",
             "--data-dir", str(self.settings.data_dir), "--port", str(self.port),
             "--api-key", self.settings.api_key,
         ]
