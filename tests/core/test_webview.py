@@ -15,7 +15,6 @@ from nanostrain.listing import RUNNING, list_runs, sample_name, summarize
 
 from ..conftest import API_KEY, require
 
-CHROMIUM = "/usr/bin/chromium"
 #: a sample name a user could type: must show as text, never as markup
 HOSTILE = '<b id="injected">NM91</b> & "co"'
 COLUMNS = ["time", "scan", "plan", "sample", "technique", "status", "derived runs", "uid"]
@@ -136,7 +135,8 @@ def _operando_xrd(session, sample_name: str):
 @pytest.mark.slow
 @pytest.mark.server
 def test_view_in_a_browser_lists_runs_shows_results_and_follows_a_run_in_progress(server_process, session, tmp_path):
-    require(shutil.which("chromium") is not None, "Debian's chromium (/usr/bin/chromium)")
+    chromium = shutil.which("chromium")
+    require(chromium is not None, "Debian's chromium (.ci/run installs it)")
     from playwright.sync_api import expect, sync_playwright
 
     devices = session.devices
@@ -148,7 +148,7 @@ def test_view_in_a_browser_lists_runs_shows_results_and_follows_a_run_in_progres
     acquisition.start()
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM)
+            browser = playwright.chromium.launch(executable_path=chromium)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{server_process.url}/view/")
 
