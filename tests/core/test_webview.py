@@ -113,6 +113,32 @@ def session(server_process):
     session.close()
 
 
+@pytest.mark.slow
+@pytest.mark.server
+def test_run_json_holds_the_derived_tables_as_the_catalog_has_them(server_process, session):
+    import numpy as np
+
+    devices = session.devices
+    (uid,) = session.RE(session.plans["alignment_scan"](devices["cam"], devices["sx"], -1, 1, 5, monitor=devices["i0"],
+                                                       exposure_s=0.01, sample={"name": HOSTILE}))
+    (derived,) = session.derived_runs(uid)
+    expected = derived["frame_stats"].read()
+
+    page = httpx.get(f"{server_process.url}/view/api/run/{uid}").json()
+
+    assert page["run"]["uid"] == uid and page["run"]["sample"] == HOSTILE and page["run"]["status"] == "success"
+    assert dict(page["metadata"])["plan_name"] == "alignment_scan"
+    (result,) = page["derived"]
+    assert (result["analysis"], result["status"], result["figure"]) == ("frame_statistics", "success", None)
+    (table,) = result["tables"]
+    assert table["stream"] == "frame_stats" and len(table["rows"]) == result["version"] == 5
+    for name in ("sx", "total", "centroid_col"):
+        column = [row[table["columns"].index(name)] for row in table["rows"]]
+        np.testing.assert_allclose(column, np.asarray(expected[name]), rtol=1e-12)
+    figure = httpx.get(f"{server_process.url}/view/figure/{result['uid']}.png")
+    assert figure.status_code == 404 and "no figure" in figure.text
+
+
 def _operando_xrd(session, sample_name: str):
     """A short operando XRD run of the simulated cell (one cycle at 200 mA/g, ~1 min)."""
     import bluesky.plan_stubs as bps
