@@ -38,7 +38,7 @@ def test_serve_rejects_a_non_postgres_database_clearly(tmp_path):
 
 @pytest.mark.slow
 def test_demo_then_catalog_ls_then_replay(tmp_path):
-    demo = nanostrain("demo", "--quick", "--data-dir", str(tmp_path / "d"))
+    demo = nanostrain("demo", "--quick", "--data-dir", str(tmp_path / "d"), timeout=1200)
     assert demo.returncode == 0, demo.stderr
     assert "Where to look" in demo.stdout
     assert (tmp_path / "d" / "figures" / "alignment.png").stat().st_size > 10_000
