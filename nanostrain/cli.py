@@ -20,11 +20,14 @@ must not start an empty catalog); `serve` creates one only with --init, `demo` a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .catalog import API_KEY_ENV, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, CatalogSettings, catalog_nodes
 
@@ -58,15 +61,25 @@ def _settings(args: argparse.Namespace) -> CatalogSettings:
     return CatalogSettings(**kwargs)
 
 
-def _client(args: argparse.Namespace):
-    """A catalog client: the server at --catalog, or an embedded one on --data-dir."""
+@contextlib.contextmanager
+def _catalog(args: argparse.Namespace) -> Iterator[Any]:
+    """A catalog client for the command: the server at --catalog, or an embedded one on
+    --data-dir (which must hold a catalog); closed when the block ends."""
     from .catalog import EmbeddedCatalog, connect
 
+    server = None
     if args.catalog:
-        return connect(args.catalog, api_key=args.api_key), None
-    _existing_catalog(args)
-    server = EmbeddedCatalog(_settings(args))
-    return server.client(), server
+        client = connect(args.catalog, api_key=args.api_key)
+    else:
+        _existing_catalog(args)
+        server = EmbeddedCatalog(_settings(args))
+        client = server.client()
+    try:
+        yield client
+    finally:
+        client.context.close()
+        if server is not None:
+            server.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -100,8 +113,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from .replaying import replay
 
-    client, server = _client(args)
-    try:
+    with _catalog(args) as client:
         raw, derived = catalog_nodes(client)
         if args.uid not in raw:
             print(f"No run {args.uid!r} among the catalog's raw runs.", file=sys.stderr)
@@ -124,9 +136,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.write:
             print("written to the catalog")
         return 0
-    finally:
-        if server is not None:
-            server.close()
 
 
 def cmd_bus(args: argparse.Namespace) -> int:
@@ -161,12 +170,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_catalog_ls(args: argparse.Namespace) -> int:
     from .listing import format_table, list_runs
 
-    client, server = _client(args)
-    try:
+    with _catalog(args) as client:
         runs = list_runs(*catalog_nodes(client), limit=args.limit)
-    finally:
-        if server is not None:
-            server.close()
     if args.json:
         print(json.dumps([run.to_json() for run in runs], indent=1))
     elif runs:
@@ -180,13 +185,9 @@ def cmd_catalog_recover(args: argparse.Namespace) -> int:
     """Replay the journal into the catalog; exit status 1 if a file was damaged or refused."""
     from .syncing import recover
 
-    client, server = _client(args)
-    journal_dir = Path(args.journal_dir) if args.journal_dir else _settings(args).journal_dir
-    try:
+    with _catalog(args) as client:
+        journal_dir = Path(args.journal_dir) if args.journal_dir else _settings(args).journal_dir
         report = recover(journal_dir, client)
-    finally:
-        if server is not None:
-            server.close()
     for uid in report.written:
         print(f"recovered {uid}")
     for path in report.truncated:
@@ -203,14 +204,10 @@ def cmd_catalog_recover(args: argparse.Namespace) -> int:
 def cmd_catalog_migrate(args: argparse.Namespace) -> int:
     from .catalog import migrate_root_runs
 
-    client, server = _client(args)
-    try:
+    with _catalog(args) as client:
         uids = migrate_root_runs(client)
-        print(f"{len(uids)} run(s) moved from the catalog's root into raw/derived")
-        return 0
-    finally:
-        if server is not None:
-            server.close()
+    print(f"{len(uids)} run(s) moved from the catalog's root into raw/derived")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
