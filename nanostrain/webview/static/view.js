@@ -142,6 +142,10 @@ function renderRun(page) {
   const container = document.getElementById("derived");
   document.getElementById("no-derived").hidden = page.derived.length > 0;
   for (const d of page.derived) renderDerived(container, d);
+  if (location.hash && !document.body.dataset.scrolled) {  // a derived run linked from the runs page
+    document.body.dataset.scrolled = "yes";
+    document.getElementById(decodeURIComponent(location.hash.slice(1)))?.scrollIntoView();
+  }
   return run.status === "running" || page.derived.some((d) => d.status === "running");
 }
 
