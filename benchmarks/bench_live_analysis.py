@@ -127,7 +127,7 @@ def main() -> None:
     port, bus_in, bus_out = 18765, "tcp://127.0.0.1:18766", "tcp://127.0.0.1:18767"
     url = f"http://127.0.0.1:{port}"
     nanostrain_cmd = [sys.executable, "-m", "nanostrain"]
-    server = start([*nanostrain_cmd, "serve", "--data-dir", str(data), "--port", str(port), "--api-key", API_KEY],
+    server = start([*nanostrain_cmd, "serve", "--init", "--data-dir", str(data), "--port", str(port), "--api-key", API_KEY],
                    work / "serve.log")
     bus = start([*nanostrain_cmd, "bus", "--publishers", bus_in, "--subscribers", bus_out], work / "bus.log")
     worker = None

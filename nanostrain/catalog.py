@@ -245,11 +245,19 @@ def _on_checkin(_dbapi_connection, record) -> None:
         _SQLITE_TURN.release()
 
 
-def build_catalog_app(settings: CatalogSettings):
+def build_catalog_app(settings: CatalogSettings, view: bool = False):
     """The ASGI app of the catalog (for `tiled.client.from_app` or uvicorn); on start it
-    creates the ``raw`` and ``derived`` nodes if they are missing (`create_layout`)."""
+    creates the ``raw`` and ``derived`` nodes if they are missing (`create_layout`).
+    ``view``: also serve the web view at ``/view/`` (`nanostrain.webview`; only for a
+    catalog with anonymous reads, which the view's visitors get)."""
+    import logging
+
     from tiled.config import Config, construct_build_app_kwargs
     from tiled.server.app import build_app
+
+    # tiled's app logger says "Tiled version ..." at INFO on every start; its import sets
+    # that level, so it is lowered here, after the import
+    logging.getLogger("tiled.server.app").setLevel(logging.WARNING)
 
     kwargs = construct_build_app_kwargs(Config.model_validate(catalog_config(settings)))
     tree = kwargs["tree"]
@@ -261,6 +269,10 @@ def build_catalog_app(settings: CatalogSettings):
     app = build_app(**kwargs)
     given = tuple(Path(os.path.abspath(folder)) for folder in settings.readable_storage)
     app.add_middleware(RegistrationGuard, roots=readable_folders(settings) + given)  # as given, too: mount links
+    if view and settings.public:
+        from .webview import mount_view
+
+        mount_view(app, settings.api_key)
     return app
 
 
@@ -294,9 +306,11 @@ def serve(settings: CatalogSettings, host: str = DEFAULT_HOST, port: int = DEFAU
     """Run the catalog server in the foreground until interrupted (`nanostrain serve`)."""
     import uvicorn
 
-    app = build_catalog_app(settings)
+    app = build_catalog_app(settings, view=True)
     print(f"nanostrain catalog: data in {settings.data_dir}")
     print(f"  API:    http://{host}:{port}/api/v1")
+    if settings.public:
+        print(f"  runs:   http://{host}:{port}/view/")
     print(f"  web UI: http://{host}:{port}/ui/")
     print(f"  writes need the API key in {settings.data_dir / 'api_key'} (or ${API_KEY_ENV})")
     uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -338,9 +352,6 @@ class EmbeddedCatalog:
     """
 
     def __init__(self, settings: CatalogSettings, host: str = DEFAULT_HOST, port: int = 0):
-        import logging
-
-        logging.getLogger("tiled.server.app").setLevel(logging.WARNING)
         self.settings = settings
         self._server = _ThreadedServer(build_catalog_app(settings), host, port)
         self.url = self._server.start()

@@ -1,28 +1,52 @@
 """The ``nanostrain`` command line.
 
     nanostrain demo                       simulated campaign into ./nanostrain-data
-    nanostrain serve [--data-dir D]       the catalog server (Tiled) on 127.0.0.1:8000
+    nanostrain serve [--data-dir D] [--init]   the catalog server (Tiled) on 127.0.0.1:8000,
+                                          its live web view at /view/
     nanostrain shell [--real CONFIG] [-c CODE]   IPython with the beamline session loaded
     nanostrain replay UID [--write]       re-run the live analyses on a stored run
     nanostrain bus                        the document bus (0MQ proxy) on 127.0.0.1:5577/5578
     nanostrain worker --catalog URL       live analyses beside acquisition, fed by the bus
     nanostrain report [-o report.html]    the campaign report (HTML, figures as PNG and SVG)
-    nanostrain catalog ls [--derived] | recover [DIR] | migrate
-                                          list raw (derived) runs / replay the journal into the
-                                          catalog / move runs of the older layout into raw and derived
+    nanostrain catalog ls [--limit N] [--json] | recover [DIR] | migrate
+                                          the newest raw runs with their derived runs / replay the
+                                          journal into the catalog / move runs of the older layout
+                                          into raw and derived
+
+Commands that read a catalog through --data-dir refuse a folder that holds none (a typo
+must not start an empty catalog); `serve` creates one only with --init, `demo` and
+`shell` (which record new runs) create theirs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .catalog import API_KEY_ENV, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, CatalogSettings, catalog_nodes
-from .schema.catalog import DERIVED_NODE, RAW_NODE
+
+
+class UsageError(Exception):
+    """A command given what it cannot work with; main prints it and exits with status 2."""
+
+
+def _existing_catalog(args: argparse.Namespace) -> None:
+    """Refuse a ``--data-dir`` that holds no catalog (for commands that read one)."""
+    if getattr(args, "catalog", None):
+        return
+    data_dir = Path(args.data_dir)
+    if not (data_dir / "catalog.db").is_file():
+        raise UsageError(
+            f"--data-dir {data_dir}: no catalog there ({data_dir.resolve() / 'catalog.db'} does not exist). "
+            "Give the folder of an existing catalog, or --catalog URL of a running server."
+        )
 
 
 def _settings(args: argparse.Namespace) -> CatalogSettings:
@@ -38,19 +62,33 @@ def _settings(args: argparse.Namespace) -> CatalogSettings:
     return CatalogSettings(**kwargs)
 
 
-def _client(args: argparse.Namespace):
-    """A catalog client: the server at --catalog, or an embedded one on --data-dir."""
+@contextlib.contextmanager
+def _catalog(args: argparse.Namespace) -> Iterator[Any]:
+    """A catalog client for the command: the server at --catalog, or an embedded one on
+    --data-dir (which must hold a catalog); closed when the block ends."""
     from .catalog import EmbeddedCatalog, connect
 
+    server = None
     if args.catalog:
-        return connect(args.catalog, api_key=args.api_key), None
-    server = EmbeddedCatalog(_settings(args))
-    return server.client(), server
+        client = connect(args.catalog, api_key=args.api_key)
+    else:
+        _existing_catalog(args)
+        server = EmbeddedCatalog(_settings(args))
+        client = server.client()
+    try:
+        yield client
+    finally:
+        client.context.close()
+        if server is not None:
+            server.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .catalog import serve
 
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir() and not args.init:
+        raise UsageError(f"--data-dir {data_dir}: no such folder; add --init to start a new catalog there.")
     serve(_settings(args), host=args.host, port=args.port)
     return 0
 
@@ -76,8 +114,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from .replaying import failures, replay
 
-    client, server = _client(args)
-    try:
+    with _catalog(args) as client:
         raw, derived = catalog_nodes(client)
         if args.uid not in raw:
             print(f"No run {args.uid!r} among the catalog's raw runs.", file=sys.stderr)
@@ -103,9 +140,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for line in failed:
             print(f"FAILED: {line}", file=sys.stderr)
         return 1 if failed else 0
-    finally:
-        if server is not None:
-            server.close()
 
 
 def cmd_bus(args: argparse.Namespace) -> int:
@@ -138,30 +172,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_ls(args: argparse.Namespace) -> int:
-    client, server = _client(args)
-    try:
-        node = client[DERIVED_NODE if args.derived else RAW_NODE]
-        for run in node.values().tail(args.last):
-            uid, start = run.item["id"], run.metadata["start"]
-            kind = start.get("analysis") and f"derived:{start['analysis']}" or start.get("technique", start.get("plan_name", "?"))
-            print(f"{uid}  {kind:<28} {start.get('sample', {}).get('name', '') if isinstance(start.get('sample'), dict) else start.get('sample', '')}")
-        return 0
-    finally:
-        if server is not None:
-            server.close()
+    from .listing import format_table, list_runs
+
+    with _catalog(args) as client:
+        runs = list_runs(*catalog_nodes(client), limit=args.limit)
+    if args.json:
+        print(json.dumps([run.to_json() for run in runs], indent=1))
+    elif runs:
+        print(format_table(runs))
+    else:
+        print("No runs in the catalog yet.")
+    return 0
 
 
 def cmd_catalog_recover(args: argparse.Namespace) -> int:
     """Replay the journal into the catalog; exit status 1 if a file was damaged or refused."""
     from .syncing import recover
 
-    journal_dir = Path(args.journal_dir) if args.journal_dir else _settings(args).journal_dir
-    client, server = _client(args)
-    try:
+    with _catalog(args) as client:
+        journal_dir = Path(args.journal_dir) if args.journal_dir else _settings(args).journal_dir
         report = recover(journal_dir, client)
-    finally:
-        if server is not None:
-            server.close()
     for uid in report.written:
         print(f"recovered {uid}")
     for path in report.truncated:
@@ -178,29 +208,18 @@ def cmd_catalog_recover(args: argparse.Namespace) -> int:
 def cmd_catalog_migrate(args: argparse.Namespace) -> int:
     from .catalog import migrate_root_runs
 
-    client, server = _client(args)
-    try:
+    with _catalog(args) as client:
         uids = migrate_root_runs(client)
-        print(f"{len(uids)} run(s) moved from the catalog's root into raw/derived")
-        return 0
-    finally:
-        if server is not None:
-            server.close()
+    print(f"{len(uids)} run(s) moved from the catalog's root into raw/derived")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    if not args.catalog and not Path(args.data_dir).is_dir():
-        print(f"No data folder {args.data_dir!r}: give --data-dir of a catalog or --catalog URL.", file=sys.stderr)
-        return 2
-    client, server = _client(args)
-    try:
+    with _catalog(args) as client:
         path, _ = write_report(client, args.output, source=args.catalog or str(Path(args.data_dir).resolve()),
-                            say=lambda text: print(text, flush=True))
-    finally:
-        if server is not None:
-            server.close()
+                               say=lambda text: print(text, flush=True))
     print(f"report: {path.resolve()}")
     return 0
 
@@ -236,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
     p.add_argument("--database", metavar="URI", help="postgresql://user@host:port/db instead of embedded SQLite")
     p.add_argument("--readable-storage", nargs="*", metavar="DIR", help="extra folders of detector files the server may read")
-    p.add_argument("--private", action="store_true", help="require the API key for reads too")
+    p.add_argument("--private", action="store_true", help="require the API key for reads too (and serve no web view)")
+    p.add_argument("--init", action="store_true", help="create --data-dir (and a new catalog in it) if it does not exist")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("shell", help="IPython with the beamline session (sim devices by default)")
@@ -248,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="re-run the live analyses on a stored run")
     common(p)
     p.add_argument("uid", help="uid of the raw run")
-    p.add_argument("--write", action="store_true", help="store the replayed derived runs in the catalog")
+    p.add_argument("--write", action="store_true",
+                   help="store the replayed derived runs in the catalog, replacing the earlier ones of the same computation")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar (default: one on a terminal)")
     p.set_defaults(func=cmd_replay)
@@ -283,10 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     cat = sub.add_parser("catalog", help="catalog maintenance").add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = cat.add_parser("ls", help="list raw runs (or, with --derived, derived runs)")
+    p = cat.add_parser("ls", help="the newest raw runs, each with its derived runs")
     common(p)
-    p.add_argument("--last", type=int, default=20, help="how many of the newest runs (default: %(default)s)")
-    p.add_argument("--derived", action="store_true", help="list the derived runs (the 'derived' node)")
+    p.add_argument("--limit", type=positive_integer, default=50, metavar="N", help="how many raw runs, newest first (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="JSON for programs instead of the table")
     p.set_defaults(func=cmd_catalog_ls)
     p = cat.add_parser("recover", help="replay the journal: put every run the catalog lacks into it")
     common(p)
@@ -298,9 +319,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_integer(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    # pyFAI's silx says it at every import on a machine without OpenCL, which it does not need
+    logging.getLogger("silx.opencl.common").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as error:
+        print(f"nanostrain {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -331,7 +331,7 @@ def run_demo(data_dir: Path, quick: bool = False) -> list[str]:
         print(f"  {row.claim:<66} study {row.study:<34} {verdict}")
     print(f"\nDone in {time.monotonic() - started:.0f} s. Where to look:")
     print(f"  report:   {report.resolve()}  (figures as PNG and SVG in {report.with_name(report.stem + '_figures')})")
-    print(f"  catalog:  nanostrain serve --data-dir {data_dir}  then open http://127.0.0.1:8000/ui/")
+    print(f"  catalog:  nanostrain serve --data-dir {data_dir}  then open http://127.0.0.1:8000/view/ (runs, live)")
     print("  python:   from tiled.client import from_uri; c = from_uri('http://127.0.0.1:8000')")
     print(f"  replay:   nanostrain replay <uid> --data-dir {data_dir}")
     print(f"  again:    nanostrain report --data-dir {data_dir} -o report.html")

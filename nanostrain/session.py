@@ -46,7 +46,7 @@ from .plans.progress import RunProgress
 from .plans.suspenders import beam_suspenders
 from .replaying import replay
 from .schema.catalog import DERIVED_NODE, RAW_NODE, SupersedingWriter, derived_runs
-from .syncing import CatalogForwarder, DocumentRecorder, StorageError, catalog_reachable
+from .syncing import EVENT_BATCH, CatalogForwarder, DocumentRecorder, StorageError, catalog_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -215,15 +215,18 @@ class _LazyClient:
             self._client = None
 
 
-def _recorder(name: str, node: str, client: _LazyClient, journal_dir: Path, url: str) -> DocumentRecorder:
-    """Journal + forwarder into catalog node ``node``; a failed connection is made anew.
-    A storage failure fails the run (`make_session` makes it pause its RunEngine)."""
+def _recorder(name: str, node: str, client: _LazyClient, journal_dir: Path, url: str,
+              batch_size: int = EVENT_BATCH) -> DocumentRecorder:
+    """Journal + forwarder into catalog node ``node`` (events appended ``batch_size`` at a
+    time); a failed connection is made anew. A storage failure fails the run
+    (`make_session` makes it pause its RunEngine)."""
 
     def connect_node() -> Any:
         client.reset()
         return client()[node]
 
-    forwarder = CatalogForwarder(connect_node, journal_dir, probe=lambda: catalog_reachable(url), name=name)
+    forwarder = CatalogForwarder(connect_node, journal_dir, probe=lambda: catalog_reachable(url), name=name,
+                                 batch_size=batch_size)
     return DocumentRecorder(Journal(journal_dir), forwarder, on_failure=_fail_run)
 
 
@@ -260,7 +263,9 @@ def make_recording(
         logger.warning("%d run(s) in %s are not in the catalog (an earlier session ended abruptly?): "
                        "`nanostrain catalog recover` puts them there", len(leftovers), settings.journal_dir)
     recorder = _recorder("raw", RAW_NODE, client, settings.journal_dir, url)
-    derived_recorder = _recorder("derived", DERIVED_NODE, client, settings.journal_dir, url)
+    # a derived run's events (one per analysed frame or angle) reach the catalog as they
+    # come, so its readers (the web view) follow a run in progress; raw events go in batches
+    derived_recorder = _recorder("derived", DERIVED_NODE, client, settings.journal_dir, url, batch_size=1)
     derived_writer = SupersedingWriter(derived_recorder, lambda: client()[DERIVED_NODE])
 
     callbacks: list[Callable[[str, Document], Any]] = [recorder]

@@ -119,7 +119,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         command = [
-            sys.executable, "-m", "nanostrain", "serve",
+            sys.executable, "-m", "nanostrain", "serve", "--init",
             "--data-dir", str(self.settings.data_dir), "--port", str(self.port),
         ]  # the key goes in the environment, never on a command line (ps shows those)
         if self.settings.database:
