@@ -21,6 +21,12 @@ from the profile or the queue server; a storage failure (neither journal nor cat
 takes documents) fails the run with the reason. ``devices`` builds the beamline (`nanostrain.beamline.SIM_BEAMLINE`'s factories)
 and adds the live analyses' signals as devices, so a task names a feedback signal as it
 names a detector (``"feedback": "xrd_reduction_lattice_change_A"``).
+
+Beam dumps suspend blueapi's plans as they do the session's: blueapi's RunEngine has no
+suspenders of ours installed, so each plan is also wrapped in bluesky's
+``suspend_wrapper`` with `nanostrain.plans.suspenders.beam_suspenders` on the
+``ring_current`` and ``shutter`` devices that ``devices`` built (if the beamline has
+them); gaps are recorded in the run's ``beam_gaps`` stream.
 """
 
 import functools
@@ -30,7 +36,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bluesky.preprocessors import subs_wrapper
+from bluesky.preprocessors import subs_wrapper, suspend_wrapper
+from bluesky.suspenders import SuspenderBase
 from bluesky.utils import MsgGenerator
 
 from .beamline import (
@@ -42,6 +49,7 @@ from .beamline import (
     load_config,
 )
 from .plans import registry
+from .plans.suspenders import beam_suspenders
 from .session import Recording, make_recording, options_from_environment
 
 
@@ -52,6 +60,10 @@ def recording() -> Recording:
     options = options_from_environment(os.environ)
     return make_recording(options["catalog_uri"], options["data_dir"], options["api_key"],
                           live_analysis=options["live_analysis"], bus=options["bus"], pv_prefix=options["pv_prefix"])
+
+
+#: the beam's suspenders, on the devices `BlueapiBeamline.build_and_connect` built
+SUSPENDERS: list[SuspenderBase] = []
 
 
 class BlueapiBeamline:
@@ -77,6 +89,8 @@ class BlueapiBeamline:
         unreachable = connection_errors_of(record.remote_signals, mock=mock, timeout=timeout or 10.0)
         result.connection_errors.update(unreachable)
         result.devices.update({name: signal for name, signal in signals.items() if name not in unreachable})
+        beam = {name: result.devices[name] for name in ("ring_current", "shutter") if name in result.devices}
+        SUSPENDERS[:] = beam_suspenders(**beam) if beam else []
         return result
 
 
@@ -84,7 +98,8 @@ devices = BlueapiBeamline()
 
 
 def recorded(plan: Callable[..., MsgGenerator]) -> Callable[..., MsgGenerator]:
-    """``plan`` with this process's `recording` subscribed for as long as it runs.
+    """``plan`` with this process's `recording` subscribed, and the beam's `SUSPENDERS`
+    installed, for as long as it runs.
 
     The wrapper keeps the plan's name, docstring and annotations (blueapi builds its
     parameter model from them); a ``**kwargs`` parameter is left out of the signature
@@ -93,7 +108,10 @@ def recorded(plan: Callable[..., MsgGenerator]) -> Callable[..., MsgGenerator]:
 
     @functools.wraps(plan)
     def run(*args: Any, **kwargs: Any) -> MsgGenerator:
-        return (yield from subs_wrapper(plan(*args, **kwargs), {"all": recording().callbacks}))
+        recorded_plan = subs_wrapper(plan(*args, **kwargs), {"all": recording().callbacks})
+        if SUSPENDERS:
+            recorded_plan = suspend_wrapper(recorded_plan, list(SUSPENDERS))
+        return (yield from recorded_plan)
 
     signature = inspect.signature(plan)
     run.__signature__ = signature.replace(

@@ -225,3 +225,49 @@ def test_blueapi_without_a_bus_calibrates_and_refuses_a_bad_task(blueapi_rest_on
     assert raw[uid].metadata["stop"]["exit_status"] == "success"
     (calibration,) = derived_runs(derived, uid)
     assert calibration.metadata["start"]["analysis"] == "xrd_calibration"
+
+
+@pytest.mark.slow
+def test_blueapi_plans_carry_the_beam_suspenders_and_record_a_dump(tmp_path, monkeypatch):
+    """blueapi's RunEngine has no suspenders of ours: each plan of `nanostrain.blueapi_env`
+    installs the beam's for as long as it runs. In this process (blueapi's own process
+    runs the same module): the devices as blueapi's deviceManager builds them, a RunEngine
+    as blueapi's, a beam dump during the scan: the run is suspended, records the gap and
+    completes; the suspenders are removed afterwards."""
+    import bluesky.plan_stubs as bps
+    from bluesky import RunEngine
+
+    from nanostrain import blueapi_env
+    from nanostrain.plans.suspenders import BEAM_GAPS_STREAM
+
+    for name in [name for name in os.environ if name.startswith("NANOSTRAIN_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("NANOSTRAIN_DATA_DIR", str(tmp_path / "data"))
+    blueapi_env.recording.cache_clear()
+    RE = RunEngine({})  # first, as in blueapi: the devices connect on its event loop
+    result = blueapi_env.devices.build_and_connect()
+    try:
+        assert not result.build_errors and not result.connection_errors
+        assert len(blueapi_env.SUSPENDERS) == 2
+        ring = result.devices["ring_current"]
+        events = []
+
+        def dump_at_the_second_point(name, doc):
+            if name == "event":
+                events.append(doc)
+                if len(events) == 2:
+                    ring.dump()
+                    RE.loop.call_later(1.0, ring.refill)
+
+        RE(bps.mv(result.devices["cycler"].time_scale, 1.0))
+        (uid,) = RE(blueapi_env.alignment_scan(result.devices["cam"], result.devices["sx"], -1.0, 1.0, 5),
+                    dump_at_the_second_point)
+        assert not RE.suspenders  # removed with the plan
+        run = blueapi_env.recording().catalog[uid]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        gaps = run[BEAM_GAPS_STREAM].read()
+        assert len(gaps["beam_gap-duration_s"]) == 1 and float(gaps["beam_gap-duration_s"][0]) >= 0.9
+        assert len(run["primary"].read()["sx"]) == 5
+    finally:
+        blueapi_env.recording().close()
+        blueapi_env.recording.cache_clear()
