@@ -33,6 +33,7 @@ from nanostrain.plans.cycling import gitt, operando_xrd
 from nanostrain.plans.samples import mount_sample
 from nanostrain.plans.sxdm import find_bragg_peak, sxdm_rocking_raster, xrf_map
 from nanostrain.plans.txm import energy_calibration, txm_xanes_2d, txm_xanes_tomo
+from nanostrain.plans.xas import xas_scan
 from nanostrain.schema.cycler import CyclerState
 
 from ..conftest import wait_for
@@ -112,6 +113,9 @@ PLANS: dict[str, tuple[Callable[[Beamline], object], tuple[str, str]]] = {
                        ("trigger", "txm-camera")),
     "energy_calibration": (lambda b: energy_calibration(b.devices["txm"], list(np.arange(8318.0, 8348.5, 2.0)),
                                                         n_darks=1, apply=False), ("trigger", "txm-camera")),
+    "xas_scan": (lambda b: xas_scan(b.devices["dcm"], b.devices["xas_ic"],
+                                    [{"space": "E", "start": -20.0, "stop": 20.0, "step": 5.0, "dwell_s": 0.1}]),
+                 ("trigger", "xas_ic")),
 }
 
 
