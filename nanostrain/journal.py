@@ -15,15 +15,18 @@ caller can decide what to do when neither journal nor catalog can take it.
 
 `read_journal` reads a file back: every intact document of a file whose last line was
 cut (a crash mid-write), and a clear reason for a file that is damaged elsewhere.
-A run whose documents the catalog has taken in full is moved to ``journal/synced/``
-(kept as a local record; `nanostrain.syncing` does this).
+A run whose documents the catalog has taken in full is moved to ``journal/synced/``,
+gzip-compressed (``<uid>.jsonl.gz``, ~10x smaller; kept as a local record, which
+`read_journal` reads as it reads a pending file; `nanostrain.syncing` does this).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
+import shutil
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -50,12 +53,18 @@ def pending_journals(journal_dir: Path) -> list[Path]:
 
 
 def mark_synced(path: Path) -> None:
-    """Move a journal file whose run the catalog holds in full to ``synced/`` (a file
-    already moved, or never written, is left alone)."""
-    if path.exists():
-        target = path.parent / SYNCED / path.name
-        target.parent.mkdir(exist_ok=True)
-        os.replace(path, target)
+    """Move a journal file whose run the catalog holds in full to ``synced/``, gzipped
+    (written beside, then renamed into place; the pending file goes last, so a crash
+    leaves it pending, never lost). A file already moved, or never written, is left alone."""
+    if not path.exists():
+        return
+    target = path.parent / SYNCED / f"{path.name}.gz"
+    target.parent.mkdir(exist_ok=True)
+    partial = target.with_name(f"{target.name}.partial")
+    with open(path, "rb") as source, gzip.open(partial, "wb", compresslevel=6) as packed:
+        shutil.copyfileobj(source, packed)
+    os.replace(partial, target)
+    path.unlink()
 
 
 class _RunFile:
@@ -210,8 +219,8 @@ def read_journal(path: Path | str) -> JournalRead:
     path = Path(path)
     result = JournalRead(path)
     try:
-        lines = path.read_bytes().split(b"\n")
-    except OSError as error:
+        lines = (gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()).split(b"\n")
+    except (OSError, EOFError) as error:  # gzip: a cut archive raises EOFError
         result.damage = f"cannot be read: {error}"
         return result
     complete, tail = lines[:-1], lines[-1]  # tail: bytes after the last newline

@@ -12,7 +12,7 @@ from bluesky_tiled_plugins import TiledWriter
 from event_model import compose_run
 from ophyd.sim import det, motor
 
-from nanostrain.journal import Journal, journal_path, pending_journals, read_journal
+from nanostrain.journal import Journal, journal_path, mark_synced, pending_journals, read_journal
 from nanostrain.syncing import DocumentRecorder, StorageError, closing_stop, recover
 
 
@@ -61,6 +61,24 @@ def test_a_cut_last_line_loses_only_that_line(tmp_path):
     found = read_journal(path)
     assert found.damage is None and found.truncated
     assert found.documents == _as_json(docs[:-1])
+
+
+def test_a_synced_run_is_kept_gzipped_and_reads_back_whole(tmp_path):
+    docs = _run_documents(num=50)
+    journal = Journal(tmp_path / "journal")
+    for entry in docs:
+        journal(*entry)
+    path = journal_path(tmp_path / "journal", docs[0][1]["uid"])
+    size = path.stat().st_size
+    mark_synced(path)
+    mark_synced(path)  # again: nothing left to move
+    (archived,) = (tmp_path / "journal" / "synced").iterdir()
+    assert not path.exists() and pending_journals(tmp_path / "journal") == []
+    assert archived.name == path.name + ".gz" and archived.stat().st_size < size / 4
+    found = read_journal(archived)
+    assert found.damage is None and not found.truncated and found.documents == _as_json(docs)
+    archived.write_bytes(archived.read_bytes()[: archived.stat().st_size // 2])  # a cut archive
+    assert "cannot be read" in read_journal(archived).damage
 
 
 def test_a_bad_line_inside_a_file_names_the_damage(tmp_path):
