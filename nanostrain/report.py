@@ -384,10 +384,11 @@ def headlines(campaign: Campaign) -> list[Headline]:
                           "XAS of pristine and 100-cycle SC electrodes of both compositions", fmt="{:+.2f}"))
     for morphology, first in (("SC", "NC91"), ("PC", "NM91")):
         other = "NM91" if first == "NC91" else "NC91"
-        study = (f"{STUDY_RETENTION_PCT[(morphology, first)]:.1f} % vs {STUDY_RETENTION_PCT[(morphology, other)]:.1f} %"
-                 f" after {RETENTION_CYCLES} cycles at {RETENTION_RATE_MA_G:g} mA/g")
+        study = f"{STUDY_RETENTION_PCT[(morphology, first)]:.1f} % vs {STUDY_RETENTION_PCT[(morphology, other)]:.1f} %"
+        claim = (f"capacity retention, {RETENTION_CYCLES} cycles at {RETENTION_RATE_MA_G:g} mA/g: "
+                 f"{morphology}-{first} > {morphology}-{other}")
         retention = _retention(campaign, morphology)
-        row = _ordering(f"capacity retention: {morphology}-{first} > {morphology}-{other}", study,
+        row = _ordering(claim, study,
                         retention and retention[0], first, "%",
                         f"cycling of both {morphology} cells over two or more cycles, nor fresh and "
                         f"{RETENTION_CYCLES}-cycle cells at {RETENTION_RATE_MA_G:g} mA/g")
