@@ -307,6 +307,16 @@ class CyclingSummary:
     gitt: np.ndarray | None
 
 
+def _timeline(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Time since the start (s), cycle, potential (V) and current (A) of readings given as
+    rows (step time s, step, cycle, potential V, current mA); of two readings of one
+    instant the later is kept."""
+    step_time, step, cycle, potential, current_mA = rows.T
+    time_s = cumulative_time(step_time, step)
+    keep = np.concatenate([np.diff(time_s) > 0, [True]])
+    return time_s[keep], cycle[keep], potential[keep], current_mA[keep] / 1e3
+
+
 class CyclingAccumulator:
     """Streaming reducer of a cycler's readings (the shape of the other reducers: state in,
     readings in through `add`, a frozen `CyclingSummary` out of `result`).
@@ -339,11 +349,18 @@ class CyclingAccumulator:
         ValueError with fewer than two readings."""
         if len(self._rows) < 2:
             raise ValueError(f"a cycling record needs >= 2 readings, got {len(self._rows)}")
-        step_time, step, cycle, potential, current_mA = np.asarray(self._rows).T
-        time_s = cumulative_time(step_time, step)
-        keep = np.concatenate([np.diff(time_s) > 0, [True]])
-        time_s, cycle, potential, current_A = time_s[keep], cycle[keep], potential[keep], current_mA[keep] / 1e3
-        capacities = cycle_capacities(time_s, current_A, self.mass_g, cycle_index=cycle)
+        rows = np.asarray(self._rows)
+        time_s, cycle, potential, current_A = _timeline(rows)
+        # A step's charge flows from its clock's zero: where the log has no reading there
+        # (it logs the state the step starts from, then the step some time in), one is
+        # added with the current and cycle of the step's first reading, so that time's
+        # charge is neither lost nor booked to the step before.
+        step_time, step = rows[:, 0], rows[:, 1]
+        late = np.flatnonzero((step[1:] != step[:-1]) & (step_time[1:] > 0)) + 1
+        started = rows[late].copy()
+        started[:, 0] = 0.0
+        q_time_s, q_cycle, _, q_current_A = _timeline(np.insert(rows, late, started, axis=0))
+        capacities = cycle_capacities(q_time_s, q_current_A, self.mass_g, cycle_index=q_cycle)
         with np.errstate(divide="ignore", invalid="ignore"):
             efficiency = coulombic_efficiency(capacities.charge, capacities.discharge)
             retention = (capacity_retention(capacities.discharge) if capacities.discharge[0] > 0

@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .callbacks.figure_style import journal_style, save_figure  # noqa: E402
+from .report import RETENTION_CYCLES, RETENTION_RATE_MA_G, STUDY_RETENTION_PCT  # noqa: E402
 from .report import write_report  # noqa: E402
 
 if TYPE_CHECKING:
@@ -188,6 +189,44 @@ def xrd_step(step: Step) -> list[str]:
     return lines
 
 
+#: capacity retention: every cell, one cycle at `RETENTION_RATE_MA_G` fresh and after `RETENTION_CYCLES`
+RETENTION_CELLS = (("SC", "NC91"), ("SC", "NM91"), ("PC", "NC91"), ("PC", "NM91"))
+#: simulated s per wall s of the retention cycles: one cycle at 100 mA/g (~4.5 h) in ~1.5 s
+#: (the charge is booked per step from the channel's clock, so no precision is lost)
+RETENTION_TIME_SCALE = 12_000.0
+
+
+def retention_step(step: Step) -> list[str]:
+    """Capacity retention: one cycle at 100 mA/g of every cell, fresh and aged 100 cycles."""
+    import bluesky.plan_stubs as bps
+
+    from .plans.protocols import galvanostatic
+
+    session = step.session
+    cycler = session.devices["cycler"]
+    lines = []
+    for morphology, name in RETENTION_CELLS:
+        discharge = {}
+        for cycles in (0, RETENTION_CYCLES):
+            session.RE(session.plans["mount_sample"](cycler, {"material": name, "morphology": morphology},
+                                                     cycles=cycles))
+            session.RE(bps.mv(cycler.time_scale, RETENTION_TIME_SCALE))
+            label = f"{morphology}-{name} {'fresh' if cycles == 0 else f'aged {cycles} cycles'}"
+            with step.heartbeat(f"one cycle at {RETENTION_RATE_MA_G:g} mA/g of {label}"):
+                (uid,) = session.RE(session.plans["cycle_cell"](
+                    cycler, galvanostatic(RETENTION_RATE_MA_G, 1), active_mass_g=ACTIVE_MASS_G,
+                    sample={"name": f"{morphology}-{name}", "composition": name, "morphology": morphology,
+                            "specific_current_mA_g": RETENTION_RATE_MA_G, "cycles": cycles},
+                ))
+            capacity = _derived(session, uid, "electrochemistry")["cycles"].read()
+            discharge[cycles] = float(capacity["discharge_mAh_g"][0])
+        lines.append(f"retention {morphology}-{name}  discharge {discharge[0]:.1f} mAh/g fresh, "
+                     f"{discharge[RETENTION_CYCLES]:.1f} after {RETENTION_CYCLES} cycles: "
+                     f"{100 * discharge[RETENTION_CYCLES] / discharge[0]:.1f} % "
+                     f"(study {STUDY_RETENTION_PCT[(morphology, name)]:.1f} %)")
+    return lines
+
+
 #: TXM-XANES samples: single crystals charged at 200 mA/g to 4.3 V (the H2-H3 region)
 TXM_MATERIALS = ("NC91", "NM91")
 
@@ -298,7 +337,7 @@ def xas_step(step: Step) -> list[str]:
     return lines
 
 
-STEPS: list[Callable[[Step], list[str]]] = [alignment_step, xrd_step, txm_step, sxdm_step, xas_step]
+STEPS: list[Callable[[Step], list[str]]] = [alignment_step, xrd_step, retention_step, txm_step, sxdm_step, xas_step]
 
 
 def run_demo(data_dir: Path, quick: bool = False) -> list[str]:

@@ -6,7 +6,8 @@ frame (with the cycler's readings) in the ``primary`` stream at a cadence in tim
 specific capacity. A live value published by an analysis (an ophyd-async signal, e.g. the
 XRD callback's ``phase_separation_A``) can densify frames near a transition. With a beam
 monitor, frames are skipped while the beam is off and the cycling goes on (the gap is in
-the data, the electrochemistry is not). `gitt` is the same machinery without a detector.
+the data, the electrochemistry is not). `gitt` and `cycle_cell` are the same machinery
+without a detector.
 
 The protocol runs on the instrument: each step is set on the channel's
 `devices.cycler.UnattendedChannel`, which the RunEngine does not stop when it pauses or
@@ -329,6 +330,43 @@ def operando_xrd(
     return (yield from inner())
 
 
+def _cycling_run(
+    plan_name: str,
+    cycler: Movable,
+    protocol: Protocol,
+    active_mass_g: float,
+    poll_s: float,
+    sample: dict[str, Any] | None,
+    md: dict[str, Any] | None,
+    arguments: dict[str, Any],
+    stop_when_pulse_hits_limit: bool,
+) -> MsgGenerator[str]:
+    """A cycling run without a detector (`gitt`, `cycle_cell`): the checked ``protocol``
+    on the channel, the ``echem`` stream only, under the electrochemistry contract of
+    `nanostrain.schema.start`; the channel's current limit is checked first."""
+    require_metadata(sample, md)
+    metadata = start_metadata(
+        ELECTROCHEMISTRY, plan_name, md,
+        active_mass_g=active_mass_g,
+        echem_keys=echem_keys(cycler),
+        protocol=_protocol_md(protocol),
+        plan_args=arguments,
+        **({"sample": sample} if sample else {}),
+    )
+
+    def no_frames(index, step):
+        return
+        yield  # a generator that takes no frame
+
+    @bpp.run_decorator(md=metadata)
+    def inner():
+        yield from _run_protocol(cycler, protocol, active_mass_g, poll_s, no_frames,
+                                 stop_when_pulse_hits_limit=stop_when_pulse_hits_limit)
+
+    yield from check_current_limit(cycler, protocol, active_mass_g)
+    return (yield from inner())
+
+
 def gitt(
     cycler: Movable,
     *,
@@ -348,23 +386,33 @@ def gitt(
     Pauses as `operando_xrd`: the titration goes on, every logged point is recorded."""
     arguments = plan_args(locals())
     protocol = _validate(cycler, gitt_protocol() if protocol is None else protocol, active_mass_g, poll_s)
-    require_metadata(sample, md)
-    metadata = start_metadata(
-        ELECTROCHEMISTRY, "gitt", md,
-        active_mass_g=active_mass_g,
-        echem_keys=echem_keys(cycler),
-        protocol=_protocol_md(protocol),
-        plan_args=arguments,
-        **({"sample": sample} if sample else {}),
-    )
+    return (yield from _cycling_run("gitt", cycler, protocol, active_mass_g, poll_s, sample, md, arguments,
+                                    stop_when_pulse_hits_limit=True))
 
-    def no_frames(index, step):
-        return
-        yield  # a generator that takes no frame
 
-    @bpp.run_decorator(md=metadata)
-    def inner():
-        yield from _run_protocol(cycler, protocol, active_mass_g, poll_s, no_frames, stop_when_pulse_hits_limit=True)
-
-    yield from check_current_limit(cycler, protocol, active_mass_g)
-    return (yield from inner())
+def cycle_cell(
+    cycler: Movable,
+    protocol: ProtocolSpec,
+    *,
+    active_mass_g: float,
+    poll_s: float = 0.05,
+    sample: dict[str, Any] | None = None,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """Cycle the cell on ``cycler`` through ``protocol`` with no detector: e.g. one
+    galvanostatic cycle at 100 mA/g to measure a cell's discharge capacity (mAh/g), or a
+    formation and long cycling for its capacity retention. ``protocol`` as in
+    `operando_xrd` (`plans.protocols` steps, or their JSON form, e.g. ``{"name":
+    "galvanostatic", "args": {"rate_mA_g": 100, "cycles": 1}}``); active_mass_g (g)
+    turns mA/g into mA; poll_s: wall-clock seconds between echem readings. Every step
+    runs to its end (voltage limit or duration). The ``echem`` stream holds every sample
+    the channel logged; the start document follows the electrochemistry contract of
+    `nanostrain.schema.start` (the electrochemistry analysis derives capacities,
+    coulombic efficiency and retention per cycle) and records ``plan_args`` and
+    ``sample``. Returns the run uid. Checks as `gitt` (cycler, protocol, active_mass_g,
+    poll_s, sample, md; then the channel's current limit). Pauses as `operando_xrd`: the
+    cycling goes on, every logged point is recorded."""
+    arguments = plan_args(locals())
+    protocol = _validate(cycler, protocol, active_mass_g, poll_s)
+    return (yield from _cycling_run("cycle_cell", cycler, protocol, active_mass_g, poll_s, sample, md, arguments,
+                                    stop_when_pulse_hits_limit=False))

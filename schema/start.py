@@ -32,7 +32,7 @@ TECHNIQUES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     XRD: ("image_key", "xrd_geometry", "active_mass_g", "echem_keys"),
     # one calibrant frame; the geometry to start refining from
     XRD_CALIBRATION: ("image_key", "xrd_geometry", "calibrant"),
-    # cycling without frames (GITT, formation)
+    # cycling without frames (gitt, cycle_cell)
     ELECTROCHEMISTRY: ("active_mass_g", "echem_keys"),
     # rocking rasters: the 5D dataset
     # the geometry (`SxdmGeometry.to_metadata`, energy in eV), the angles, the raster and

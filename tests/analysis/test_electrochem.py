@@ -220,6 +220,25 @@ def test_cycling_accumulator_streams_readings_into_capacities_per_cycle():
     assert summary.gitt is None
 
 
+def test_cycling_accumulator_books_the_time_before_a_steps_first_reading_to_that_step():
+    """A log as the simulated channel writes it: before each step the state it starts
+    from (the previous step's readings, at its last instant), then readings 250 s, 500 s,
+    ... into the step: charge 1 mA for 3600 s, discharge 0.9 mA for 3000 s, then a new
+    cycle's charge of 1 mA for 1800 s; 5 mg -> 200, 150, 100 mAh/g, none lost or misbooked."""
+    reducer = ec.CyclingAccumulator(mass_g=0.005)
+    reducer.add(0.0, 0, 0, 3.5, 0.0)  # at rest, before the first step
+    previous = (0, 0, 0.0, 0.0)
+    for step, cycle, milliamps, duration in [(1, 0, 1.0, 3600.0), (2, 0, -0.9, 3000.0), (3, 1, 1.0, 1800.0)]:
+        reducer.add(previous[2], previous[0], previous[1], 3.8, previous[3])  # the state the step starts from
+        for t in [*np.arange(250.0, duration, 250.0), duration]:
+            reducer.add(t, step, cycle, 3.8, milliamps)
+        previous = (step, cycle, duration, milliamps)
+    capacities = reducer.result().capacities
+    assert capacities.cycle.tolist() == [0, 1]
+    assert capacities.charge == pytest.approx([200.0, 100.0], rel=1e-9)
+    assert capacities.discharge == pytest.approx([150.0, 0.0], abs=1e-9)
+
+
 def test_cycling_accumulator_refuses_too_few_readings_and_a_bad_mass():
     reducer = ec.CyclingAccumulator(mass_g=0.005)
     reducer.add(0.0, 0, 1, 3.8, 1.0)

@@ -19,7 +19,7 @@ from bluesky_tiled_plugins import TiledWriter
 
 from nanostrain.callbacks.derived import DerivedRun
 from nanostrain.cli import main
-from nanostrain.report import Campaign, headlines, read_campaign, write_report
+from nanostrain.report import Campaign, aged_retention, headlines, read_campaign, write_report
 
 from ..conftest import API_KEY, in_process_client
 
@@ -83,6 +83,27 @@ def write_xrd_cell(client, morphology: str, composition: str, rate: float, c_dro
 
 def _raw_start(sample: dict, technique: str) -> dict:
     return event_model.compose_run(metadata={"technique": technique, "sample": sample}).start_doc
+
+
+def write_cycle_cell(client, morphology: str, composition: str, cycles: int, discharge_mAh_g: float,
+                     rate: float | None = 100.0) -> None:
+    """One cycle of a cell aged ``cycles`` cycles (a `cycle_cell` run) and its
+    electrochemistry; with ``rate`` None the sample does not name its specific current, the
+    raw run's protocol (written to the catalog) does (100 mA/g)."""
+    sample = {"name": f"{morphology}-{composition}", "composition": composition, "morphology": morphology,
+              "cycles": cycles, **({"specific_current_mA_g": rate} if rate is not None else {})}
+    protocol = [{"mode": mode, "rate_mA_g": 100.0, "v_min": 2.7, "v_max": 4.5, "duration_s": 0.0, "label": ""}
+                for mode in ("CC_CHARGE", "CC_DISCHARGE")]
+    bundle = event_model.compose_run(metadata={"technique": "electrochemistry", "plan_name": "cycle_cell",
+                                               "sample": sample, "protocol": protocol})
+    if rate is None:
+        raw = TiledWriter(client["raw"])
+        raw("start", bundle.start_doc)
+        raw("stop", bundle.compose_stop())
+    run = DerivedRun(TiledWriter(client["derived"]), bundle.start_doc, "electrochemistry", {})
+    run.event("cycles", {"cycle": 0, "charge_mAh_g": discharge_mAh_g + 1.0, "discharge_mAh_g": discharge_mAh_g,
+                         "coulombic_efficiency_pct": 99.5, "retention_pct": 100.0})
+    run.stop()
 
 
 def write_sxdm_particle(client, composition: str, cycles: int, sigma: float, seed: int) -> None:
@@ -194,6 +215,45 @@ def test_a_false_ordering_is_flagged_false(client):
 
 
 @pytest.mark.slow
+def test_retention_after_100_cycles_is_read_from_fresh_and_aged_runs_of_each_cell(client):
+    """Discharge capacities (mAh/g) fresh and after 100 cycles; retention 100 Q_100 / Q_0:
+    SC-NC91 89.2 %, SC-NM91 75.9 %, PC-NC91 59.7 %, PC-NM91 83.1 % (the study's); beside
+    them runs that must not count: another rate, another age."""
+    for morphology, composition, fresh, aged in (("SC", "NC91", 240.0, 214.08), ("SC", "NM91", 220.0, 166.98),
+                                                 ("PC", "NC91", 250.0, 149.25), ("PC", "NM91", 200.0, 166.2)):
+        write_cycle_cell(client, morphology, composition, 0, fresh, rate=None if morphology == "PC" else 100.0)
+        write_cycle_cell(client, morphology, composition, 100, aged)
+    write_cycle_cell(client, "SC", "NC91", 100, 100.0, rate=200.0)
+    write_cycle_cell(client, "SC", "NC91", 50, 100.0)
+    write_xrd_cell(client, "SC", "NC91", 200.0, 0.6, retention=(100.0, 50.0))  # within a run: the pair wins
+
+    campaign = read_campaign(client, say=lambda _: None)
+
+    assert aged_retention(campaign, "PC", "NC91") == pytest.approx(59.7)
+    assert aged_retention(campaign, "SC", "NC91", cycles=50) == pytest.approx(100 * 100.0 / 240.0)
+    assert aged_retention(campaign, "SC", "NM91", rate_mA_g=200.0) is None
+    rows = {row.claim: row for row in headlines(campaign)}
+    claim = "capacity retention, 100 cycles at 100 mA/g: {}"
+    sc, pc = rows[claim.format("SC-NC91 > SC-NM91")], rows[claim.format("PC-NM91 > PC-NC91")]
+    assert (sc.holds, sc.measured) == (True, "89.2 % vs 75.9 % (Q after 100 cycles / Q fresh, 100 mA/g)")
+    assert (pc.holds, pc.measured) == (True, "83.1 % vs 59.7 % (Q after 100 cycles / Q fresh, 100 mA/g)")
+    assert sc.study == "89.2 % vs 75.9 %"
+
+
+@pytest.mark.slow
+def test_a_retention_against_the_study_is_flagged_false(client):
+    for composition, fresh, aged in (("NC91", 240.0, 150.0), ("NM91", 220.0, 200.0)):  # 62.5 % < 90.9 %
+        write_cycle_cell(client, "SC", composition, 0, fresh)
+        write_cycle_cell(client, "SC", composition, 100, aged)
+
+    rows = {row.claim: row for row in headlines(read_campaign(client, say=lambda _: None))}
+
+    row = rows["capacity retention, 100 cycles at 100 mA/g: SC-NC91 > SC-NM91"]
+    assert (row.holds, row.measured) == (False, "62.5 % vs 90.9 % (Q after 100 cycles / Q fresh, 100 mA/g)")
+    assert rows["capacity retention, 100 cycles at 100 mA/g: PC-NM91 > PC-NC91"].holds is None
+
+
+@pytest.mark.slow
 def test_report_has_every_section_and_figure_files(study_client, tmp_path):
     said = []
 
@@ -244,7 +304,7 @@ def test_cli_refuses_a_missing_data_dir(tmp_path, capsys):
     status = main(["report", "--data-dir", str(tmp_path / "nowhere"), "-o", str(tmp_path / "r.html")])
 
     assert status == 2
-    assert "No data folder" in capsys.readouterr().err
+    assert "nowhere: no catalog there" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
 
 

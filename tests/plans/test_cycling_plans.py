@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nanostrain.schema.cycler import CyclerStep
-from nanostrain.plans.cycling import cycler_step, gitt, operando_xrd
+from nanostrain.plans.cycling import cycle_cell, cycler_step, gitt, operando_xrd
 from nanostrain.plans.protocols import ProtocolStep, galvanostatic
 from nanostrain.plans.validation import PlanArgumentError
 
@@ -40,7 +40,7 @@ def test_a_detector_without_geometry_needs_one(sim_devices):
         next(plan)
 
 
-@pytest.mark.parametrize("plan_name", ["operando_xrd", "gitt"])
+@pytest.mark.parametrize("plan_name", ["operando_xrd", "gitt", "cycle_cell"])
 def test_a_current_above_the_channel_limit_is_refused_before_the_run_opens(sim_devices, plan_name):
     from bluesky import RunEngine
     from bluesky.run_engine import call_in_bluesky_event_loop
@@ -51,8 +51,10 @@ def test_a_current_above_the_channel_limit_is_refused_before_the_run_opens(sim_d
     protocol = [{"mode": "REST", "duration_s": 10.0}, {"mode": "CC_CHARGE", "rate_mA_g": 1400.0}]
     assert 1400.0 * active_mass_g > limit_mA
     kwargs = {"active_mass_g": active_mass_g, "protocol": protocol}
-    plan = (operando_xrd(cycler, sim_devices["xrd"], protocol, active_mass_g=active_mass_g, cadence_s=60.0)
-            if plan_name == "operando_xrd" else gitt(cycler, **kwargs))
+    plan = {"operando_xrd": lambda: operando_xrd(cycler, sim_devices["xrd"], protocol, active_mass_g=active_mass_g,
+                                                 cadence_s=60.0),
+            "gitt": lambda: gitt(cycler, **kwargs),
+            "cycle_cell": lambda: cycle_cell(cycler, **kwargs)}[plan_name]()
     documents, messages = [], []
     RE = RunEngine({})
     RE.msg_hook = messages.append

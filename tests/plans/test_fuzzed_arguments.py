@@ -132,6 +132,7 @@ PARAMETERS: dict[str, dict[str, Number | Numbers | Device | Other]] = {
         "dense_factor": Number(*cycling.DENSE_FACTOR_RANGE),
     },
     "gitt": CYCLING,
+    "cycle_cell": CYCLING,
     "calibrate_xrd": {
         "detector": Device(frozenset({"xrd"})),
         "poni_path": Other(st.one_of(st.integers(), st.floats(), st.none(), st.just(""), st.lists(ANY_TEXT, max_size=2))),
@@ -254,6 +255,8 @@ def base_calls(devices: dict, folder) -> dict[str, dict[str, Any]]:
                          "feedback": devices["feedback"], "feedback_threshold": 0.01},
         "gitt": {"cycler": devices["cycler"], "active_mass_g": 6e-3,
                  "protocol": {"name": "gitt", "args": {"pulse_s": 600.0, "max_titrations": 3}}},
+        "cycle_cell": {"cycler": devices["cycler"], "active_mass_g": 6.16e-3,
+                       "protocol": {"name": "galvanostatic", "args": {"rate_mA_g": 100.0, "cycles": 1}}},
         "calibrate_xrd": {"detector": devices["xrd"], "poni_path": str(folder / "detector.poni"),
                           "refined_geometry": devices["feedback"]},
         "sxdm_rocking_raster": {"detector": devices["merlin"], "stage": devices["np_stage"],

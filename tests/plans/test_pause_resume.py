@@ -29,7 +29,7 @@ from nanostrain.devices.txm import SimTxm
 from nanostrain.devices.xrd import CALIBRANT
 from nanostrain.plans.alignment import alignment_scan
 from nanostrain.plans.calibration import calibrate_xrd
-from nanostrain.plans.cycling import gitt, operando_xrd
+from nanostrain.plans.cycling import cycle_cell, gitt, operando_xrd
 from nanostrain.plans.samples import mount_sample
 from nanostrain.plans.sxdm import find_bragg_peak, sxdm_rocking_raster, xrf_map
 from nanostrain.plans.txm import energy_calibration, txm_xanes_2d, txm_xanes_tomo
@@ -96,6 +96,7 @@ PLANS: dict[str, tuple[Callable[[Beamline], object], tuple[str, str]]] = {
     "operando_xrd": (lambda b: operando_xrd(b.devices["cycler"], b.devices["xrd"], REST, active_mass_g=MASS_G,
                                             cadence_s=600.0, exposure_s=0.1), ("trigger", "xrd")),
     "gitt": (lambda b: gitt(b.devices["cycler"], active_mass_g=MASS_G, protocol=PULSES), ("trigger", "cycler")),
+    "cycle_cell": (lambda b: cycle_cell(b.devices["cycler"], PULSES, active_mass_g=MASS_G), ("trigger", "cycler")),
     "calibrate_xrd": (calibration, ("trigger", "xrd")),
     "sxdm_step_raster": (lambda b: sxdm_rocking_raster(b.devices["merlin"], b.devices["np_stage"], b.devices["np_theta"],
                                                        (-0.2, 0.2), (-0.2, 0.2), 0.1, [6.0, 6.1], progress=False),
@@ -198,7 +199,7 @@ def assert_derived_runs_closed(b: Beamline) -> None:
 def test_pause_resume_and_abort(beamline, technique):
     make_plan, (command, detector) = PLANS[technique]
     n = 1 if technique == "calibrate_xrd" else 2  # calibration takes one frame
-    cycling = technique in ("operando_xrd", "gitt")
+    cycling = technique in ("operando_xrd", "gitt", "cycle_cell")
     b = beamline
     first = b.run(make_plan(b))
     assert stop_of(first)["exit_status"] == "success"

@@ -45,6 +45,10 @@ def items(poni_path: str, sxdm_geometry: dict) -> dict[str, tuple[dict, dict, st
             {"args": ["cycler"], "kwargs": {"active_mass_g": 6e-3,
                                             "protocol": {"name": "gitt", "args": {"pulse_s": 600.0, "max_titrations": 3}}}},
             {"kwargs": {"active_mass_g": 6e-3, "protocol": {"name": "cyclic_voltammetry"}}}, "unknown protocol"),
+        "cycle_cell": (
+            {"args": ["cycler", {"name": "galvanostatic", "args": {"rate_mA_g": 100.0, "cycles": 1}}],
+             "kwargs": {"active_mass_g": 6.16e-3, "sample": {"name": "SC-NC91 coin cell"}}},
+            {"kwargs": {"active_mass_g": 6.16e-3, "poll_s": 120.0}}, "poll_s"),
         "calibrate_xrd": (
             {"args": ["xrd", poni_path, "xrd_calibration_geometry"], "kwargs": {"exposure_s": 0.5}},
             {"kwargs": {"calibrant": "NaCl"}}, "calibrant must be one of"),

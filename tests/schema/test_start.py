@@ -90,7 +90,7 @@ def test_the_checked_plans_are_every_cycling_and_alignment_plan():
 
     modules = ("nanostrain.plans.cycling", "nanostrain.plans.alignment")
     assert {name for name, plan in registry().items() if plan.__module__ in modules} == {
-        "operando_xrd", "gitt", "alignment_scan",
+        "operando_xrd", "gitt", "cycle_cell", "alignment_scan",
     }
 
 
@@ -152,6 +152,27 @@ def test_gitt_records_the_electrochemistry_contract(RE, documents, cycler):
     start = started(documents)
     require_start(start)
     assert (start["technique"], start["plan_name"], start["active_mass_g"]) == (ELECTROCHEMISTRY, "gitt", 6.16e-3)
+
+
+def test_cycle_cell_records_the_electrochemistry_contract_and_its_analysis_reads_it(RE, documents, cycler):
+    from nanostrain.callbacks.electrochem import ElectrochemistryCallback
+    from nanostrain.plans.cycling import cycle_cell
+    from nanostrain.plans.protocols import galvanostatic
+
+    analysis = ElectrochemistryCallback()
+    derived: list[tuple[str, dict]] = []
+    analysis.subscribe(lambda name, doc: derived.append((name, doc)))
+    RE.subscribe(analysis)
+    RE(cycle_cell(cycler, galvanostatic(100.0, 1), active_mass_g=6.16e-3, sample={"name": "PC-NC91"}))
+
+    start = started(documents)
+    require_start(start)
+    assert (start["technique"], start["plan_name"], start["active_mass_g"]) == (ELECTROCHEMISTRY, "cycle_cell", 6.16e-3)
+    assert [step["mode"] for step in start["protocol"]] == ["CC_CHARGE", "CC_DISCHARGE"]
+    (cycle,) = [doc["data"] for name, doc in derived if name == "event"]
+    # one cycle (the cycler counts from 0) of the fresh simulated cell: ~240 mAh/g, all given back
+    assert cycle["cycle"] == 0 and 200.0 < cycle["discharge_mAh_g"] < 280.0
+    assert cycle["discharge_mAh_g"] == pytest.approx(cycle["charge_mAh_g"], rel=0.01)
 
 
 def test_alignment_scan_records_the_alignment_contract(RE, documents, bench):
