@@ -138,8 +138,18 @@ EXPOSURE_S = 0.5
 ACTIVE_MASS_G = 4e-3 * 1.54
 
 
-def _derived(session: Session, uid: str, analysis: str):
-    return next(run for run in session.derived_runs(uid) if run.metadata["start"]["analysis"] == analysis)
+def _derived(session: Session, uid: str, analysis: str, timeout_s: float = 120.0):
+    """The derived run of ``analysis`` made of raw run ``uid``, once the catalog holds
+    its stop document (so every stream of it): the catalog writer runs in the
+    background, and a run's stop does not wait for a catalog that is slow to answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = [run for run in session.derived_runs(uid) if run.metadata["start"]["analysis"] == analysis]
+        if runs and runs[0].metadata.get("stop"):
+            return runs[0]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the catalog has no complete {analysis} derived run of {uid} after {timeout_s:.0f} s")
+        time.sleep(0.25)
 
 
 def xrd_cells(quick: bool) -> list[tuple[str, str, float]]:
