@@ -217,9 +217,13 @@ def test_figures_draw_live_and_final_maps_and_sigma_bars():
         plot("event", descriptor.compose_event(data=data, timestamps={k: 0.0 for k in data}))
         assert len(plot.figure.axes) == 6  # three maps and their colour bars
     (image,) = plot.figure.axes[0].images
-    np.testing.assert_allclose(image.get_array(), maps["dd_over_d"])  # the final dd/d panel
+    np.testing.assert_allclose(image.get_array(), 1e3 * maps["dd_over_d"])  # the final dd/d panel, in 10^-3
     sigmas = {"a": {"sigma_dd_over_d": 1e-3, "sigma_theta_xy_deg": 0.01, "sigma_theta_xz_deg": 0.02},
               "b": {"sigma_dd_over_d": 3e-3, "sigma_theta_xy_deg": 0.01, "sigma_theta_xz_deg": 0.01}}
     figure = sigma_figure(sigmas)
-    assert [patch.get_height() for patch in figure.axes[0].patches] == pytest.approx([1e-3, 3e-3])
-    assert len(maps_figure({"a": maps, "b": maps}).axes) == 12
+    assert [patch.get_height() for patch in figure.axes[0].patches] == pytest.approx([1.0, 3.0])  # in 10^-3
+    other = {**maps, "dd_over_d": 3 * maps["dd_over_d"]}
+    figure = maps_figure({"a": maps, "b": other})
+    assert len(figure.axes) == 9  # two samples x three maps, one colour bar per column
+    (dd_a,), (dd_b,) = figure.axes[0].images, figure.axes[3].images
+    assert dd_a.get_clim() == dd_b.get_clim()  # compared panels share one scale

@@ -154,7 +154,7 @@ def test_comparison_figure_shows_slices_and_histograms_with_sigma():
     images = [ax for ax in fig.axes if ax.images]
     assert len(images) == 6  # three orthogonal slices per particle
     legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
-    assert legend == ["NC91: sigma 0.010 eV", "NM91: sigma 0.100 eV"]
+    assert legend == ["NC91: σ = 0.010 eV", "NM91: σ = 0.100 eV"]
 
 
 def test_live_plot_draws_the_result_from_the_derived_run(RE, txm, nm91):

@@ -151,10 +151,12 @@ def test_live_plot_draws_the_operando_figure_from_the_derived_documents(rng):
     for name, doc in out:
         plot(name, doc)
     axes = plot.figure.axes
-    assert len(axes) == 4
-    assert axes[0].collections, "the (003) contour map is drawn"
-    c_line = axes[2].lines[0]
-    assert np.allclose(c_line.get_ydata(), [r["c_A"] / rows[0]["c_A"] for r in rows])
+    assert len(axes) == 5  # (003) map against time, voltage, lattice, anisotropy; the map's colorbar
+    assert axes[0].collections and axes[0].get_ylabel() == "time (h)", "the (003) map is drawn against time"
+    assert axes[4].get_xlabel() == "intensity (a.u.)"
+    anisotropy = axes[3].lines[0]  # c/c0 against (a/a0)^2
+    assert np.allclose(anisotropy.get_ydata(), [r["c_A"] / rows[0]["c_A"] for r in rows])
+    assert np.allclose(anisotropy.get_xdata(), [(r["a_A"] / rows[0]["a_A"]) ** 2 for r in rows])
 
 
 def test_published_rows_are_the_reducers_results(rng):
