@@ -1,7 +1,8 @@
 """Electrochemistry of a cycling run: capacities per cycle, efficiency, retention, GITT.
 
-Reads the ``echem`` stream that the cycling plans record (cycler readings at every poll;
-the data keys are named in the start document's ``echem_keys``) and, when the run ends,
+Reads the ``echem`` stream that the cycling plans record (one event per sample of the
+cycler channel's own data log, `nanostrain.devices.cycler.CyclerLog`, so none is lost
+while the plan is paused or suspended; the data keys are named in the start document's ``echem_keys``) and, when the run ends,
 publishes a derived run with a ``cycles`` stream (charge/discharge capacity in mAh/g,
 coulombic efficiency and retention in %) and, for a GITT run, a ``gitt`` stream (state of
 charge and chemical diffusion coefficient D in cm^2/s per titration, SCIENCE.md eq. 2).

@@ -1,7 +1,8 @@
 """In situ cycling plans: a cycling protocol runs while XRD frames are taken.
 
 `operando_xrd` drives the cycler through a protocol (`plans.protocols`) and, while each
-step runs, records the electrochemistry in the ``echem`` stream at every poll and an XRD
+step runs, records the electrochemistry in the ``echem`` stream (every sample of the
+channel's data log, read at each poll) and an XRD
 frame (with the cycler's readings) in the ``primary`` stream at a cadence in time or in
 specific capacity. A live value published by an analysis (an ophyd-async signal, e.g. the
 XRD callback's ``phase_separation_A``) can densify frames near a transition. With a beam
