@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .analysis.electrochem import capacity_retention
+from .analysis.strain import contraction_pct, shrinkage_from_first_pct
 from .callbacks.figure_style import save_figure
 from .schema.catalog import DERIVED_NODE, RAW_NODE
 
@@ -69,14 +70,12 @@ class XrdCell:
     @property
     def c_contraction_pct(self) -> float:
         """Contraction of c over the run, 100 (c_max - c_min) / c_max (%)."""
-        c = self.table["c_A"][np.isfinite(self.table["c_A"])]
-        return float(100 * (c.max() - c.min()) / c.max()) if c.size else math.nan
+        return contraction_pct(self.table["c_A"])
 
     @property
     def volume_shrinkage_pct(self) -> float:
         """Shrinkage of the cell volume from the first frame, 100 (V_0 - V_min) / V_0 (%)."""
-        volume = self.table["volume_A3"][np.isfinite(self.table["volume_A3"])]
-        return float(100 * (volume[0] - volume.min()) / volume[0]) if volume.size else math.nan
+        return shrinkage_from_first_pct(self.table["volume_A3"])
 
     @property
     def max_dc_A(self) -> float:

@@ -24,3 +24,11 @@ def test_strain_broadcasts_over_d_and_d0():
 def test_strain_rejects_a_non_positive_reference():
     with pytest.raises(ValueError, match="d0"):
         strain([4.7], [0.0])
+
+
+def test_contraction_and_shrinkage_over_a_run_know_their_answers():
+    from nanostrain.analysis.strain import contraction_pct, shrinkage_from_first_pct
+
+    assert contraction_pct([14.2, np.nan, 14.5, 13.63]) == pytest.approx(100 * (14.5 - 13.63) / 14.5)
+    assert shrinkage_from_first_pct([np.nan, 100.0, 101.0, 92.2]) == pytest.approx(7.8)
+    assert np.isnan(contraction_pct([np.nan])) and np.isnan(shrinkage_from_first_pct([]))
