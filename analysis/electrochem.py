@@ -10,12 +10,14 @@ between samples k and k+1 is I_k (t_{k+1} - t_k).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import gaussian_filter1d
+from scipy.optimize import OptimizeWarning, brentq, curve_fit
 
 ArrayLike = npt.ArrayLike
 
@@ -34,9 +36,22 @@ GITT_DTYPE = np.dtype(
         ("E_after_V", float),  # relaxed potential at the end of the rest after
         ("dEs_V", float),  # E_after - E_before
         ("dE_dsqrt_t", float),  # V / s^0.5, slope in the sqrt(t) window
-        ("D", float),  # chemical diffusion coefficient, cm^2/s
+        ("D", float),  # chemical diffusion coefficient, eq. (2), cm^2/s
+        ("relaxation_rate_per_s", float),  # k of the rest's slowest exponential, 1/s
+        ("D_relaxation", float),  # k r_p^2 / a_1^2, cm^2/s
     ]
 )
+
+#: a_1, a_2: the first two positive roots of tan(a) = a; mode n of diffusion in a sphere
+#: with a closed surface decays as exp(-a_n^2 D t / r_p^2) (Crank, The Mathematics of
+#: Diffusion, 6.3).
+SPHERE_SLOWEST_ROOT, SPHERE_SECOND_ROOT = (
+    float(brentq(lambda a: math.tan(a) - a, n * math.pi + 1e-9, (n + 0.5) * math.pi - 1e-9)) for n in (1, 2)
+)
+
+#: The rest's tail is fitted from where the potential is within this fraction of its
+#: initial distance to the relaxed value (modes 3 and up, a_n^2 >= 5.9 a_1^2, are gone).
+RELAXATION_TAIL_FRACTION = 0.3
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -82,6 +97,23 @@ def gitt_diffusion(
     sqrt(t - t_start) during the pulse, fitted by least squares where
     sqrt_t_window[0] <= sqrt(t - t_start) <= sqrt_t_window[1] (s^0.5).
 
+    Eq. (2) assumes sqrt(D t) << r_p over the window. When r_p^2 / D is not much longer
+    than the window (r_p = 2 um, D = 3e-11 cm^2/s: r_p^2 / D = 1300 s against t <= 400 s)
+    the sphere's curvature adds a term dEs t / (3 tau) to the transient, the fitted slope
+    grows and eq. (2) returns D several times too low. The rest after the pulse measures D
+    without that assumption: once the faster modes have gone, the potential relaxes as
+
+        E(t) = E_inf + A_1 exp(-k t) + A_2 exp(-(a_2 / a_1)^2 k t),   D_relaxation = k r_p^2 / a_1^2
+
+    (the two slowest modes of diffusion in a sphere with a closed surface, tan a_n = a_n,
+    a_1 = 4.4934, a_2 = 7.7253; U linear in x over the small remaining gradient), fitted by
+    least squares (E_inf, A_1, A_2, k) from the first rest sample within
+    RELAXATION_TAIL_FRACTION of the initial distance |E - E_after| to the end of the rest.
+    It needs the tail sampled at least 5 times within its first 2/k and lasting 3/k (NaN
+    otherwise, or if the fit fails). A first pulse from the pristine state (x = 1, where U
+    falls by ~1 V over the first 2 % of Li) breaks eq. (2)'s linear U: its dEs, and its D,
+    come out ~10x too high; the relaxation, at the x after the pulse, is unaffected.
+
     Pulses are the runs of samples with |current| > current_threshold_A (default 10 % of
     the largest |current|); a pulse starts at its first sample and lasts until the first
     rest sample after it (tau). Pulses without a rest sample on both sides are left out;
@@ -123,15 +155,48 @@ def gitt_diffusion(
         e_before, e_after = relaxed(previous_stop, start), relaxed(stop, next_start)
         d_es = e_after - e_before
         diffusion = 4.0 / (9.0 * math.pi) * (radius_cm / tau * d_es / slope) ** 2
+        rate = _relaxation_rate(t[stop:next_start] - t[stop], potential[stop:next_start], e_after)
         charge = dq[:stop].sum() / _AS_PER_MAH
         rows.append(
             (i, t[start], tau, current[start:stop].mean(), charge, np.abs(dq[:stop]).sum(),
-             e_before, e_after, d_es, slope, diffusion)
+             e_before, e_after, d_es, slope, diffusion, rate,
+             rate * radius_cm**2 / SPHERE_SLOWEST_ROOT**2)
         )
     table = np.array(rows, dtype=GITT_DTYPE)
     if table.size:
         table["soc"] /= table["soc"][-1]
     return table
+
+
+def _relaxation_rate(t_s: np.ndarray, potential_V: np.ndarray, relaxed_V: float) -> float:
+    """k (1/s) of the two-mode relaxation fitted to a rest's tail (`gitt_diffusion`); NaN if
+    the tail is not sampled at least 5 times in its first 2/k, lasts less than 3/k, or the
+    fit fails."""
+    distance = np.abs(potential_V - relaxed_V)
+    if distance.size < 2 or not distance[0] > 0:
+        return math.nan
+    tail = np.flatnonzero(distance <= RELAXATION_TAIL_FRACTION * distance[0])
+    if tail.size < 5:
+        return math.nan
+    t, e = t_s[tail[0]:], potential_V[tail[0]:]
+    t = t - t[0]
+    below = np.flatnonzero(np.abs(e - relaxed_V) <= np.abs(e[0] - relaxed_V) / math.e)
+    guess = 1.0 / max(t[below[0]] if below.size else t[-1], t[1])
+
+    second = (SPHERE_SECOND_ROOT / SPHERE_SLOWEST_ROOT) ** 2
+
+    def model(time: np.ndarray, e_inf: float, first: float, other: float, rate: float) -> np.ndarray:
+        return e_inf + first * np.exp(-rate * time) + other * np.exp(-second * rate * time)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OptimizeWarning)  # a singular fit: k undetermined
+        try:
+            (*_, rate), _ = curve_fit(model, t, e, p0=(relaxed_V, e[0] - relaxed_V, 0.0, guess), maxfev=4000)
+        except (RuntimeError, ValueError, OptimizeWarning):
+            return math.nan
+    if not (rate > 0 and rate * t[-1] >= 3.0 and np.count_nonzero(rate * t <= 2.0) >= 5):
+        return math.nan  # not several 1/k long, or fewer than 5 samples in its first 2/k
+    return float(rate)
 
 
 class Conductivity(NamedTuple):

@@ -24,9 +24,10 @@ peak, the centre of mass is pulled inwards; `refine_gaussian` fits the peak inst
 
 Streaming: since q' = M(th) q_lab with one rotation per frame, sum_pixels I q' = M(th)
 sum_pixels I q_lab, so a frame reduces to four numbers [sum I, sum I dq_lab] (dq_lab = q_lab -
-q0, centred for float32 precision) by one matrix product frame_flat @ W with W (pixels, 4)
-computed once. `SxdmAccumulator` keeps only these sums per raster pixel (memory independent
-of the number of frames and of the detector size). To correct drift between angles it keeps
+q0, centred for float32 weights) by four weighted sums over its pixels with weights W
+(4, pixels) computed once (`weighted_sums`: one pass over the frame as stored, float64
+sums). `SxdmAccumulator` keeps only these sums per raster pixel (memory independent of the
+number of frames and of the detector size). To correct drift between angles it keeps
 them per angle (n_theta x ny x nx x 4 float64: 32 bytes per angle and raster pixel, e.g.
 13 MB for 41 x 100 x 100), registers the per-angle intensity maps at the end and adds the
 shifted sums. When the shifts are known beforehand (e.g. from fluorescence maps, or none)
@@ -35,6 +36,7 @@ they are applied as frames arrive and only ny x nx x 4 sums are kept, independen
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import least_squares
+from skimage.filters import threshold_otsu
 
 from nanostrain.analysis.frame_quality import FrameQuality, assess_frame
 from nanostrain.analysis.sxdm_geometry import (
@@ -53,25 +56,29 @@ from nanostrain.analysis.sxdm_geometry import (
     sample_rotation,
 )
 from nanostrain.analysis.sxdm_register import register_maps, shift_maps, splat_add
+from nanostrain.analysis.weighted_sums import weighted_frame_sums
 
 __all__ = [
     "SxdmAccumulator",
     "SxdmMaps",
     "SxdmSigma",
     "maps_from_sums",
+    "signal_mask",
     "refine_gaussian",
     "strain_maps",
 ]
-
-FRAMES_PER_BLOCK = 16
-"""Frames converted to float32 and multiplied together (4 MB for 256 x 256; measured best:
-smaller blocks make the BLAS product less efficient, larger ones fall out of cache)."""
 
 FRAMES_PER_THREAD = 32
 """Below this many frames per worker thread, a batch is reduced in the calling thread."""
 
 DEFAULT_MASK_FRACTION = 0.2
 """Particle mask: raster pixels whose integrated intensity is >= this fraction of the maximum."""
+
+SIGNAL_NOISE_SIGMAS = 5.0
+"""Maps are defined where the integrated intensity is >= this many sigmas of the off-particle noise..."""
+
+SIGNAL_FLOOR_FRACTION = 0.02
+"""... and >= this fraction of the particle's typical (median) intensity (`signal_mask`)."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,11 @@ class SxdmMaps:
     dd_over_d: (d - d_ref) / d_ref; theta_xy, theta_xz: lattice rotations (deg) minus their
     references; mask: particle mask (True inside); sigma: standard deviations over the mask;
     d_ref (A), theta_xy_ref, theta_xz_ref (deg): the references used; shifts_px (n_theta, 2):
-    the (rows, cols) shift in raster pixels applied to each angle's maps (zeros if none).
-    Maps are defined over the whole raster; only `mask` pixels enter references and sigma.
+    the (rows, cols) shift in raster pixels applied to each angle's maps (zeros if none);
+    signal: pixels holding a diffraction signal (`signal_mask`), signal_threshold: its
+    integrated-intensity threshold (counts). intensity covers the whole raster; q, d,
+    dd_over_d and the rotations are NaN outside `signal` (off the particle: noise, not
+    data); only `mask` pixels (a subset of `signal`) enter references and sigma.
     """
 
     intensity: NDArray[np.float64]
@@ -111,6 +121,36 @@ class SxdmMaps:
     theta_xy_ref: float
     theta_xz_ref: float
     shifts_px: NDArray[np.float64]
+    signal: NDArray[np.bool_]
+    signal_threshold: float
+
+
+def signal_mask(
+    intensity: ArrayLike, n_sigma: float = SIGNAL_NOISE_SIGMAS, floor_fraction: float = SIGNAL_FLOOR_FRACTION
+) -> tuple[NDArray[np.bool_], float]:
+    """Raster pixels holding a diffraction signal, from the integrated intensity map I (counts).
+
+    signal = I >= threshold,  threshold = max(n_sigma * s, floor_fraction * median(I | I >= I_otsu)),
+
+    s = sqrt(mean(I^2 | I < 0)) is the noise off the particle: background-subtracted
+    intensity there scatters symmetrically about zero, so its negative half has the rms of
+    the whole (s = 0 when no pixel is negative, e.g. background not subtracted); I_otsu is
+    the Otsu threshold of the map (`skimage.filters.threshold_otsu`), whose bright side's
+    median is the particle's typical intensity: the floor keeps an unsubtracted background
+    or a noise-free map from counting as signal. Returns (signal, threshold).
+    """
+    intensity = np.asarray(intensity, dtype=np.float64)
+    finite = intensity[np.isfinite(intensity)]
+    if finite.size == 0 or not finite.max() > 0:
+        return np.zeros(intensity.shape, dtype=bool), float("inf")
+    negative = finite[finite < 0.0]
+    noise = float(np.sqrt(np.mean(negative**2))) if negative.size else 0.0
+    # a map uniform to rounding (ptp within 1e-9 of its maximum) has no bright side to split off
+    uniform = np.ptp(finite) <= 1e-9 * float(finite.max())
+    split = float(finite.max()) if uniform else float(threshold_otsu(finite))
+    threshold = max(n_sigma * noise, floor_fraction * float(np.median(finite[finite >= split])))
+    with np.errstate(invalid="ignore"):
+        return intensity >= threshold, threshold
 
 
 def maps_from_sums(
@@ -123,13 +163,15 @@ def maps_from_sums(
 ) -> SxdmMaps:
     """`SxdmMaps` from per-pixel sums: intensity = sum I (ny, nx), q_sum = sum I q' (3, ny, nx).
 
-    Q = q_sum / intensity; the particle mask is `particle_mask` if given, else
-    intensity >= mask_fraction * max(intensity) (and Q defined); d_ref = median of d over
+    Q = q_sum / intensity where the pixel holds a signal (`signal_mask`; else NaN, and so
+    is every map derived from Q); the particle mask is `particle_mask` if given, else
+    intensity >= mask_fraction * max(intensity), within the signal; d_ref = median of d over
     the mask unless given (A); angle references are medians over the mask.
     """
     intensity = np.asarray(intensity, dtype=np.float64)
+    signal, threshold = signal_mask(intensity)
     with np.errstate(invalid="ignore", divide="ignore"):
-        q = np.where(intensity > 0.0, np.asarray(q_sum, dtype=np.float64) / intensity, np.nan)
+        q = np.where(signal & (intensity > 0.0), np.asarray(q_sum, dtype=np.float64) / intensity, np.nan)
     d, theta_xy, theta_xz = d_tilts_from_q(q)
     if particle_mask is None:
         mask = (intensity >= mask_fraction * np.max(intensity)) & np.isfinite(d)
@@ -157,6 +199,8 @@ def maps_from_sums(
         theta_xy_ref=xy_ref,
         theta_xz_ref=xz_ref,
         shifts_px=np.asarray(shifts_px, dtype=np.float64),
+        signal=np.isfinite(d),
+        signal_threshold=threshold,
     )
 
 
@@ -210,12 +254,12 @@ class SxdmAccumulator:
         valid = valid[self._roi].ravel()
         lab = detector_lab_q(geometry, self.frame_shape)[(slice(None),) + self._roi].reshape(3, -1)
         self._q0 = lab[:, valid].mean(axis=1)
-        weights = np.concatenate([valid[None, :], (lab - self._q0[:, None]) * valid]).T  # (pixels, 4)
-        self._weights = np.ascontiguousarray(weights, dtype=np.float32)
+        weights = np.concatenate([valid[None, :], (lab - self._q0[:, None]) * valid])  # (4, pixels)
+        self._weights = weights.astype(np.float32).reshape(4, r1 - r0, c1 - c0)
         self._background = np.broadcast_to(np.asarray(background, dtype=np.float64), self.frame_shape)
         self.saturation = saturation
         bg = self._background[self._roi].ravel()
-        self._background_sums = bg @ self._weights.astype(np.float64)
+        self._background_sums = self._weights.reshape(4, -1).astype(np.float64) @ bg
         self._rotations = sample_rotation(self.thetas_deg)
         self._n_threads = n_threads or _usable_cpus()
         self._pool: ThreadPoolExecutor | None = None
@@ -227,6 +271,50 @@ class SxdmAccumulator:
             self._shifts = np.broadcast_to(np.asarray(shifts_px, dtype=np.float64), (n_theta, 2)).copy()
             self._sums = np.zeros((ny, nx, 4))  # sample frame [sum I, sum I q']
         self.n_frames = 0
+
+    def __add__(self, other: SxdmAccumulator) -> SxdmAccumulator:
+        """The state of both accumulators' frames: a new accumulator whose sums are
+        self's + other's (a reduction split over frames, merged; the frames may be any
+        split, in any order). Exact up to float64 rounding (sums of disjoint raster
+        cells, e.g. per-angle sums of different frames, add exactly). Both must reduce
+        frames the same way: same thetas, raster, frame shape, ROI, detector mask,
+        background, saturation and shift mode; else ValueError."""
+        if not isinstance(other, SxdmAccumulator):
+            return NotImplemented
+        mine, theirs = self._reduction(), other._reduction()
+        differ = [name for name in mine if not np.array_equal(mine[name], theirs[name])]
+        if differ or self.geometry != other.geometry:
+            raise ValueError(f"cannot merge SXDM accumulators that reduce frames differently: {differ or ['geometry']}")
+        merged = copy.copy(self)  # shares the read-only weights; fresh sums, no thread pool
+        merged._sums = self._sums + other._sums
+        merged._pool = None
+        merged.n_frames = self.n_frames + other.n_frames
+        return merged
+
+    def _reduction(self) -> dict[str, object]:
+        """What decides how a frame adds to the sums (compared by `__add__`)."""
+        return {
+            "thetas_deg": self.thetas_deg, "raster_shape": self.raster_shape, "frame_shape": self.frame_shape,
+            "roi": (self._roi[0].start, self._roi[0].stop, self._roi[1].start, self._roi[1].stop),
+            "mask": self._dead, "background": self._background, "saturation": self.saturation,
+            "shifts_px": np.array([]) if self._shifts is None else self._shifts,
+        }
+
+    def first_angles(self, n: int) -> SxdmAccumulator:
+        """The state of the frames of the first n angles alone (per-angle sums kept): the
+        running state after angle n - 1 of frames that arrive angle by angle (n_frames
+        stays the whole state's count)."""
+        if self._shifts is not None:
+            raise ValueError("per-angle sums are not kept when shifts_px is given")
+        part = copy.copy(self)
+        part._sums = self._sums.copy()
+        part._sums[n:] = 0.0
+        part._pool = None
+        return part
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled without its thread pool (a partial state sent between processes)."""
+        return {**self.__dict__, "_pool": None}
 
     @property
     def nbytes(self) -> int:
@@ -262,8 +350,8 @@ class SxdmAccumulator:
         """Add a batch of frames (B, rows, cols); indices are ints or arrays broadcastable to (B,).
 
         Repeated (theta_index, iy, ix) add up. Large batches are split over worker threads
-        (numpy and BLAS release the GIL), each converting blocks of FRAMES_PER_BLOCK frames
-        to float32 and reducing them with one matrix product.
+        (the `weighted_sums` kernel releases the GIL), which read the frames as they are
+        stored: no converted copy, so no memory per call beyond the (B, 4) sums.
         """
         frames = np.asarray(frames)
         if frames.ndim != 3 or frames.shape[1:] != self.frame_shape:
@@ -297,25 +385,21 @@ class SxdmAccumulator:
 
     def _reduce(self, frames: NDArray) -> NDArray[np.float64]:
         """[sum I, sum I dq_lab] (B, 4) of raw frames over the ROI (no background subtraction)."""
-        cropped = frames[(slice(None),) + self._roi]
-        n_workers = min(self._n_threads, cropped.shape[0] // FRAMES_PER_THREAD)
+        origin = (self._roi[0].start, self._roi[1].start)
+        out = np.empty((frames.shape[0], 4))
+        n_workers = min(self._n_threads, frames.shape[0] // FRAMES_PER_THREAD)
         if n_workers <= 1:
-            return self._reduce_block(cropped)
+            return weighted_frame_sums(frames, self._weights, origin, out)
         if self._pool is None:  # idle workers exit when the accumulator is garbage-collected
             self._pool = ThreadPoolExecutor(self._n_threads, thread_name_prefix="sxdm")
-        return np.concatenate(list(self._pool.map(self._reduce_block, np.array_split(cropped, n_workers))))
-
-    def _reduce_block(self, frames: NDArray) -> NDArray[np.float64]:
-        """`_reduce` of one worker's frames, FRAMES_PER_BLOCK at a time through a float32 buffer."""
-        n = frames.shape[0]
-        buffer = np.empty((min(n, FRAMES_PER_BLOCK),) + frames.shape[1:], dtype=np.float32)
-        flat = buffer.reshape(buffer.shape[0], -1)
-        out = np.empty((n, 4), dtype=np.float32)
-        for start in range(0, n, FRAMES_PER_BLOCK):
-            k = min(FRAMES_PER_BLOCK, n - start)
-            np.copyto(buffer[:k], frames[start : start + k], casting="unsafe")
-            np.matmul(flat[:k], self._weights, out=out[start : start + k])
-        return out.astype(np.float64)
+        bounds = np.linspace(0, frames.shape[0], n_workers + 1).astype(int)
+        jobs = [
+            self._pool.submit(weighted_frame_sums, frames[a:b], self._weights, origin, out[a:b])
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+        for job in jobs:
+            job.result()  # waits, and re-raises a worker's error
+        return out
 
     def result(
         self,
@@ -408,14 +492,21 @@ def _accumulate_items(
     settings: dict,
     batch_frames: int,
 ) -> SxdmAccumulator:
-    """Accumulator fed from (theta_index, iy, ix, frame) items, stacked batch_frames at a time."""
+    """Accumulator fed from (theta_index, iy, ix, frame) items, stacked batch_frames at a time
+    into one reused buffer (a fresh array per batch costs page faults: 1.2x the CPU time for
+    256 x 256 uint16 frames, 512 per batch); a batch of another dtype gets a buffer of its own."""
     block = [item for _, item in zip(range(batch_frames), items)]
     if not block:
         raise ValueError("no frames")
     acc = SxdmAccumulator(geometry, thetas, raster_shape, np.shape(block[0][3]), **settings)
+    buffer = np.empty(0)
     while block:
         index = np.array([item[:3] for item in block], dtype=np.intp)
-        acc.add_many(index[:, 0], index[:, 1], index[:, 2], np.stack([np.asarray(item[3]) for item in block]))
+        frames = [np.asarray(item[3]) for item in block]
+        dtype = np.result_type(*frames)
+        if buffer.dtype != dtype or buffer.shape[0] < len(frames):
+            buffer = np.empty((batch_frames,) + frames[0].shape, dtype=dtype)
+        acc.add_many(index[:, 0], index[:, 1], index[:, 2], np.stack(frames, out=buffer[: len(frames)]))
         block = [item for _, item in zip(range(batch_frames), items)]
     return acc
 

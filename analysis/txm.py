@@ -9,11 +9,13 @@ slice; then per voxel the XANES functions of :mod:`nanostrain.analysis.xanes`
 Geometry and units (parallel beam). A sinogram is ``(n_angles, n_cols)`` (or a stack
 ``(n_angles, n_rows, n_cols)``) of line integrals of the attenuation, in units of
 attenuation-per-pixel x pixels, i.e. the absorbance ``-ln T``. A slice is ``(n_cols,
-n_cols)`` in attenuation per pixel. Pixel (row r, column c) sits at x = c - (n-1)/2,
-y = (n-1)/2 - r from the rotation axis (y up); the projection at angle theta (degrees at
+n_cols)`` in attenuation per pixel. Pixel (row r, column c) sits at x = c - n//2,
+y = n//2 - r from the rotation axis (y up); the projection at angle theta (degrees at
 the interface) is p(t) = integral of f along x cos(theta) + y sin(theta) = t, and
-detector column j sees t = j - center. These are scikit-image's ``radon`` conventions
-(for odd n, where its centre n//2 equals (n-1)/2).
+detector column j sees t = j - center, the centre n//2 by default. These are
+scikit-image's ``radon``/``iradon`` conventions (``circle=True``) at odd and even widths
+(at even n the axis sits on column n/2, not between the two middle columns; tomopy
+likewise defaults the centre to n/2).
 
 Fourier backprojection. Filtered backprojection,
 
@@ -211,6 +213,19 @@ def find_center(sinogram: ArrayLike, angles_deg: ArrayLike) -> float:
             f"sinogram must be (n_angles >= 2, [n_rows,] n_cols) with n_angles = "
             f"len(angles_deg); got {data.shape} and {angles.shape}"
         )
+    first, second = opposed_pair(angles)
+    reference = data[first].reshape(-1, data.shape[-1])
+    mirrored = data[second].reshape(-1, data.shape[-1])[:, ::-1]
+    shift = phase_cross_correlation(
+        reference, mirrored, upsample_factor=100, normalization=None
+    )[0][-1]
+    return float((data.shape[-1] - 1 + shift) / 2.0)
+
+
+def opposed_pair(angles_deg: ArrayLike) -> tuple[int, int]:
+    """Indices of the two projections `find_center` compares: the pair whose angular
+    separation is closest to 180 deg; ValueError if none is within half an angular step."""
+    angles = np.asarray(angles_deg, dtype=np.float64)
     order = np.argsort(angles)
     sorted_angles = angles[order]
     partner = np.clip(np.searchsorted(sorted_angles, sorted_angles + 180.0), 1, angles.size - 1)
@@ -223,12 +238,7 @@ def find_center(sinogram: ArrayLike, angles_deg: ArrayLike) -> float:
             f"no two projections 180 deg apart (closest pair {angles[first]:.3f} and "
             f"{angles[second]:.3f} deg); find_center needs a 0-180 deg scan"
         )
-    reference = data[first].reshape(-1, data.shape[-1])
-    mirrored = data[second].reshape(-1, data.shape[-1])[:, ::-1]
-    shift = phase_cross_correlation(
-        reference, mirrored, upsample_factor=100, normalization=None
-    )[0][-1]
-    return float((data.shape[-1] - 1 + shift) / 2.0)
+    return int(first), int(second)
 
 
 # ------------------------------------------------------------------ Fourier gridding
@@ -257,21 +267,21 @@ class PolarGrid:
     ``gridding`` (M (M/2+1) x 2J, real) maps [c; conj(c)] to the half-spectrum of the
     Hermitian Cartesian grid whose real inverse FFT is Re sum_j c_j exp(2 pi i ...).
     ``length`` is the projection DFT length L, ``n`` the detector columns (image side).
+    Image pixels sit at the centred indices (x, y) = (c - n//2, n//2 - r).
     """
 
     n: int
     length: int
     grid: int
     flipped: np.ndarray
-    shift_phase: np.ndarray
     gridding: scipy.sparse.csr_array
     deapodization: np.ndarray
     crop: np.ndarray
     angle_weights: np.ndarray
 
     def rotation_axis(self, center: float | None) -> float:
-        """Detector column of the rotation axis: ``center``, or (n - 1)/2 if None."""
-        axis = (self.n - 1) / 2 if center is None else float(center)
+        """Detector column of the rotation axis: ``center``, or n//2 if None."""
+        axis = self.n // 2 if center is None else float(center)
         if not 0.0 <= axis <= self.n - 1:
             raise ValueError(f"center must lie on the detector, 0 ... {self.n - 1}, got {axis}")
         return axis
@@ -288,7 +298,7 @@ class PolarGrid:
         """
         c = coefficients.astype(np.complex64)
         c[self.flipped] = np.conj(c[self.flipped])
-        c = c.reshape(-1, c.shape[-1]) * self.shift_phase[:, None]
+        c = c.reshape(-1, c.shape[-1])
         stacked = np.concatenate([c, np.conj(c)])
         spectrum = (self.gridding @ stacked.view(np.float32)).view(np.complex64)
         spectrum = spectrum.reshape(self.grid, self.grid // 2 + 1, -1)
@@ -314,7 +324,6 @@ class PolarGrid:
         sampled = (self.gridding.T @ flat.view(np.float32)).view(np.complex64)
         n_points = sampled.shape[0] // 2
         values = 2.0 * (sampled[:n_points] + np.conj(sampled[n_points:]))
-        values = values * np.conj(self.shift_phase)[:, None]
         values = values.reshape(self.flipped.size, -1, n_slices)
         values[self.flipped] = np.conj(values[self.flipped])
         return values
@@ -351,9 +360,6 @@ def _polar_grid(n: int, angles_key: bytes) -> PolarGrid:
     omega = np.arange(length // 2 + 1) / length
     u = (sign * cos)[:, None] * omega  # cycles/pixel, >= 0
     v = (sign * sin)[:, None] * omega
-    # Image offsets: x = m + delta, y = -n - delta (centred indices m, n; delta = 0 or 1/2).
-    delta = n // 2 - (n - 1) / 2
-    shift_phase = np.exp(2j * np.pi * delta * (u - v)).ravel().astype(np.complex64)
     n_points = u.size
     taps = np.arange(_KERNEL_WIDTH, dtype=np.int32)
 
@@ -398,7 +404,6 @@ def _polar_grid(n: int, angles_key: bytes) -> PolarGrid:
         length=length,
         grid=grid,
         flipped=flipped,
-        shift_phase=shift_phase,
         gridding=gridding,
         deapodization=deapodization[:, None] * deapodization[None, :],
         crop=np.mod(centred, grid),
@@ -419,9 +424,10 @@ def polar_grid(n: int, angles_deg: ArrayLike, n_angles: int | None = None) -> Po
 
 
 def _circle_mask(n: int) -> np.ndarray:
-    """Pixels within the inscribed circle of radius n/2 about the rotation axis."""
-    r = np.arange(n) - (n - 1) / 2
-    return r[:, None] ** 2 + r[None, :] ** 2 <= (n / 2) ** 2
+    """Pixels within the circle of radius n//2 about the image centre (n//2, n//2), as
+    scikit-image's ``iradon(circle=True)`` keeps."""
+    r = np.arange(n) - n // 2
+    return r[:, None] ** 2 + r[None, :] ** 2 <= (n // 2) ** 2
 
 
 def _as_stack(array: ArrayLike, name: str) -> tuple[np.ndarray, bool]:
@@ -468,17 +474,19 @@ def reconstruct(
     t = x cos theta + y sin theta (pixels from the rotation axis at detector column
     ``center``). Projections are edge-padded to L ~ 1.25 n_cols before filtering.
 
-    Cost at 1024 columns x 721 angles (benchmarks/bench_txm.py, one core): ~0.6 s to
-    build the geometry's operator on first use, then ~0.05 s per slice for a sinogram
-    stack (0.06 s for a lone slice); algotom's numba FBP takes ~0.7 s per slice on two
-    cores. The operator (140 MB at this size) is cached for 4 geometries.
+    Cost at 1024 (and 1023) columns x 721 angles (benchmarks/bench_txm.py, one core,
+    2026-12-07, machine shared with other work): 0.6-1.2 s to build the geometry's
+    operator on first use, then 0.03-0.05 s per slice for a sinogram stack (0.09-0.12 s
+    for a lone slice); algotom's numba FBP takes 0.9-2.0 s per slice on 1-2 cores, at a
+    higher error than the default filter (0.048 vs 0.045). The operator (140 MB at this
+    size) is cached for 4 geometries.
 
     Parameters
     ----------
     sinogram : (n_angles, n_cols) or (n_angles, n_rows, n_cols); line integrals
         (absorbance, attenuation-per-pixel x pixels).
     angles_deg : (n_angles,) degrees; any order, any spacing.
-    center : rotation axis, detector column (pixels, subpixel); None = (n_cols - 1)/2.
+    center : rotation axis, detector column (pixels, subpixel); None = n_cols//2.
     algorithm : "fbp" (the only one).
     filter_name : "linear" (default), "ramp", "shepp-logan", "cosine", "hamming" or
         "hann". "linear" is W = sinc^2(w), the transfer function of the linear

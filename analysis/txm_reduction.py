@@ -25,14 +25,17 @@ order they were taken:
    (`reconstruct`; 3D for tomography, the projection itself for 2D maps);
 3. smooths each energy's volume with a Gaussian of ``smooth_voxels`` sigma (the usual
    TXM-XANES voxel averaging: at 2e4 counts per pixel one voxel's spectrum alone gives its
-   WL energy to ~0.8 eV; after smoothing and PCA, ~0.05 eV). 2D maps are not smoothed: a
+   WL energy to ~0.8 eV; after smoothing and the subspace fit, 0.03 eV on the phantom of
+   tests/analysis/test_txm.py). 2D maps are not smoothed: a
    projection already integrates the particle along the beam;
 4. masks the particle: edge jump J = mean(mu at the top k energies) - mean(mu at the
    bottom k), k = max(1, n_energies // 7), above Otsu's threshold, eroded by
    ``mask_erosion`` + ceil(smooth_voxels) voxels (partial volumes at the surface);
-5. denoises the particle's spectra (`pca_denoise`, Gavish-Donoho rank) and fits the
-   white-line energy per voxel (`whiteline_energy`, local quadratic, h = 1 after PCA,
-   h = 2 without);
+5. fits the white-line energy per voxel: the maximum of the quintic spline of the
+   particle's spectra projected onto their mean + leading principal components
+   (Gavish-Donoho rank; `whiteline_operator`, the default method of `whiteline_energy`),
+   or without ``denoise`` the 5-point local quadratic (`whiteline_energy`
+   ``method="quadratic"``);
 6. histogram, mean and sigma over the mask (`whiteline_statistics`).
 
 Frames: every frame is checked first (`analysis.frame_quality.assess_frame`: the camera's
@@ -63,10 +66,10 @@ from skimage.filters import threshold_otsu
 
 from nanostrain.analysis.frame_quality import BAD, NO_SIGNAL, FrameQuality, assess_frame, fill_nearest
 from nanostrain.analysis.txm import find_center, normalize, reconstruct, register
-from nanostrain.analysis.xanes import WhitelineStatistics, pca_denoise, whiteline_energy, whiteline_statistics
+from nanostrain.analysis.xanes import WhitelineStatistics, whiteline_energy, whiteline_operator, whiteline_statistics
 
-#: Fewest complete energies for a white-line fit: `whiteline_energy`'s 5-point quadratic
-#: (half width 2, used unless PCA denoising applies) with its maximum inside, 5 + 2.
+#: Fewest complete energies for a white-line fit: the 5-point quadratic (without
+#: denoising) with its maximum inside, 5 + 2; the subspace spline needs 6.
 MIN_ENERGIES = 7
 
 #: Acquisition modes: a tomogram per energy, or one projection per energy (2D map).
@@ -98,7 +101,8 @@ class XanesOptions:
     smooth_voxels : Gaussian sigma (voxels) applied to each energy's volume before the
         per-voxel fit (0: none; tomography only).
     mask_erosion : voxels removed from the Otsu mask's surface, besides ceil(smooth_voxels).
-    denoise : PCA-denoise the particle's spectra before the white-line fit.
+    denoise : fit the white line in the particle's principal subspace (`whiteline_operator`);
+        False: the 5-point quadratic on each voxel alone.
     registration_angles : angles whose median shift registers each energy (>= 1).
     bins : histogram bins of the white-line energies (>= 1).
     """
@@ -165,22 +169,102 @@ class EnergyPreview:
     image: np.ndarray
 
 
-def _register_energies(absorbance: np.ndarray, reference: int, n_angles: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shift every energy's projections onto the reference energy's (step 1 of the notes)."""
-    picks = np.unique(np.linspace(0, absorbance.shape[1] - 1, min(n_angles, absorbance.shape[1])).round().astype(int))
-    shifts = np.median(
-        np.stack([register(absorbance[:, a], reference=absorbance[reference, a])[1] for a in picks]), axis=0
-    )
-    registered = np.empty_like(absorbance)
-    for e, shift in enumerate(shifts):
-        for a, image in enumerate(absorbance[e]):
-            registered[e, a] = scipy.ndimage.shift(image, shift, order=3, mode="nearest")
-    return registered, shifts
+def screen_frame(
+    kind: str,
+    image: ArrayLike,
+    frame_shape: tuple[int, int] | None = None,
+    dead_mask: np.ndarray | None = None,
+    saturation: float | None = None,
+) -> tuple[FrameQuality, str, np.ndarray | None]:
+    """One frame of ``kind`` checked (module notes, "Frames"): (quality, the reason it is
+    skipped or "", the frame to use with its masked pixels filled (float32) or None).
+    ``frame_shape``: the camera's (rows, cols); None takes the frame's own."""
+    array = np.asarray(image)
+    shape = frame_shape or (array.shape if array.ndim == 2 else None)
+    if shape is None:
+        quality = FrameQuality(BAD, f"a frame of shape {array.shape} is not an image (rows, cols)")
+        return quality, quality.reason, None
+    quality, mask = assess_frame(array, shape, dead_mask=dead_mask, saturation=saturation)
+    if not quality.usable:
+        return quality, quality.reason, None
+    if quality.status == NO_SIGNAL and kind != "dark" and not np.max(array[~mask]) > 0:
+        return quality, f"{quality.reason}; a {kind} without counts measures no transmission", None
+    return quality, "", fill_nearest(array, mask)
 
 
-def _particle_mask(edge_jump: np.ndarray, erosion: int) -> np.ndarray:
-    """Voxels whose edge jump exceeds Otsu's threshold, eroded by ``erosion`` voxels."""
-    mask = edge_jump > threshold_otsu(edge_jump)
+OTSU_BINS = 256
+"""Histogram bins of the edge jump for Otsu's threshold (scikit-image's default)."""
+
+
+def registration_picks(n_angles: int, registration_angles: int) -> np.ndarray:
+    """Indices of the (up to ``registration_angles``) evenly spaced angles whose median
+    shift registers each energy (step 1 of the module notes)."""
+    return np.unique(np.linspace(0, n_angles - 1, min(registration_angles, n_angles)).round().astype(int))
+
+
+def energy_shift(images: ArrayLike, references: ArrayLike) -> np.ndarray:
+    """Shift (rows, cols; pixels) of one energy onto the reference energy: the median over
+    the picked angles of each projection's subpixel shift against the reference energy's
+    projection at that angle (`analysis.txm.register`'s phase correlation).
+
+    images, references : (n_picks, rows, cols) the energy's and the reference's projections.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    references = np.asarray(references, dtype=np.float64)
+    return np.median(np.stack([register(image[None], reference=reference)[1][0]
+                               for image, reference in zip(images, references, strict=True)]), axis=0)
+
+
+def shift_projections(projections: ArrayLike, shift: ArrayLike) -> np.ndarray:
+    """Every projection (n, rows, cols) resampled by ``shift`` (rows, cols; pixels), as
+    `analysis.txm.register` does: cubic splines, edges continued (float32 out)."""
+    projections = np.asarray(projections, dtype=np.float32)
+    return np.stack([scipy.ndimage.shift(image, shift, order=3, mode="nearest") for image in projections])
+
+
+def smoothing_radius(smooth_voxels: float) -> int:
+    """Voxels of neighbourhood the Gaussian smoothing reads on each side:
+    int(4 sigma + 0.5) (``scipy.ndimage.gaussian_filter``'s truncation at 4 sigma)."""
+    return int(4.0 * smooth_voxels + 0.5) if smooth_voxels > 0 else 0
+
+
+def smooth_volume(volume: np.ndarray, smooth_voxels: float) -> np.ndarray:
+    """One energy's volume smoothed by a Gaussian of ``smooth_voxels`` sigma (step 3)."""
+    return scipy.ndimage.gaussian_filter(volume, smooth_voxels) if smooth_voxels > 0 else volume
+
+
+def edge_jump_energies(n_energies: int) -> int:
+    """k of the edge jump J = mean(mu at the top k energies) - mean(mu at the bottom k):
+    max(1, n_energies // 7)."""
+    return max(1, n_energies // 7)
+
+
+def edge_jump(lowest: ArrayLike, highest: ArrayLike) -> np.ndarray:
+    """J per voxel (step 4) from the volumes of the bottom k and the top k energies
+    ((k, ...) each, k = `edge_jump_energies`), float32."""
+    return (np.asarray(highest).mean(axis=0) - np.asarray(lowest).mean(axis=0)).astype(np.float32)
+
+
+def particle_threshold(counts: ArrayLike, edges: ArrayLike) -> float:
+    """Otsu's threshold of the edge jump from its histogram (``OTSU_BINS`` bins over
+    [min J, max J]; `skimage.filters.threshold_otsu` on the bin centres). A histogram
+    of one value (min = max) gives that value: no voxel lies above it. The histogram
+    form lets a volume too large for memory be thresholded from per-block counts."""
+    counts, edges = np.asarray(counts), np.asarray(edges, dtype=np.float64)
+    if edges[0] == edges[-1]:
+        return float(edges[0])
+    return float(threshold_otsu(hist=(counts, 0.5 * (edges[:-1] + edges[1:]))))
+
+
+def jump_histogram(jump: ArrayLike, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, edges) of the edge jump over [low, high] in ``OTSU_BINS`` bins; blocks of
+    one volume histogrammed with the volume's low and high add up to the volume's."""
+    return np.histogram(np.asarray(jump), bins=OTSU_BINS, range=(float(low), float(high)))
+
+
+def particle_mask(jump: np.ndarray, threshold: float, erosion: int) -> np.ndarray:
+    """Voxels whose edge jump exceeds ``threshold``, eroded by ``erosion`` voxels."""
+    mask = jump > threshold
     return scipy.ndimage.binary_erosion(mask, iterations=erosion) if erosion else mask
 
 
@@ -197,6 +281,9 @@ def reduce_xanes(
     absorbance : (n_energies, n_angles, rows, cols) -ln T; energies_eV : (n_energies,)
     strictly increasing (eV), at least ``MIN_ENERGIES``; angles_deg : (n_angles,) degrees
     (a single angle for 2D maps); options : `XanesOptions` (None: the defaults).
+
+    The same steps, block by block on a dask cluster with the volumes in chunked storage,
+    give the same result for scans larger than memory (`nanostrain.analyze_txm`).
     """
     options = options or XanesOptions()
     absorbance = np.asarray(absorbance)
@@ -211,31 +298,35 @@ def reduce_xanes(
         raise ValueError(f"the white-line fit needs >= {MIN_ENERGIES} energies, got {energies.size}")
     n_energies = energies.size
     smooth_voxels = options.smooth_voxels
-    reference = int(np.argmax(absorbance.mean(axis=(1, 2, 3))))
-    registered, shifts = _register_energies(absorbance, reference, options.registration_angles)
+    reference = int(np.argmax([energy.mean(dtype=np.float64) for energy in absorbance]))
+    picks = registration_picks(angles.size, options.registration_angles)
+    shifts = np.stack([energy_shift(energy[picks], absorbance[reference, picks]) for energy in absorbance])
+    registered = np.stack([shift_projections(energy, shift) for energy, shift in zip(absorbance, shifts)])
     if tomography:
         center = find_center(registered[reference], angles)
-        volumes = np.stack([reconstruct(stack, angles, center) for stack in registered])
+        volumes = np.stack([smooth_volume(reconstruct(stack, angles, center), smooth_voxels) for stack in registered])
     else:  # a projection integrates the particle along the beam: no smoothing needed
         center, smooth_voxels = math.nan, 0.0
         volumes = registered[:, 0]
-    if smooth_voxels > 0:
-        volumes = np.stack([scipy.ndimage.gaussian_filter(v, smooth_voxels) for v in volumes])
-    k = max(1, n_energies // 7)
-    edge_jump = volumes[-k:].mean(axis=0) - volumes[:k].mean(axis=0)
-    mask = _particle_mask(edge_jump, options.mask_erosion + math.ceil(smooth_voxels))
+    k = edge_jump_energies(n_energies)
+    jump = edge_jump(volumes[:k], volumes[-k:])
+    mask = particle_mask(jump, particle_threshold(*jump_histogram(jump, float(jump.min()), float(jump.max()))),
+                         options.mask_erosion + math.ceil(smooth_voxels))
     spectra = np.moveaxis(volumes[:, mask], 0, -1)
     n_components = 0
     if options.denoise and spectra.shape[0] > n_energies:
-        spectra, n_components = pca_denoise(spectra)
-    wl, _ = whiteline_energy(spectra, energies, half_width=1 if n_components else 2)
+        estimator = whiteline_operator(spectra, energies)
+        wl, _ = estimator(spectra)
+        n_components = estimator.n_components
+    else:  # a voxel alone: the 5-point quadratic is the less noisy (see whiteline_energy)
+        wl, _ = whiteline_energy(spectra, energies, method="quadratic")
     wl_eV = np.full(mask.shape, np.nan, dtype=np.float32)
     wl_eV[mask] = wl
     return XanesReduction(
         energies_eV=energies,
         wl_eV=wl_eV,
         mask=mask,
-        edge_jump=edge_jump.astype(np.float32),
+        edge_jump=jump,
         shifts_px=shifts,
         reference_index=reference,
         center_px=float(center),
@@ -321,20 +412,10 @@ class TxmXanesAccumulator:
         return TxmFrame(quality)
 
     def _screen(self, kind: str, image: ArrayLike) -> tuple[FrameQuality, str, np.ndarray | None]:
-        """(quality, reason the frame is skipped or "", the frame to use with its masked
-        pixels filled (float32) or None)."""
-        array = np.asarray(image)
-        shape = self._frame_shape or (array.shape if array.ndim == 2 else None)
-        if shape is None:
-            quality = FrameQuality(BAD, f"a frame of shape {array.shape} is not an image (rows, cols)")
-            return quality, quality.reason, None
-        quality, mask = assess_frame(array, shape, dead_mask=self.dead_mask, saturation=self.saturation)
-        if not quality.usable:
-            return quality, quality.reason, None
-        if quality.status == NO_SIGNAL and kind != "dark" and not np.max(array[~mask]) > 0:
-            return quality, f"{quality.reason}; a {kind} without counts measures no transmission", None
-        self._frame_shape = shape
-        return quality, "", fill_nearest(array, mask)
+        quality, reason, frame = screen_frame(kind, image, self._frame_shape, self.dead_mask, self.saturation)
+        if frame is not None:
+            self._frame_shape = frame.shape
+        return quality, reason, frame
 
     def _add_projection(self, energy_eV: float, angle_deg: float, frame: np.ndarray) -> EnergyPreview | None:
         """A checked projection at ``energy_eV`` (eV) and ``angle_deg`` (deg); the preview

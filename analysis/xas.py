@@ -5,13 +5,16 @@ From the counts of the three ion chambers at each energy E (eV):
     mu(E) = ln(I0 / It)          (the electrode),
     mu_ref(E) = ln(It / Iref)    (the Ni reference foil behind it).
 
-* Energy alignment: the foil's edge E0_ref (the maximum of d mu_ref/dE, refined between
-  grid points by a parabola: `analysis.xanes.foil_edge_energy`) must lie at the tabulated edge (Ni metal 8333 eV); every energy is
-  shifted by ``energy_shift_eV`` = tabulated - measured, as ATHENA aligns on a reference.
+* Energy alignment: the foil's edge E0_ref (the maximum of d mu_ref/dE: `edge_energy`)
+  must lie at the tabulated edge (Ni metal 8333 eV); every energy is shifted by
+  ``energy_shift_eV`` = tabulated - measured, as ATHENA aligns on a reference.
 * Normalisation as ATHENA does it (larch `pre_edge`): the edge step, normalised mu(E);
-  the sample's edge energy ``e0_eV`` is the maximum of d mu/dE on the aligned scale,
-  refined between grid points as the foil's (larch `find_e0` stops at a grid point). The
+  the sample's edge energy ``e0_eV`` is the maximum of d mu/dE on the aligned scale
+  (`edge_energy`, between grid points: larch `find_e0` stops at a grid point). The
   sample's edge shift is ``edge_shift_eV`` = e0 - tabulated foil edge.
+* Energies need not be evenly spaced (a fly scan's are not); `edge_energy` fits the
+  derivative over a window of +-EDGE_WINDOW_EV, so closely spaced noisy points do not
+  move the edge.
 * Background (larch `autobk`, rbkg = 1 A) with k measured from ``k_origin_eV`` (the
   study's E0 = 8350 eV), chi(k); Fourier transform (larch `xftf`, k-weight 2, Hanning
   window, dk = 1 1/A) to |chi(R)|.
@@ -36,7 +39,6 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .xanes import foil_edge_energy
 
 __all__ = [
     "ETOK_EV_A2",
@@ -48,6 +50,7 @@ __all__ = [
     "XasOptions",
     "XasResult",
     "absorbance",
+    "edge_energy",
     "fit_first_shell",
     "read_feff_path",
     "reduce_xas",
@@ -63,6 +66,9 @@ STUDY_E0_EV = 8350.0
 NI_O_FEFF_PATH = Path(__file__).resolve().parent / "data" / "ni_o_feff0001.dat"
 #: Fewest points of a spectrum the reduction accepts (pre-edge, edge and EXAFS).
 MIN_POINTS = 20
+
+#: Half-width of the window over which `edge_energy` fits the derivative's peak, eV.
+EDGE_WINDOW_EV = 0.5
 
 _FEFF_COLUMNS = ("k", "phc2", "mag", "phase", "red_factor", "lambda", "real_p")
 
@@ -92,6 +98,26 @@ def absorbance(numerator: ArrayLike, denominator: ArrayLike, name: str = "counts
     if not (np.all(np.isfinite(top)) and np.all(np.isfinite(bottom)) and np.all(top > 0) and np.all(bottom > 0)):
         raise ValueError(f"{name}: ion-chamber counts must be finite and > 0")
     return np.log(top / bottom)
+
+
+def edge_energy(mu: ArrayLike, energies_eV: ArrayLike, half_width_eV: float = EDGE_WINDOW_EV) -> float:
+    """The edge (eV): the energy of the maximum of d mu/dE (central differences on the
+    possibly uneven grid), refined as the vertex of a least-squares parabola through the
+    derivative at every point within +-``half_width_eV`` of the steepest point (at least
+    its two neighbours). ValueError if the steepest point is the first or last energy."""
+    mu, energies = np.asarray(mu, dtype=np.float64), np.asarray(energies_eV, dtype=np.float64)
+    slope = np.gradient(mu, energies)
+    steepest = int(np.argmax(slope))
+    if steepest in (0, energies.size - 1):
+        raise ValueError(f"the steepest rise of mu is at the scan's end ({energies[steepest]:.2f} eV): the edge is "
+                         f"not inside {energies[0]:.2f}-{energies[-1]:.2f} eV")
+    near = np.abs(energies - energies[steepest]) <= half_width_eV
+    near[steepest - 1:steepest + 2] = True
+    x = energies[near] - energies[steepest]
+    curvature, tilt, _ = np.polyfit(x, slope[near], 2)
+    if curvature >= 0:  # no peak in the window: the steepest point itself
+        return float(energies[steepest])
+    return float(energies[steepest] + np.clip(-tilt / (2.0 * curvature), x.min(), x.max()))
 
 
 @dataclass(frozen=True)
@@ -215,7 +241,7 @@ def reduce_xas(
     mu_reference = absorbance(it, iref, "it/iref")
     if mu.shape != energies.shape:
         raise ValueError(f"counts hold {mu.size} points, energies_eV {energies.size}")
-    reference_e0 = foil_edge_energy(iref, it, 0.0, energies).e0_eV
+    reference_e0 = edge_energy(mu_reference, energies)
     shift = reference_edge_eV - reference_e0
     aligned = energies + shift
     group = _group()
@@ -224,7 +250,7 @@ def reduce_xas(
     xftf(group.k, group.chi, group=group, kmin=options.k_range[0], kmax=options.k_range[1],
          kweight=options.kweight, dk=options.dk, window="hanning")
     fit = fit_first_shell(group.k, group.chi, options)
-    e0 = foil_edge_energy(it, i0, 0.0, aligned).e0_eV
+    e0 = edge_energy(mu, aligned)
     return XasResult(
         energies_eV=aligned, mu=mu, norm=np.asarray(group.norm), mu_reference=mu_reference,
         reference_e0_eV=reference_e0, energy_shift_eV=shift, e0_eV=e0, edge_shift_eV=e0 - reference_edge_eV,

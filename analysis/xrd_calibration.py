@@ -37,6 +37,9 @@ from pyFAI.geometry import Geometry
 from pyFAI.goniometer import SingleGeometry
 from scipy.ndimage import uniform_filter1d
 
+from nanostrain.analysis.units import INV_NM_PER_INV_A, fwhm_q_to_two_theta
+from nanostrain.analysis.xrd import Integrator, fit_reflection, tch_gaussian_fwhm
+
 #: The PONI parameters refined by default (pyFAI names; rot3 fixed).
 PONI_PARAMETERS = ("dist", "poni1", "poni2", "rot1", "rot2")
 _ALL_PARAMETERS = ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength")
@@ -306,3 +309,62 @@ def ring_residuals(
             contrast=ring_contrast(image, two_theta, reference.get_2th()[k], pixel_2theta),
         ))
     return tuple(rings), float(np.sqrt(np.mean(residual**2)))
+
+
+#: a ring's line is fitted over +- this share of the Q gap to its nearest neighbour
+WIDTH_WINDOW_SHARE = 0.45
+#: ... and only if that window spans at least this many Q bins each side
+WIDTH_WINDOW_BINS = 5.5
+
+
+@dataclass(frozen=True)
+class RingWidth:
+    """Width of one calibrant ring in the integrated pattern: ``ring`` (index in the
+    calibrant's d list), ``two_theta_deg`` (fitted centre), ``gaussian_fwhm_deg`` and
+    ``lorentzian_fwhm_deg`` (degrees 2 theta)."""
+
+    ring: int
+    two_theta_deg: float
+    gaussian_fwhm_deg: float
+    lorentzian_fwhm_deg: float
+
+
+def ring_widths(image: np.ndarray, geometry: Geometry, calibrant: str, rings: tuple[int, ...]) -> tuple[RingWidth, ...]:
+    """Instrumental line widths of a calibrant's ``rings`` (indices in its d list) in
+    ``image``, on the refined ``geometry``: the image integrated to I(Q)
+    (`analysis.xrd.Integrator`, bins one pixel's Q step wide at small angles), each ring's
+    line fitted with one pseudo-Voigt on a linear background (`analysis.xrd.fit_reflection`)
+    over +- `WIDTH_WINDOW_SHARE` of the gap to its nearest calibrant line; the total and
+    Lorentzian FWHM converted from Q to degrees 2 theta (`fwhm_q_to_two_theta`) and the
+    Gaussian FWHM from the two by Thompson-Cox-Hastings (`tch_gaussian_fwhm`). A ring whose
+    window spans fewer than `WIDTH_WINDOW_BINS` bins each side, or whose fit fails or
+    leaves its window, is left out. The widths include what integration adds (pixel
+    footprint, bin width), as in every pattern integrated on this geometry."""
+    reference = get_calibrant(calibrant)
+    reference.wavelength = geometry.wavelength
+    wavelength_A = geometry.wavelength * 1e10
+    line_q = 2 * np.pi / np.asarray(reference.dspacing, dtype=float)  # 1/A, d in A
+    q_pixels = geometry.qArray(image.shape) / INV_NM_PER_INV_A
+    pixel_dq = 2 * np.pi / wavelength_A * max(geometry.pixel1, geometry.pixel2) / geometry.dist
+    q_range = (float(q_pixels.min()), float(q_pixels.max()))
+    integrator = Integrator(geometry, npt=max(50, int((q_range[1] - q_range[0]) / pixel_dq)), q_range=q_range)
+    q, intensity = integrator(np.asarray(image, dtype=np.float32))
+    step = float(np.median(np.diff(q)))
+    widths = []
+    for ring in rings:
+        others = np.delete(line_q, ring)
+        half = WIDTH_WINDOW_SHARE * float(np.min(np.abs(others - line_q[ring])))
+        window = (line_q[ring] - half, line_q[ring] + half)
+        if half < WIDTH_WINDOW_BINS * step or window[0] < q_range[0] or window[1] > q_range[1]:
+            continue
+        try:
+            fit = fit_reflection(q, intensity, window, n_phases=1)
+        except ValueError:
+            continue
+        centre = fit.centers[0]
+        if not window[0] < centre < window[1] or fit.areas[0] <= 0:
+            continue
+        total, lorentz = (float(fwhm_q_to_two_theta(w, centre, wavelength_A)) for w in (fit.fwhm[0], fit.fwhm_lorentzian[0]))
+        two_theta = float(np.degrees(2 * np.arcsin(centre * wavelength_A / (4 * np.pi))))
+        widths.append(RingWidth(int(ring), two_theta, float(tch_gaussian_fwhm(total, lorentz)), lorentz))
+    return tuple(widths)

@@ -7,8 +7,10 @@ per frame, a frozen `XrdFrame`:
    `reduction_integrator`: ``npt`` bins over Q_MIN..q_max, by default one pixel's Q step
    wide, see `default_npt`);
 2. the (003) reflection inside ``q003_window`` fitted with one or two pseudo-Voigt phases,
-   the number chosen by BIC (`analysis.xrd.fit_reflection`, ``n_phases="auto"``): c of each
-   phase = 3 d(003), the phase fractions, the separation between coexisting H2/H3 phases;
+   a second phase reported only where it is significant (BIC, >= 5 % of the area,
+   centres >= one FWHM and >= 5 sigma apart: `analysis.xrd.fit_reflection`,
+   ``n_phases="auto"``): c of each phase = 3 d(003), the phase fractions, the separation
+   between coexisting H2/H3 phases;
 3. further R-3m reflections that no other line (R-3m or Al current collector) crowds
    (`isolated_reflections`), fitted one phase each where the current lattice puts them
    (first up to ``LOW_Q_PASS``, where an error in a moves lines least, then up to q_max
@@ -75,6 +77,9 @@ LOW_Q_PASS = 3.3
 #: a line is fitted alone only if every other line (R-3m or Al) is farther than this
 #: many half-windows
 MIN_LINE_SPACING = 1.5
+#: `XrdFrame.size_note` of a frame whose Williamson-Hall intercept is not resolved
+SIZE_UNRESOLVED = ("no size broadening resolved (Williamson-Hall intercept <= 0 or within 2 sigma): "
+                   "crystallites larger than the resolution, or widths at the instrument width")
 #: where the first frame's lines are looked for when no reference a is given: the
 #: pristine layered oxide's a (SCIENCE.md section 1), A
 PRISTINE_A_A = 2.87
@@ -114,6 +119,9 @@ def reduction_integrator(geometry: Geometry, npt: int | None = None, q_max: floa
     return Integrator(geometry, npt=npt or default_npt(geometry, q_max), q_range=(Q_MIN, q_max))
 
 
+_NOT_SCALARS = ("intensity", "quality", "reason", "size_note")
+
+
 @dataclass(frozen=True)
 class XrdFrame:
     """The reduction of one frame (see the module docstring); lengths in A, Q in 1/A.
@@ -124,7 +132,10 @@ class XrdFrame:
     (0 with one phase); phase_separation_A: c_phase1 - c_phase2 (0 with one phase);
     a_A, c_A: lattice from the major (003) and the isolated lines (a NaN if no in-plane
     line was found, c then 3 d(003)); volume_A3: sqrt(3)/2 a^2 c; n_reflections: lines
-    in the a, c fit; size_A, microstrain: Williamson-Hall (NaN with fewer than two lines);
+    in the a, c fit; size_A, microstrain: Williamson-Hall (NaN with fewer than two lines;
+    size_A NaN, never inf, where no size broadening is resolved, see
+    `analysis.xrd.williamson_hall`), size_note: why size_A is NaN in a reduced frame ("" if
+    it is not);
     strain_a, strain_c, strain_volume: against the reference cell (eq. 1);
     lattice_change_A: |c - c of the previous frame| (0 for the first frame), large at the
     H2 -> H3 collapse; intensity: I(Q) on `XrdReducer.q` (NaN in empty bins).
@@ -152,18 +163,18 @@ class XrdFrame:
     intensity: np.ndarray = field(repr=False, compare=False)
     quality: FrameQuality = field(default=FrameQuality(OK), compare=False)
     reason: str = ""
+    size_note: str = ""
 
     def scalars(self) -> dict[str, float | int]:
-        """Every number (every field but ``intensity``, ``quality``, ``reason``), in
-        declaration order."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("intensity", "quality", "reason")}
+        """Every number (every field but ``intensity``, ``quality``, ``reason``,
+        ``size_note``), in declaration order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_SCALARS}
 
     @classmethod
     def not_reduced(cls, npt: int, quality: FrameQuality, reason: str) -> XrdFrame:
         """The result of a frame that was not reduced: every number NaN (counts 0), with
         the ``reason``."""
-        numbers = {f.name: (0 if f.type == "int" else math.nan) for f in fields(cls)
-                   if f.name not in ("intensity", "quality", "reason")}
+        numbers = {f.name: (0 if f.type == "int" else math.nan) for f in fields(cls) if f.name not in _NOT_SCALARS}
         return cls(**numbers, intensity=np.full(npt, np.nan), quality=quality, reason=reason)
 
 
@@ -287,11 +298,12 @@ class XrdReducer:
         centres_q.append(fit003.centers[major])
         two_theta = q_to_two_theta(np.asarray(centres_q), self.wavelength_A)
         beta = fwhm_q_to_two_theta(np.asarray(widths_q), np.asarray(centres_q), self.wavelength_A)
-        beta = np.clip(beta - self.instrument_fwhm_deg, 1e-6, None)
+        beta = np.clip(beta - self.instrument_fwhm_deg, 0.0, None)  # at the instrument width: 0
         if len(centres_q) >= 2:
             size, microstrain = williamson_hall(two_theta, beta, self.wavelength_A)
+            size_note = "" if math.isfinite(size) else SIZE_UNRESOLVED
         else:
-            size, microstrain = math.nan, math.nan
+            size, microstrain, size_note = math.nan, math.nan, "fewer than two lines fitted"
         two = fit003.n_phases == 2
         return {
             "n_phases": fit003.n_phases,
@@ -307,4 +319,5 @@ class XrdReducer:
             "n_reflections": len(d_by_hkl),
             "size_A": float(size),
             "microstrain": float(microstrain),
+            "size_note": size_note,
         }

@@ -16,8 +16,8 @@
 Every mode writes to the same served catalog (``nanostrain serve``), so the catalog's cost
 is in every figure. Real processes: catalog, bus, worker, and this one (the RunEngine).
 
-Usage: python benchmarks/bench_live_analysis.py [--shape 2048] [--seconds 30] [--rates 2 5 10]
-       [--burst-raster 100]
+Usage: python benchmarks/bench_live_analysis.py [--shape 2048] [--seconds 30] [--repeats 2]
+       [--worker-nice 10] [--rates 2 5 10] [--burst-raster 100]
 """
 
 from __future__ import annotations
@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--shape", type=int, default=2048, help="XRD frame side (pixels)")
     parser.add_argument("--seconds", type=float, default=30.0, help="wall duration of each acquisition run (s)")
     parser.add_argument("--rates", type=float, nargs="*", default=[2.0, 5.0, 10.0], help="frames/s for latency")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of off/inline/worker runs (part a)")
+    parser.add_argument("--worker-nice", type=int, default=10, help="the worker's --nice (default: the worker's own)")
     parser.add_argument("--burst-raster", type=int, default=100, help="SXDM fly raster side (points; 0: skip)")
     args = parser.parse_args()
     nanostrain.beamline.SIM_XRD_SHAPE = (args.shape, args.shape)
@@ -133,29 +135,31 @@ def main() -> None:
     worker = None
     try:
         wait_until_up(url, timeout=60)
-        print(f"XRD frames {args.shape}x{args.shape}, {args.seconds:.0f} s REST step per run; catalog {url}")
-        results = {}
-        for mode in ("off", "inline", "worker"):
-            if mode == "worker":
-                worker = start([*nanostrain_cmd, "worker", "--catalog", url, "--api-key", API_KEY, "--bus", bus_out,
-                                "--data-dir", str(data), "--analyses", "xrd_reduction,sxdm_strain", "--lookback", "0"],
-                               work / "worker.log")
-                while "listening" not in (work / "worker.log").read_text():
-                    time.sleep(0.2)
-                time.sleep(1.0)
-            session = make_session(catalog_uri=url, api_key=API_KEY, data_dir=data, persist_metadata=False,
-                                   live_analysis={"off": False}.get(mode, mode), bus=bus_in)
-            try:
-                uid, wall, frames = run_operando(session, args.seconds, cadence_s=1e-3, time_scale=600.0)
-            finally:
-                session.close()
-            results[mode] = (uid, wall, frames)
-            print(f"  {mode:7s} {frames:4d} frames in {wall:6.1f} s: {frames / wall:6.2f} frames/s, "
-                  f"{1e3 * wall / frames:7.1f} ms per frame")
-        off = results["off"][1] / results["off"][2]
+        # the worker idles while the other modes run: nothing reaches the bus then
+        worker = start([*nanostrain_cmd, "worker", "--catalog", url, "--api-key", API_KEY, "--bus", bus_out,
+                        "--data-dir", str(data), "--analyses", "xrd_reduction,sxdm_strain", "--lookback", "0",
+                        "--nice", str(args.worker_nice)], work / "worker.log")
+        while "listening" not in (work / "worker.log").read_text():
+            time.sleep(0.2)
+        time.sleep(1.0)
+        print(f"XRD frames {args.shape}x{args.shape}, {args.seconds:.0f} s REST step per run, "
+              f"{args.repeats} rounds of off/inline/worker; worker niceness {args.worker_nice}; catalog {url}")
+        per_frame: dict[str, list[float]] = {"off": [], "inline": [], "worker": []}
+        for _ in range(args.repeats):  # interleaved: a drift in the machine's load reaches every mode alike
+            for mode in per_frame:
+                session = make_session(catalog_uri=url, api_key=API_KEY, data_dir=data, persist_metadata=False,
+                                       live_analysis={"off": False}.get(mode, mode), bus=bus_in)
+                try:
+                    uid, wall, frames = run_operando(session, args.seconds, cadence_s=1e-3, time_scale=600.0)
+                finally:
+                    session.close()
+                per_frame[mode].append(wall / frames)
+                print(f"  {mode:7s} {frames:4d} frames in {wall:6.1f} s: {frames / wall:6.2f} frames/s, "
+                      f"{1e3 * wall / frames:7.1f} ms per frame")
+        off = float(np.median(per_frame["off"]))
         for mode in ("inline", "worker"):
-            uid, wall, frames = results[mode]
-            print(f"  time per frame, {mode} / off: {wall / frames / off:.3f}x")
+            print(f"  time per frame (median of {args.repeats}), {mode} / off: "
+                  f"{np.median(per_frame[mode]) / off:.3f}x")
 
         raw, derived = catalog_nodes(connect(url, api_key=API_KEY))
         print("Latency from raw event to the worker's derived event (xrd_reduction):")

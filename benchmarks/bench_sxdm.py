@@ -5,16 +5,25 @@
     at a time (never stored), streamed into `SxdmAccumulator`; reduction rate, time of the
     final registration + maps, the process's peak resident memory before and after (it is
     run first, so the difference is what the analysis and the on-the-fly rendering of one
-    raster line at a time add), accuracy against the known strain / tilt field.
+    raster line at a time add, numba's included), the first frame's time apart (numba loads
+    the compiled kernel: once per process), accuracy against the known strain / tilt field.
 (a) streaming reduction rate of 256 x 256 uint16 frames: batches of one raster line, single
-    frames, 1 and 2 threads, full frame and a 128 x 128 ROI around the Bragg peak.
+    frames, 1 and 2 threads, full frame and a 128 x 128 ROI around the Bragg peak; each
+    against the previous reduction (float32 copy of 16 frames at a time + one BLAS product
+    with the (pixels, 4) weights, `PreviousAccumulator`, kept here only) on the same frames,
+    interleaved, with the largest difference of the sums between the two; the previous
+    reduction both as it ran (OpenBLAS's own threads inside each worker's product) and
+    with BLAS on one thread per worker (its best).
 (c) the XSOCS-style pipeline on a subset of raster points of the same dataset:
     xrayutilities angle -> Q (`QConversion.area`, flat area detector) once, then per raster
     point 3D gridding of all its frames (`FuzzyGridder3D`) and a centre of mass on the grid;
     scaled to the whole raster and compared with (b) measured in the same run.
 
-Usage: python benchmarks/bench_sxdm.py [--quick] [--raster 100] [--angles 41] [--frame 256]
-       [--threads 2] [--xsocs-points 16] [--xsocs-grid 64]
+(a) streams batches of one raster line of a --stream-raster (100) wide raster whatever --raster.
+
+Usage: python benchmarks/bench_sxdm.py [--quick] [--streaming-only] [--raster 100] [--angles 41]
+       [--frame 256] [--threads 2] [--stream-frames 2000] [--stream-raster 100]
+       [--xsocs-points 16] [--xsocs-grid 64]
 """
 
 from __future__ import annotations
@@ -22,11 +31,14 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
+from threadpoolctl import threadpool_limits
 
-from nanostrain.analysis.sxdm import SxdmAccumulator
+from nanostrain.analysis.sxdm import FRAMES_PER_THREAD, SxdmAccumulator
 from nanostrain.analysis.sxdm_geometry import SxdmGeometry, bragg_angle_003, d_tilts_from_q, q_from_d_tilts
 from nanostrain.sim.sxdm_render import render_frames
 
@@ -35,6 +47,7 @@ C_A = 14.2
 PEAK_SIGMA_INVA = 0.003
 PEAK_COUNTS = 200.0
 ROCKING_HALF_RANGE_DEG = 1.0
+REPEATS = 5
 
 
 def setup(frame: int, raster: int, n_angles: int) -> tuple[SxdmGeometry, np.ndarray, dict[str, np.ndarray]]:
@@ -83,6 +96,9 @@ def bench_full(geometry, thetas, truth, frame: int, threads: int) -> dict[str, f
     ny, nx = truth["amplitude"].shape
     acc = SxdmAccumulator(geometry, thetas, (ny, nx), (frame, frame), n_threads=threads)
     rss_before = max_rss_mb()
+    t0 = time.perf_counter()  # the kernel's first call loads numba (once per process): timed apart
+    SxdmAccumulator(geometry, thetas, (1, 1), (frame, frame)).add(0, 0, 0, np.zeros((frame, frame), np.uint16))
+    t_first = time.perf_counter() - t0
     t_render = t_add = 0.0
     start = time.perf_counter()
     for t, theta in enumerate(thetas):
@@ -120,6 +136,7 @@ def bench_full(geometry, thetas, truth, frame: int, threads: int) -> dict[str, f
         "reduce_s": t_add,
         "reduce_frames_per_s": n_frames / t_add,
         "result_s": t_result,
+        "first_frame_s (numba load, once per process)": t_first,
         "analysis_s": t_add + t_result,
         "render_s": t_render,
         "wall_s": wall,
@@ -134,11 +151,39 @@ def bench_full(geometry, thetas, truth, frame: int, threads: int) -> dict[str, f
     }
 
 
+class PreviousAccumulator(SxdmAccumulator):
+    """`SxdmAccumulator` with the reduction it had before the numba kernel (the reference here):
+    the ROI of 16 frames at a time copied to float32, then one BLAS product with the weights."""
+
+    def _reduce(self, frames: np.ndarray) -> np.ndarray:
+        cropped = frames[(slice(None),) + self._roi]
+        n_workers = min(self._n_threads, cropped.shape[0] // FRAMES_PER_THREAD)
+        if n_workers <= 1:
+            return self._reduce_block(cropped)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._n_threads)
+        return np.concatenate(list(self._pool.map(self._reduce_block, np.array_split(cropped, n_workers))))
+
+    def _reduce_block(self, frames: np.ndarray) -> np.ndarray:
+        weights = self._weights.reshape(4, -1).T  # (pixels, 4) float32
+        n = frames.shape[0]
+        buffer = np.empty((min(n, 16),) + frames.shape[1:], dtype=np.float32)
+        flat = buffer.reshape(buffer.shape[0], -1)
+        out = np.empty((n, 4), dtype=np.float32)
+        for start in range(0, n, 16):
+            k = min(16, n - start)
+            np.copyto(buffer[:k], frames[start : start + k], casting="unsafe")
+            np.matmul(flat[:k], weights, out=out[start : start + k])
+        return out.astype(np.float64)
+
+
 def bench_streaming(geometry, thetas, truth, frame: int, threads: int, n_frames: int) -> dict[str, float]:
     ny, nx = truth["amplitude"].shape
     centre = int(np.argmin(np.abs(thetas - geometry.two_theta_deg / 2)))
-    lines = [
-        render_line(geometry, thetas[centre], truth, iy, frame, np.random.default_rng(iy)) for iy in range(ny)
+    n_lines = min(ny, -(-n_frames // nx))
+    lines = [  # raster lines across the middle of the particle
+        render_line(geometry, thetas[centre], truth, iy, frame, np.random.default_rng(iy))
+        for iy in range((ny - n_lines) // 2, (ny + n_lines) // 2)
     ]
     pool = np.concatenate(lines)[:n_frames]
     n = pool.shape[0]
@@ -146,26 +191,66 @@ def bench_streaming(geometry, thetas, truth, frame: int, threads: int, n_frames:
     half = frame // 4
     roi = (frame // 2 - half, frame // 2 + half, frame // 2 - half, frame // 2 + half)
     out = {}
+    line_batches = [slice(s, s + nx) for s in range(0, n, nx)]
     for label, n_thr, region in (
         ("1 thread", 1, None),
         (f"{threads} threads", threads, None),
         (f"{threads} threads, ROI {2 * half}^2", threads, roi),
     ):
-        acc = SxdmAccumulator(geometry, thetas, (ny, nx), (frame, frame), roi=region, n_threads=n_thr)
-        best = np.inf
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for s in range(0, n, nx):
-                acc.add_many(centre, iy[s : s + nx], ix[s : s + nx], pool[s : s + nx])
-            best = min(best, time.perf_counter() - t0)
-        out[f"batch of {nx} frames, {label}"] = n / best
-    acc = SxdmAccumulator(geometry, thetas, (ny, nx), (frame, frame), n_threads=1)
-    m = min(n, 1000)
-    t0 = time.perf_counter()
-    for i in range(m):
-        acc.add(centre, iy[i], ix[i], pool[i])
-    out["single add() per frame"] = m / (time.perf_counter() - t0)
+        accs = {
+            key: kind(geometry, thetas, (ny, nx), (frame, frame), roi=region, n_threads=n_thr)
+            for key, kind in (("ours", SxdmAccumulator), ("previous", PreviousAccumulator))
+        }
+        def add(key: str) -> Callable[[slice], None]:
+            return lambda b: accs[key].add_many(centre, iy[b], ix[b], pool[b])
+
+        # name: (add a batch, BLAS threads per product: None = OpenBLAS's default). The
+        # previous reduction as it ran is timed on its own: OpenBLAS's threads keep spinning
+        # after a product and would slow whatever runs next.
+        rates = fastest_rates(
+            {"ours": (add("ours"), None), "previous, BLAS 1 thread": (add("previous"), 1)}, line_batches
+        )
+        rates |= fastest_rates({"previous": (add("previous"), None)}, line_batches)
+        out[f"batch of {nx} frames, {label}"] = rates["ours"]
+        for key in ("previous, BLAS 1 thread", "previous"):
+            out[f"  {key}, {label}"] = rates[key]
+            out[f"  ratio to {key}, {label}"] = rates["ours"] / rates[key]
+        ours, theirs = (acc._sums[centre].reshape(-1, 4) for acc in accs.values())
+        difference = np.max(np.abs(ours / 5 - theirs / 10) / np.abs(ours / 5).max(axis=0))  # 5 and 10 passes
+        out[f"  max |sums difference| / max |sums|, {label}"] = float(difference)
+    accs = {
+        key: kind(geometry, thetas, (ny, nx), (frame, frame), n_threads=1)
+        for key, kind in (("ours", SxdmAccumulator), ("previous", PreviousAccumulator))
+    }
+
+    def add_one_by_one(acc: SxdmAccumulator, batch: slice) -> None:
+        for i in range(batch.start, batch.stop):
+            acc.add(centre, iy[i], ix[i], pool[i])
+
+    rates = fastest_rates(
+        {key: (lambda b, acc=acc: add_one_by_one(acc, b), 1) for key, acc in accs.items()},
+        [slice(s, s + 10) for s in range(0, min(n, 300), 10)],
+    )
+    out["single add() per frame"] = rates["ours"]
+    out["  previous, BLAS 1 thread, single add()"] = rates["previous"]
     return out
+
+
+def fastest_rates(runs: dict, batches: list[slice], repeats: int = REPEATS) -> dict[str, float]:
+    """Frames/s of each run {name: (add(batch), BLAS threads or None)}: per batch the fastest of
+    `repeats` passes, summed over the batches. Runs alternate batch by batch, so that all see
+    the same load from other work, and the fastest pass of each short batch approaches the
+    rate of an idle machine."""
+    fastest = {key: np.full(len(batches), np.inf) for key in runs}
+    for _ in range(repeats):
+        for i, batch in enumerate(batches):
+            for key, (add, blas_threads) in runs.items():
+                with threadpool_limits(blas_threads, user_api="blas"):
+                    t0 = time.perf_counter()
+                    add(batch)
+                    fastest[key][i] = min(fastest[key][i], time.perf_counter() - t0)
+    n_frames = sum(b.stop - b.start for b in batches)
+    return {key: n_frames / times.sum() for key, times in fastest.items()}
 
 
 def bench_xsocs(
@@ -256,7 +341,7 @@ def bench_xsocs(
 def report(title: str, values: dict[str, float]) -> None:
     print(f"== {title}")
     for key, value in values.items():
-        print(f"   {key:34s} {value:,.6g}" if isinstance(value, float) else f"   {key:34s} {value}")
+        print(f"   {key:62s} {value:,.6g}" if isinstance(value, float) else f"   {key:62s} {value}")
 
 
 def main() -> None:
@@ -269,30 +354,36 @@ def main() -> None:
     parser.add_argument("--frame", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stream-frames", type=int, default=2000)
+    parser.add_argument("--stream-raster", type=int, default=100, help="(a): frames per batch (a raster line)")
+    parser.add_argument("--streaming-only", action="store_true", help="run (a) only")
     parser.add_argument("--xsocs-points", type=int, default=16)
     parser.add_argument("--xsocs-grid", type=int, default=64)
     args = parser.parse_args()
     if args.quick:
         args.raster, args.angles, args.xsocs_points, args.stream_frames = 20, 11, 4, 400
 
+    def streaming() -> None:
+        data = setup(args.frame, args.stream_raster, args.angles)
+        values = bench_streaming(*data, args.frame, args.threads, args.stream_frames)
+        report(f"(a) streaming reduction, frames/s (fastest of {REPEATS} per batch) against the previous", values)
+
+    if args.streaming_only:
+        streaming()
+        return
     geometry, thetas, truth = setup(args.frame, args.raster, args.angles)
     print(
         f"dataset: {args.raster} x {args.raster} raster, {args.angles} angles,"
         f" {args.frame} x {args.frame} uint16 frames"
     )
-    full = bench_full(geometry, thetas, truth, args.frame, args.threads)
+    full = bench_full(geometry, thetas, truth, args.frame, args.threads)  # first: its memory figures
     report("(b) full analysis, frames rendered on the fly (render time excluded from rates)", full)
-    report(
-        "(a) streaming reduction, frames/s (best of 3)",
-        bench_streaming(geometry, thetas, truth, args.frame, args.threads, args.stream_frames),
-    )
+    streaming()
     report(
         "(c) XSOCS-style (xrayutilities Ang2Q + FuzzyGridder3D + centre of mass) vs nanostrain",
         bench_xsocs(
             geometry, thetas, truth, args.frame, args.xsocs_points, args.xsocs_grid, full["analysis_s"]
         ),
     )
-
 
 if __name__ == "__main__":
     main()

@@ -4,8 +4,11 @@ Reads the ``echem`` stream that the cycling plans record (one event per sample o
 cycler channel's own data log, `nanostrain.devices.cycler.CyclerLog`, so none is lost
 while the plan is paused or suspended; the data keys are named in the start document's ``echem_keys``) and, when the run ends,
 publishes a derived run with a ``cycles`` stream (charge/discharge capacity in mAh/g,
-coulombic efficiency and retention in %) and, for a GITT run, a ``gitt`` stream (state of
-charge and chemical diffusion coefficient D in cm^2/s per titration, SCIENCE.md eq. 2).
+coulombic efficiency and retention in %) and, for a GITT run, a ``gitt`` stream per
+titration: state of charge ``soc``, chemical diffusion coefficient ``D_cm2_s`` in cm^2/s
+from the pulse's sqrt(t) transient (SCIENCE.md eq. 2) and ``D_relaxation_cm2_s`` from the
+rest's relaxation (`analysis.electrochem.gitt_diffusion`: valid also where r_p^2 / D is not
+much longer than the sqrt(t) window, where eq. 2 reads D several times too low).
 """
 
 from __future__ import annotations
@@ -63,4 +66,5 @@ class ElectrochemistryCallback(AnalysisCallback):
             })
         if summary.gitt is not None:
             for row in summary.gitt:
-                self.derived.event("gitt", {"soc": float(row["soc"]), "D_cm2_s": float(row["D"])})
+                self.derived.event("gitt", {"soc": float(row["soc"]), "D_cm2_s": float(row["D"]),
+                                            "D_relaxation_cm2_s": float(row["D_relaxation"])})

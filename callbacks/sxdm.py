@@ -21,10 +21,12 @@ Derived run streams:
 * ``angles`` (one event per completed rocking angle): ``theta_index``, ``theta_deg``,
   ``intensity_angle`` (that angle's integrated intensity map), and the running maps of all
   frames so far without registration (``intensity``, ``dd_over_d``, ``theta_xy``,
-  ``theta_xz``; NaN until a particle shows);
+  ``theta_xz``; NaN off the particle and until a particle shows);
 * ``maps`` (one event at the end): after registration of the per-angle maps (drift),
-  ``intensity``, ``dd_over_d``, ``theta_xy``, ``theta_xz`` (deg), ``d_A``, ``mask`` (1 in the
-  particle), references (``d_ref_A``, ``theta_xy_ref_deg``, ``theta_xz_ref_deg``) and the
+  ``intensity``, ``dd_over_d``, ``theta_xy``, ``theta_xz`` (deg), ``d_A`` (NaN off the
+  particle), ``signal`` (1 where the maps are defined: integrated intensity >=
+  ``signal_threshold``, counts, `analysis.sxdm.signal_mask`), ``mask`` (1 in the particle
+  mask of the statistics), references (``d_ref_A``, ``theta_xy_ref_deg``, ``theta_xz_ref_deg``) and the
   heterogeneity figures of merit ``sigma_dd_over_d``, ``sigma_theta_xy_deg``,
   ``sigma_theta_xz_deg`` (standard deviations over the mask);
 * ``registration`` (one event per angle, at the end): ``theta_index``, ``theta_deg`` and
@@ -38,17 +40,76 @@ Live values for plans: ``angles_done``, ``sigma_strain`` (= sigma(dd/d)),
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..analysis.sxdm import SxdmAccumulator, SxdmMaps
+from ..analysis.sxdm import SxdmAccumulator, SxdmMaps, signal_mask
 from ..analysis.sxdm_geometry import SxdmGeometry
 from ..schema.start import SXDM
 from .derived import AnalysisCallback
 
 MAP_NAMES = ("intensity", "dd_over_d", "theta_xy", "theta_xz")
 """The per-pixel maps published as the frames arrive and at the end."""
+
+
+@dataclass(frozen=True)
+class SxdmRaster:
+    """What a raw SXDM run's start document says about its frames: the rocking angles
+    (deg), the geometry, the raster (ny, nx), fly or step, and the accumulator settings
+    (background counts per pixel, detector ROI). Frame n (seq_num n) is raster point
+    unravel(n - 1, (n_theta, ny, nx)) (``sxdm_raster.order`` theta, y, x)."""
+
+    thetas_deg: np.ndarray
+    geometry: SxdmGeometry
+    shape: tuple[int, int]
+    fly: bool
+    background: float
+    roi: tuple[int, int, int, int] | None
+
+    @classmethod
+    def from_start(cls, start: dict[str, Any]) -> SxdmRaster:
+        raster = start["sxdm_raster"]
+        if list(raster.get("order", [])) != ["theta", "y", "x"]:
+            raise ValueError(f"unsupported raster order {raster.get('order')!r} (expected theta, y, x)")
+        roi = start["sxdm_roi"]
+        return cls(
+            thetas_deg=np.asarray(start["sxdm_thetas_deg"], dtype=np.float64),
+            geometry=SxdmGeometry.from_metadata(start["sxdm_geometry"]),
+            shape=(int(raster["shape"][0]), int(raster["shape"][1])),
+            fly=raster.get("mode") == "fly",
+            background=float(start["sxdm_background"]),
+            roi=None if roi is None else tuple(roi),
+        )
+
+    def index(self, seq_num: int) -> tuple[int, int, int]:
+        """(theta_index, iy, ix) of frame ``seq_num``; ValueError beyond the raster."""
+        n_theta, (ny, nx) = self.thetas_deg.size, self.shape
+        if not 1 <= seq_num <= n_theta * ny * nx:
+            raise ValueError(f"frame {seq_num} is beyond the {n_theta} x {ny} x {nx} raster")
+        t, iy, ix = np.unravel_index(seq_num - 1, (n_theta, ny, nx))
+        return int(t), int(iy), int(ix)
+
+    def accumulator(self, frame_shape: tuple[int, int], n_threads: int | None = None) -> SxdmAccumulator:
+        """A fresh accumulator of this run's frames (per-angle sums: registration at the end)."""
+        return SxdmAccumulator(self.geometry, self.thetas_deg, self.shape, tuple(frame_shape),
+                               background=self.background, roi=self.roi, n_threads=n_threads)
+
+
+def screen_frame(
+    accumulator: SxdmAccumulator, raster: SxdmRaster, seq_num: int, frame: np.ndarray
+) -> tuple[dict[str, Any] | None, tuple[int, int, int, np.ndarray] | None]:
+    """Frame ``seq_num`` checked (`SxdmAccumulator.screen`): its ``frame_quality`` row (None
+    for a clean frame) and the (theta_index, iy, ix, frame) item to add (None: skipped)."""
+    t, iy, ix = raster.index(seq_num)
+    quality, checked = accumulator.screen(frame)
+    row = None
+    if checked is None or quality.n_nonfinite or quality.n_saturated:
+        row = {"raw_seq_num": seq_num, "theta_index": t, "iy": iy, "ix": ix,
+               **quality.record(), "used": checked is not None, "reason": quality.reason}
+    return row, None if checked is None else (t, iy, ix, checked)
 
 
 class SxdmCallback(AnalysisCallback):
@@ -95,18 +156,7 @@ class SxdmCallback(AnalysisCallback):
         }
 
     def open_run(self, start: dict[str, Any]) -> None:
-        raster = start["sxdm_raster"]
-        if list(raster.get("order", [])) != ["theta", "y", "x"]:
-            raise ValueError(f"unsupported raster order {raster.get('order')!r} (expected theta, y, x)")
-        self.thetas = np.asarray(start["sxdm_thetas_deg"], dtype=np.float64)
-        self.geometry = SxdmGeometry.from_metadata(start["sxdm_geometry"])
-        self.raster_shape = (int(raster["shape"][0]), int(raster["shape"][1]))
-        self.fly = raster.get("mode") == "fly"
-        roi = start["sxdm_roi"]
-        self.accumulator_settings = {
-            "background": float(start["sxdm_background"]),
-            "roi": None if roi is None else tuple(roi),
-        }
+        self.raster = SxdmRaster.from_start(start)
         self.accumulator: SxdmAccumulator | None = None  # built at the first frame (its shape)
         self._batch: list[tuple[int, int, int, np.ndarray]] = []
         self.maps = None
@@ -115,34 +165,44 @@ class SxdmCallback(AnalysisCallback):
             self.set_live(name, value)
 
     def stream_datum(self, doc: dict[str, Any]) -> None:
-        if self.fly and self._streams.get(doc["descriptor"]) == self.stream:
+        if self.raster.fly and self._streams.get(doc["descriptor"]) == self.stream:
             for seq_num in range(doc["seq_nums"]["start"], doc["seq_nums"]["stop"]):
                 self._events.setdefault(seq_num, {})
         super().stream_datum(doc)
 
     def process_row(self, seq_num: int, data: dict[str, Any], frame: np.ndarray | None) -> None:
-        n_theta, (ny, nx) = self.thetas.size, self.raster_shape
-        if not 1 <= seq_num <= n_theta * ny * nx:
-            raise ValueError(f"frame {seq_num} is beyond the {n_theta} x {ny} x {nx} raster")
-        t, iy, ix = np.unravel_index(seq_num - 1, (n_theta, ny, nx))
+        t, iy, ix = self.raster.index(seq_num)
         if self.accumulator is None:
-            self.accumulator = SxdmAccumulator(
-                self.geometry, self.thetas, self.raster_shape, self.frame_shape or np.shape(frame),
-                **self.accumulator_settings,
-            )
-        quality, checked = self.accumulator.screen(frame)
-        if checked is None or quality.n_nonfinite or quality.n_saturated:
-            self.derived.event("frame_quality", {
-                "raw_seq_num": seq_num, "theta_index": int(t), "iy": int(iy), "ix": int(ix),
-                **quality.record(), "used": checked is not None, "reason": quality.reason,
-            })
-        if checked is not None:
-            self._batch.append((int(t), int(iy), int(ix), checked))
-        angle_done = iy == ny - 1 and ix == nx - 1
+            self.accumulator = self.raster.accumulator(self.frame_shape or np.shape(frame))
+        row, item = screen_frame(self.accumulator, self.raster, seq_num, frame)
+        if row is not None:
+            self.derived.event("frame_quality", row)
+        if item is not None:
+            self._batch.append(item)
+        angle_done = (iy, ix) == (self.raster.shape[0] - 1, self.raster.shape[1] - 1)
         if len(self._batch) >= self.batch_frames or angle_done:
             self._flush()
         if angle_done:
-            self._publish_angle(int(t))
+            self._publish_angle(t)
+
+    def adopt(self, accumulator: SxdmAccumulator, quality_rows: list[dict[str, Any]], seq_nums: Iterable[int]) -> None:
+        """Take the reduction of this run's frames made elsewhere (`accumulator`: e.g. partial
+        states merged on a dask cluster, `nanostrain.analyze`; ``quality_rows``: the
+        `screen_frame` rows of its frames; ``seq_nums``: the frames it covers) in place of
+        `process_row`, between the raw run's start and stop: publishes what the frames would
+        have, angle by angle (frame quality rows, then the running maps of the angles so
+        far, for each angle whose last frame is among ``seq_nums``); the raw stop then
+        publishes the final maps as live."""
+        self.accumulator = accumulator
+        last = {self.raster.index(seq)[0] for seq in seq_nums if self.raster.index(seq)[1:] ==
+                (self.raster.shape[0] - 1, self.raster.shape[1] - 1)}
+        rows = sorted(quality_rows, key=lambda row: row["raw_seq_num"])
+        for t in range(self.raster.thetas_deg.size):
+            for row in rows:
+                if row["theta_index"] == t:
+                    self.derived.event("frame_quality", row)
+            if t in last:
+                self._publish_angle(t, accumulator.first_angles(t + 1))
 
     def _flush(self) -> None:
         if self._batch:
@@ -151,28 +211,26 @@ class SxdmCallback(AnalysisCallback):
             self.accumulator.add_many(index[:, 0], index[:, 1], index[:, 2], frames)
             self._batch = []
 
-    def _maps(self, registration: bool) -> SxdmMaps | None:
-        """Maps of the frames so far (None while no pixel holds positive intensity)."""
-        intensity = self.accumulator.intensity_by_angle.sum(axis=0)
-        if not np.max(intensity) > 0:
+    def _maps(self, registration: bool, state: SxdmAccumulator | None = None) -> SxdmMaps | None:
+        """Maps of the frames so far, or of ``state`` (None while no pixel holds a signal, `signal_mask`)."""
+        state = self.accumulator if state is None else state
+        if not signal_mask(state.intensity_by_angle.sum(axis=0))[0].any():
             return None
-        return self.accumulator.result(
-            d_ref=self.d_ref_A, registration=registration, mask_fraction=self.mask_fraction
-        )
+        return state.result(d_ref=self.d_ref_A, registration=registration, mask_fraction=self.mask_fraction)
 
     def _set_sigma(self, maps: SxdmMaps) -> None:
         self.set_live("sigma_strain", maps.sigma.dd_over_d)
         self.set_live("sigma_theta_xy", maps.sigma.theta_xy)
         self.set_live("sigma_theta_xz", maps.sigma.theta_xz)
 
-    def _publish_angle(self, t: int) -> None:
-        running = self._maps(registration=False)
-        empty = np.full(self.raster_shape, np.nan)
+    def _publish_angle(self, t: int, state: SxdmAccumulator | None = None) -> None:
+        running = self._maps(registration=False, state=state)
+        empty = np.full(self.raster.shape, np.nan)
         self.derived.event(
             "angles",
             {
                 "theta_index": t,
-                "theta_deg": float(self.thetas[t]),
+                "theta_deg": float(self.raster.thetas_deg[t]),
                 "intensity_angle": self.accumulator.intensity_by_angle[t],
                 **{name: empty if running is None else getattr(running, name) for name in MAP_NAMES},
             },
@@ -195,6 +253,8 @@ class SxdmCallback(AnalysisCallback):
                 **{name: getattr(maps, name) for name in MAP_NAMES},
                 "d_A": maps.d,
                 "mask": maps.mask.astype(np.uint8),
+                "signal": maps.signal.astype(np.uint8),
+                "signal_threshold": maps.signal_threshold,
                 "d_ref_A": maps.d_ref,
                 "theta_xy_ref_deg": maps.theta_xy_ref,
                 "theta_xz_ref_deg": maps.theta_xz_ref,
@@ -206,6 +266,6 @@ class SxdmCallback(AnalysisCallback):
         for t, (row, col) in enumerate(maps.shifts_px):
             self.derived.event(
                 "registration",
-                {"theta_index": t, "theta_deg": float(self.thetas[t]), "shift_row_px": float(row), "shift_col_px": float(col)},
+                {"theta_index": t, "theta_deg": float(self.raster.thetas_deg[t]), "shift_row_px": float(row), "shift_col_px": float(col)},
             )
         self._set_sigma(maps)

@@ -1,9 +1,11 @@
 """Live ex situ XAS analysis (SCIENCE.md section 5): mu(E) point by point while the scan
 runs, the reduction and the first-shell fit when it ends.
 
-Raw run (``technique="xas"``, from `plans.xas.xas_scan`): one ``primary`` stream whose
-events carry the DCM energy and the I0, It, Iref counts (data keys named in the start
-document's ``xas_keys``); ``e0_eV`` (the k origin) and ``reference_edge_eV`` (the
+Raw run (``technique="xas"``, from `plans.xas.xas_scan` or `plans.xas.xas_fly_scan`):
+one ``primary`` stream whose events carry the energy and the I0, It, Iref counts (data
+keys named in the start document's ``xas_keys``; a fly scan's energy is the mean of the
+DCM energy at the start and end of each count, its samples unevenly spaced); ``e0_eV``
+(the k origin) and ``reference_edge_eV`` (the
 reference foil's tabulated edge) come from the start document. Rows go to the streaming
 reducer `analysis.xas.XasAccumulator`, which holds all the science.
 

@@ -11,7 +11,8 @@ Derived run streams: ``frame_quality`` (one row per frame: the raw seq_num, its
 `analysis.frame_quality.FrameQuality` record, whether it was ``reduced`` and the
 ``reason`` if not), ``xrd`` (one row per usable frame: the raw seq_num, the
 electrochemistry values, every scalar of `XrdFrame`, NaN for a frame without signal or
-fit), ``patterns`` (I(Q) per usable frame, NaN as 0) and ``reduction`` (the Q grid and
+fit, and ``size_note``, why ``size_A`` is NaN in a reduced frame, e.g. no size broadening
+resolved), ``patterns`` (I(Q) per usable frame, NaN as 0) and ``reduction`` (the Q grid and
 the wavelength, once). A bad frame (wrong shape, mostly non-finite or saturated) is
 skipped: only its ``frame_quality`` row says why, and the analysis goes on. Live values
 for plans, from reduced frames only:
@@ -39,6 +40,18 @@ LIVE_VALUES: dict[str, tuple[type, float | int]] = {
     "n_phases": (int, 1),
     "lattice_change_A": (float, 0.0),
 }
+
+
+def run_integrator(start: dict[str, Any], cache: dict[str, Integrator], npt: int, q_max: float) -> Integrator:
+    """The reduction's integrator (``npt`` bins up to ``q_max``, 1/A) for the detector
+    geometry an xrd run records (``start["xrd_geometry"]``), built once per geometry and
+    kept in ``cache``; ValueError for a run that records none."""
+    if "xrd_geometry" not in start:
+        raise ValueError("An xrd run must record its detector geometry (start['xrd_geometry']).")
+    key = json.dumps(start["xrd_geometry"], sort_keys=True)
+    if key not in cache:
+        cache[key] = reduction_integrator(pyfai_geometry(start["xrd_geometry"]), npt, q_max)
+    return cache[key]
 
 
 class XrdCallback(AnalysisCallback):
@@ -86,14 +99,10 @@ class XrdCallback(AnalysisCallback):
         }
 
     def open_run(self, start: dict[str, Any]) -> None:
-        if "xrd_geometry" not in start:
-            raise ValueError("An xrd run must record its detector geometry (start['xrd_geometry']).")
-        key = json.dumps(start["xrd_geometry"], sort_keys=True)
-        if key not in self._integrators:
-            self._integrators[key] = reduction_integrator(pyfai_geometry(start["xrd_geometry"]), self.npt, self.q_max)
+        integrator = run_integrator(start, self._integrators, self.npt, self.q_max)
         reference = start.get("xrd_reference") or {}
         self.reducer = XrdReducer(
-            self._integrators[key],
+            integrator,
             instrument_fwhm_deg=self.instrument_fwhm_deg,
             q003_window=self.q003_window,
             reference_a_A=reference.get("a_A"),
@@ -109,7 +118,7 @@ class XrdCallback(AnalysisCallback):
         if not result.quality.usable:
             return
         echem = {name: float(data[key]) for name, key in self.keys.items() if key in data}
-        self.derived.event("xrd", {"raw_seq_num": seq_num, **echem, **result.scalars()})
+        self.derived.event("xrd", {"raw_seq_num": seq_num, **echem, **result.scalars(), "size_note": result.size_note})
         self.derived.event("patterns", {"raw_seq_num": seq_num, "intensity": np.nan_to_num(result.intensity)})
         if not result.reason:
             for name in LIVE_VALUES:

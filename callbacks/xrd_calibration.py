@@ -6,7 +6,9 @@ For a ``technique="xrd_calibration"`` run (plan `calibrate_xrd`), each frame is 
 
 * documents: the derived ``calibration`` stream (PONI parameters, pyFAI config, rms
   residual, one event per frame) and ``rings`` stream (the residual per ring: index, h, k,
-  l, d, expected 2theta, control points, rms residual, contrast; one event per ring);
+  l, d, expected 2theta, control points, rms residual, contrast, and the instrumental
+  Gaussian and Lorentzian FWHM of its line in degrees 2theta, `ring_widths`, NaN where not
+  measured; one event per ring);
 * the live value ``geometry`` (a str soft signal): JSON ``{"raw_uid", "raw_seq_num",
   "pyfai_config", "rms_2theta_deg"}``, or ``{"raw_uid", "raw_seq_num", "error"}`` when the
   refinement failed (the error is raised again, so the derived run is closed as failed).
@@ -18,12 +20,13 @@ sets the detector; a replay of the run publishes the same documents and touches 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
 
 from ..analysis.xrd import pyfai_geometry
-from ..analysis.xrd_calibration import PONI_PARAMETERS, calibrate_geometry
+from ..analysis.xrd_calibration import PONI_PARAMETERS, calibrate_geometry, ring_widths
 from ..schema.start import XRD_CALIBRATION
 from .derived import AnalysisCallback
 
@@ -89,10 +92,14 @@ class XrdCalibrationCallback(AnalysisCallback):
             "centre_shift_row_px": result.centre_shift_px[0], "centre_shift_col_px": result.centre_shift_px[1],
             "pyfai_config": json.dumps(config),
         })
+        widths = {w.ring: w for w in ring_widths(frame, geometry, self.calibrant, tuple(r.ring for r in result.rings))}
         for ring in result.rings:
+            width = widths.get(ring.ring)
             self.derived.event("rings", {
                 "raw_seq_num": seq_num, "ring": ring.ring, **dict(zip("hkl", ring.hkl)), "d_A": ring.d_A,
                 "two_theta_deg": ring.two_theta_deg, "n_points": ring.n_points,
                 "rms_2theta_deg": ring.rms_2theta_deg, "contrast": ring.contrast,
+                "fwhm_gaussian_deg": width.gaussian_fwhm_deg if width else math.nan,
+                "fwhm_lorentzian_deg": width.lorentzian_fwhm_deg if width else math.nan,
             })
         self.set_live("geometry", json.dumps({**message, "pyfai_config": config, "rms_2theta_deg": result.rms_2theta_deg}))

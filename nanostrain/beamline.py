@@ -44,7 +44,7 @@ from .devices.cycler import SimCycler
 from .devices.nanoprobe import ROCKING_TRAVEL_DEG, SimAxis, SimNanoprobeScanner, SimPixelDetector, SimXrfCounter
 from .devices.dcm import DcmEnergy
 from .devices.txm import SimTxm
-from .devices.xas import SimIonChambers
+from .devices.xas import SimIonChambers, XasFlySampler
 from .devices.xrd import SimXrdDetector
 from .schema.sample import SampleRecord
 from .sim.cycler_engine import CyclerEngine
@@ -345,6 +345,13 @@ def xas_ic(dcm) -> SimIonChambers:
     """I0, It, Iref ion chambers of the XAS station, `nanostrain.devices.xas.SIM_XAS_SAMPLE`
     mounted, counting at ``dcm``'s energy."""
     return SimIonChambers(dcm, name="xas_ic")
+
+
+@SIM_BEAMLINE.factory
+def xas_fly(dcm, xas_ic) -> XasFlySampler:
+    """The fly-scan sampler of the XAS station: counts ``xas_ic`` once per sample and
+    records ``dcm``'s energy at the count's start and end (`plans.xas.xas_fly_scan`)."""
+    return XasFlySampler(dcm, xas_ic, name="xas_fly")
 
 
 def load_config(path: Path | str) -> dict[str, Any]:

@@ -10,8 +10,9 @@ One configuration (`catalog_config`) serves three ways of running the catalog:
 Storage: the catalog database is SQLite (``<data_dir>/catalog.db``) by default or
 PostgreSQL (``database="postgresql://..."``); event tables go to a SQL tabular store
 (SQLite file beside the catalog, or the same PostgreSQL database); arrays to files under
-``<data_dir>/data``. Detector HDF5 files are registered by reference (StreamResource),
-so their folders are the server's ``readable_storage``.
+``<data_dir>/data``. Detector HDF5 files, and the HDF5 files of derived runs' large arrays
+(``<data_dir>/derived``, `nanostrain.derived_files`), are registered by reference
+(StreamResource), so their folders are the server's ``readable_storage``.
 
 Concurrent writers on SQLite: both SQLite files run in WAL mode (readers never block the
 writer) and every connection waits up to ``SQLITE_BUSY_TIMEOUT_S`` for a lock instead of
@@ -33,8 +34,6 @@ import contextlib
 import os
 import secrets
 import sqlite3
-import stat
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,7 +43,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from .roles import ROLES, authentication_config, has_roles, init_roles, role_key
 from .schema.catalog import DERIVED_NODE, RAW_NODE, RUNS_SPEC
+from .secret_files import read_or_create_secret
 from .storage_guard import RegistrationGuard
 
 DEFAULT_DATA_DIR = Path("nanostrain-data")
@@ -52,7 +53,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 API_KEY_ENV = "NANOSTRAIN_API_KEY"
 API_KEY_FILE = "api_key"  # in the data folder, beside (never inside) the readable storage
-JSON_SEQ_EXPORTER = "bluesky_tiled_plugins.exporters:json_seq_exporter"
+JSON_SEQ_EXPORTER = "nanostrain.json_seq:json_seq_exporter"
 SQLITE_BUSY_TIMEOUT_S = 60.0  # how long an SQLite connection waits for a write lock
 
 
@@ -62,15 +63,22 @@ class CatalogSettings:
 
     data_dir: root folder: ``catalog.db`` (SQLite), ``tables.sqlite`` (event tables),
         ``data/`` (arrays written through Tiled), ``detectors/`` (HDF5 written by
-        detectors, registered by reference), ``journal/`` (every run's documents as the
+        detectors, registered by reference), ``derived/`` (HDF5 of derived runs' large
+        arrays, registered by reference), ``journal/`` (every run's documents as the
         session emitted them, `nanostrain.journal`).
     database: ``None`` for embedded SQLite, or a ``postgresql://user@host:port/db`` URI
         used both for the catalog (through asyncpg) and for the event tables.
-    api_key: the single-user key required for writes (alphanumeric).
+    api_key: the key this process uses: with roles, the key of ``role`` by default
+        (`nanostrain.roles`); without, the single key every writer shares (alphanumeric).
     readable_storage: extra folders whose files (detector HDF5) the server may serve
         (`readable_folders`); files are registered from these folders only
         (`nanostrain.storage_guard`).
     public: allow anonymous reads.
+    roles: serve with roles (Tiled's service principals with scoped keys: a beamline
+        writer, an analysis writer, readers; `nanostrain.roles`) instead of one shared
+        key. True sets them up in ``<data_dir>/roles/`` (once; they stay); None (default)
+        uses them if the data folder has them; False refuses a data folder that has them.
+    role: the role this process acts in, whose key it uses when the catalog has roles.
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -78,11 +86,22 @@ class CatalogSettings:
     api_key: str = field(default_factory=lambda: os.environ.get(API_KEY_ENV) or "")
     readable_storage: tuple[Path, ...] = ()
     public: bool = True
+    roles: bool | None = None
+    role: str = "beamline"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())
+        if self.role not in ROLES:
+            raise ValueError(f"Unknown role {self.role!r}; the roles are {sorted(ROLES)}.")
+        if self.roles:
+            init_roles(self.data_dir)
+        elif self.roles is False and has_roles(self.data_dir):
+            raise ValueError(f"The catalog of {self.data_dir} has roles ({self.data_dir / 'roles'}); "
+                             "it cannot be served with one shared key.")
+        object.__setattr__(self, "roles", has_roles(self.data_dir))
         if not self.api_key:
-            object.__setattr__(self, "api_key", load_or_create_api_key(self.data_dir))
+            key = role_key(self.data_dir, self.role) if self.roles else load_or_create_api_key(self.data_dir)
+            object.__setattr__(self, "api_key", key)
         if not self.api_key.isalnum():
             raise ValueError("The API key must be alphanumeric (letters and digits only).")
         if self.database is not None and urlsplit(self.database).scheme not in (
@@ -101,6 +120,11 @@ class CatalogSettings:
         return self.data_dir / "detectors"
 
     @property
+    def derived_dir(self) -> Path:
+        """Folder of the derived runs' array files (`nanostrain.derived_files`)."""
+        return self.data_dir / "derived"
+
+    @property
     def journal_dir(self) -> Path:
         """Folder of the sessions' write-ahead journal (one JSON-lines file per run)."""
         return self.data_dir / "journal"
@@ -111,42 +135,22 @@ def load_or_create_api_key(data_dir: Path) -> str:
 
     Keeping the key in the data folder lets `nanostrain serve` and a later
     `nanostrain shell` on the same folder agree without the user copying secrets. The
-    file is readable by its owner only: it is written to a temporary file created with
-    mode 0600 and then linked into place (so it never exists with other permissions nor
-    half-written; of two processes creating it at once, the first link wins and both
-    use that key). An existing key file that others may read is refused.
+    file is readable by its owner only, created atomically; one that others may read is
+    refused (`nanostrain.secret_files`).
     """
-    path = Path(data_dir) / API_KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".api_key.")  # mode 0600
-        try:
-            with os.fdopen(handle, "w") as stream:
-                stream.write(secrets.token_hex(16) + "\n")
-                stream.flush()
-                os.fsync(stream.fileno())
-            with contextlib.suppress(FileExistsError):  # another process made it first
-                os.link(temporary, path)
-        finally:
-            os.unlink(temporary)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise PermissionError(
-            f"The API key file {path} may be read by others (mode {mode:o}); "
-            f"make it private (chmod 600 {path}) or remove it to have a new one made."
-        )
-    return path.read_text().strip()
+    return read_or_create_secret(Path(data_dir) / API_KEY_FILE, lambda: secrets.token_hex(16))
 
 
 def readable_folders(settings: CatalogSettings) -> tuple[Path, ...]:
-    """The folders whose files the server may serve by reference: the detector folder
-    and ``settings.readable_storage``, resolved.
+    """The folders whose files the server may serve by reference: the detector folder,
+    the derived runs' folder and ``settings.readable_storage``, resolved.
 
     A folder that holds the catalog's own files (the data folder itself or any folder
-    above it: the key file, the databases) or one inside the data folder other than the
-    detector folder is refused (ValueError naming it).
+    above it: the key file, the databases) or one inside the data folder other than those
+    two is refused (ValueError naming it).
     """
-    folders = [settings.detector_dir.resolve()]
+    own = (settings.detector_dir.resolve(), settings.derived_dir.resolve())
+    folders = list(own)
     for given in settings.readable_storage:
         folder = Path(given).resolve()
         if settings.data_dir.is_relative_to(folder):
@@ -154,10 +158,10 @@ def readable_folders(settings: CatalogSettings) -> tuple[Path, ...]:
                 f"readable_storage {given}: it holds the catalog's data folder {settings.data_dir} "
                 "(its key and databases); name the detector folders only."
             )
-        if folder.is_relative_to(settings.data_dir) and not folder.is_relative_to(settings.detector_dir):
+        if folder.is_relative_to(settings.data_dir) and not any(folder.is_relative_to(o) for o in own):
             raise ValueError(
                 f"readable_storage {given}: inside the catalog's data folder {settings.data_dir} "
-                f"only {settings.detector_dir} holds detector files."
+                f"only {settings.detector_dir} holds detector files (and {settings.derived_dir} derived arrays)."
             )
         folders.append(folder)
     return tuple(folders)
@@ -174,7 +178,7 @@ def _postgres_uris(database: str) -> tuple[str, str]:
 def catalog_config(settings: CatalogSettings) -> dict[str, Any]:
     """The Tiled server configuration (the same dict `tiled serve config` reads as YAML)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    for folder in ("data", "detectors", "journal"):
+    for folder in ("data", "detectors", "derived", "journal"):
         (settings.data_dir / folder).mkdir(exist_ok=True)
     if settings.database is None:
         catalog_uri = f"sqlite:///{settings.data_dir / 'catalog.db'}"
@@ -183,11 +187,13 @@ def catalog_config(settings: CatalogSettings) -> dict[str, Any]:
     else:
         catalog_uri, tables_uri = _postgres_uris(settings.database)
     readable = [str(folder) for folder in readable_folders(settings)]
+    authentication: dict[str, Any] = {"single_user_api_key": settings.api_key, "allow_anonymous_access": settings.public}
+    roles: dict[str, Any] = {}
+    if settings.roles:
+        authentication, roles["database"] = authentication_config(settings.data_dir, settings.public)
     return {
-        "authentication": {
-            "single_user_api_key": settings.api_key,
-            "allow_anonymous_access": settings.public,
-        },
+        **roles,
+        "authentication": authentication,
         "catalog": {
             "uri": catalog_uri,
             "writable_storage": [str(settings.data_dir / "data"), tables_uri],
@@ -272,7 +278,7 @@ def build_catalog_app(settings: CatalogSettings, view: bool = False):
     if view and settings.public:
         from .webview import mount_view
 
-        mount_view(app, settings.api_key)
+        mount_view(app, role_key(settings.data_dir, "reader") if settings.roles else settings.api_key)
     return app
 
 

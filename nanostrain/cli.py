@@ -5,9 +5,16 @@
                                           its live web view at /view/
     nanostrain shell [--real CONFIG] [-c CODE]   IPython with the beamline session loaded
     nanostrain replay UID [--write]       re-run the live analyses on a stored run
+    nanostrain analyze UID [--scheduler ADDR] [--workers N] [--write]
+                                          the SXDM strain analysis of a stored run on dask.distributed
+    nanostrain refine UID [--q-window LO HI] [--write]
+                                          sequential Pawley refinement of a stored operando XRD run
     nanostrain bus                        the document bus (0MQ proxy) on 127.0.0.1:5577/5578
     nanostrain worker --catalog URL       live analyses beside acquisition, fed by the bus
     nanostrain report [-o report.html]    the campaign report (HTML, figures as PNG and SVG)
+    nanostrain export gsas2 UID --output DIR [--fxye] [--overwrite]
+                                          an operando XRD run's patterns (.xye per frame), instrument
+                                          parameters (.instprm) and sequence index for GSAS-II
     nanostrain catalog ls [--limit N] [--json] | recover [DIR] | migrate
                                           the newest raw runs with their derived runs / replay the
                                           journal into the catalog / move runs of the older layout
@@ -49,8 +56,8 @@ def _existing_catalog(args: argparse.Namespace) -> None:
         )
 
 
-def _settings(args: argparse.Namespace) -> CatalogSettings:
-    kwargs = {"data_dir": Path(args.data_dir)}
+def _settings(args: argparse.Namespace, role: str = "beamline") -> CatalogSettings:
+    kwargs = {"data_dir": Path(args.data_dir), "role": role}
     if getattr(args, "api_key", None):
         kwargs["api_key"] = args.api_key
     if getattr(args, "database", None):
@@ -59,21 +66,35 @@ def _settings(args: argparse.Namespace) -> CatalogSettings:
         kwargs["readable_storage"] = tuple(Path(p) for p in args.readable_storage)
     if getattr(args, "private", False):
         kwargs["public"] = False
+    if getattr(args, "roles", False):
+        kwargs["roles"] = True
     return CatalogSettings(**kwargs)
 
 
+def _api_key(args: argparse.Namespace, role: str) -> str | None:
+    """The key a command acting as ``role`` uses with a served catalog: --api-key, else
+    (``$NANOSTRAIN_API_KEY`` is --api-key's default) the role's key if --data-dir is the
+    catalog's folder and it has roles (`nanostrain.roles`), else none."""
+    from .roles import has_roles, role_key
+
+    if args.api_key:
+        return args.api_key
+    return role_key(Path(args.data_dir), role) if has_roles(Path(args.data_dir)) else None
+
+
 @contextlib.contextmanager
-def _catalog(args: argparse.Namespace) -> Iterator[Any]:
-    """A catalog client for the command: the server at --catalog, or an embedded one on
-    --data-dir (which must hold a catalog); closed when the block ends."""
+def _catalog(args: argparse.Namespace, role: str) -> Iterator[Any]:
+    """A catalog client for the command, acting as ``role`` (`nanostrain.roles`): the
+    server at --catalog, or an embedded one on --data-dir (which must hold a catalog);
+    closed when the block ends."""
     from .catalog import EmbeddedCatalog, connect
 
     server = None
     if args.catalog:
-        client = connect(args.catalog, api_key=args.api_key)
+        client = connect(args.catalog, api_key=_api_key(args, role))
     else:
         _existing_catalog(args)
-        server = EmbeddedCatalog(_settings(args))
+        server = EmbeddedCatalog(_settings(args, role))
         client = server.client()
     try:
         yield client
@@ -111,35 +132,138 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    from .replaying import failures, replay
-
-    with _catalog(args) as client:
+@contextlib.contextmanager
+def _stored_run(args: argparse.Namespace) -> Iterator[tuple[Any, Any, Any]]:
+    """(raw run ``args.uid``, the ``derived`` node, the client), acting as the analysis
+    writer with ``--write``, else as a reader; an unknown uid is a `UsageError`."""
+    with _catalog(args, "analysis" if args.write else "reader") as client:
         raw, derived = catalog_nodes(client)
         if args.uid not in raw:
-            print(f"No run {args.uid!r} among the catalog's raw runs.", file=sys.stderr)
-            return 2
-        writer = None
-        if args.write:
-            from bluesky_tiled_plugins import TiledWriter
+            raise UsageError(f"no run {args.uid!r} among the catalog's raw runs")
+        yield raw[args.uid], derived, client
 
-            from .schema.catalog import SupersedingWriter
 
-            writer = SupersedingWriter(TiledWriter(derived), derived)  # replaces, never duplicates
-        published = replay(raw[args.uid], derived=derived, writer=writer, progress=None if args.progress else False)
-        if writer is not None:
-            writer.flush()
-        starts = [doc for name, doc in published if name == "start"]
-        events = sum(1 for name, _ in published if name == "event")
-        for doc in starts:
-            print(f"derived run {doc['uid']} ({doc['analysis']}) from {doc['derived_from']}")
-        print(f"{len(starts)} derived run(s), {events} event(s)")
-        if args.write:
-            print("written to the catalog")
-        failed = failures(published)
-        for line in failed:
-            print(f"FAILED: {line}", file=sys.stderr)
-        return 1 if failed else 0
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replaying import replay
+
+    with _stored_run(args) as (run, derived, _):
+        writer = _superseding_writer(derived) if args.write else None  # replaces, never duplicates
+        published = replay(run, derived=derived, writer=_recording(writer, args),
+                           progress=None if args.progress else False)
+        return _report(published, writer)
+
+
+def _superseding_writer(derived):
+    """Writes derived runs into ``derived``, replacing earlier ones of the same computation."""
+    from bluesky_tiled_plugins import TiledWriter
+
+    from .schema.catalog import SupersedingWriter
+
+    return SupersedingWriter(TiledWriter(derived), derived)
+
+
+def _recording(writer, args: argparse.Namespace):
+    """``writer`` with the derived runs' large arrays written to files under
+    ``<data-dir>/derived`` if that folder exists (the catalog server made it: it reads
+    there), as live derived runs are (`nanostrain.derived_files`); None if ``writer`` is."""
+    from .callbacks.external_arrays import ExternalArrays
+    from .derived_files import HDF5ArraySink
+
+    folder = Path(args.data_dir) / "derived"
+    if writer is None or not folder.is_dir():
+        return writer
+    return ExternalArrays(HDF5ArraySink(folder), writer)
+
+
+def _report(published: list, writer) -> int:
+    """Print the derived runs ``published`` (and whether ``writer`` stored them); exit
+    status 1 if one failed (its reason on standard error), else 0."""
+    from .replaying import failures
+
+    if writer is not None:
+        writer.flush()
+    starts = [doc for name, doc in published if name == "start"]
+    events = sum(1 for name, _ in published if name == "event")
+    for doc in starts:
+        print(f"derived run {doc['uid']} ({doc['analysis']}) from {doc['derived_from']}")
+    print(f"{len(starts)} derived run(s), {events} event(s)")
+    if writer is not None:
+        print("written to the catalog")
+    failed = failures(published)
+    for line in failed:
+        print(f"FAILED: {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analyze import AnalyzeError, SchedulerUnreachable, dask_client, plan, publish, reduce
+    from .callbacks.frames import DetectorFileError
+    from .schema.start import TXM
+
+    with _stored_run(args) as (run, derived, client):
+        if run.metadata["start"].get("technique") == TXM:
+            return _analyze_txm(args, run, derived, client)
+        try:
+            job = plan(run, str(client.context.api_uri), client.context.api_key, derived)
+            with dask_client(args.scheduler, args.workers) as dask:
+                print(f"{job.n_frames} frames in {len(job.tasks)} task(s) on {dask.scheduler_info()['address']} "
+                      f"({len(dask.scheduler_info()['workers'])} worker(s))", flush=True)
+                partial = reduce(job, dask, progress=None if args.progress else False)
+        except (AnalyzeError, SchedulerUnreachable) as error:
+            raise UsageError(str(error)) from error
+        except DetectorFileError as error:  # a task could not read its frames: nothing is written
+            print(f"FAILED: {error}", file=sys.stderr)
+            return 1
+        writer = _superseding_writer(derived) if args.write else None
+        return _report(publish(job, partial, _recording(writer, args)), writer)
+
+
+def _analyze_txm(args: argparse.Namespace, run, derived, client) -> int:
+    """`nanostrain analyze` of a TXM-XANES tomography: block-wise on dask, arrays to ``--store``."""
+    from . import analyze_txm
+    from .analyze import AnalyzeError, SchedulerUnreachable, dask_client
+    from .callbacks.frames import DetectorFileError
+
+    uid = run.metadata["start"]["uid"]
+    store = Path(args.store) if args.store else Path(args.data_dir) / "derived" / f"txm_xanes-{uid}.zarr"
+    if args.write:
+        raise UsageError("--write is for SXDM runs; a TXM analysis writes its arrays to --store")
+    try:
+        job = analyze_txm.plan(run, str(client.context.api_uri), client.context.api_key, store, derived)
+        with dask_client(args.scheduler, args.workers) as dask:
+            print(f"{job.n_frames} projections of {len(job.energy_frames)} energies on "
+                  f"{dask.scheduler_info()['address']} ({len(dask.scheduler_info()['workers'])} worker(s))", flush=True)
+            result = analyze_txm.reduce(job, dask, progress=None if args.progress else False)
+    except (AnalyzeError, SchedulerUnreachable) as error:
+        raise UsageError(str(error)) from error
+    except DetectorFileError as error:
+        print(f"FAILED: {error}", file=sys.stderr)
+        return 1
+    stats = result.statistics
+    print(f"white line over {stats.n_voxels} voxels: mean {stats.mean_eV:.3f} eV, median {stats.median_eV:.3f} eV, "
+          f"sigma {stats.sigma_eV:.3f} eV; rotation centre {result.center_px:.2f} px; "
+          f"{result.n_components} PCA components")
+    print(f"arrays (zarr: absorbance, volumes, edge_jump, mask, wl_eV) in {result.store}")
+    return 0
+
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    from .callbacks.xrd_refinement import XrdRefinementCallback
+    from .export import instrument_profile
+    from .replaying import replay
+    from .schema.start import XRD
+
+    with _stored_run(args) as (run, derived, _):
+        start = run.metadata["start"]
+        if start.get("technique") != XRD:
+            raise UsageError(f"run {start['uid']} is a {start.get('technique')!r} run, not operando XRD ({XRD!r})")
+        profile, source, _ = instrument_profile(derived, start)
+        print(f"instrument profile from {source}", flush=True)
+        refinement = XrdRefinementCallback(instrument=profile._asdict(), q_window=tuple(args.q_window))
+        writer = _superseding_writer(derived) if args.write else None
+        published = replay(run, [refinement], derived=derived, writer=writer,
+                           progress=None if args.progress else False)
+        return _report(published, writer)
 
 
 def cmd_bus(args: argparse.Namespace) -> int:
@@ -162,19 +286,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not args.catalog:
         print("A worker writes to a catalog server: give --catalog URL (or $NANOSTRAIN_CATALOG).", file=sys.stderr)
         return 2
+    if args.nice:
+        os.nice(args.nice)  # acquisition first: a worker beside it must never slow it down
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop.set())
     analyses = args.analyses.split(",") if args.analyses else None
-    serve_worker(args.catalog, args.api_key, args.bus, analyses, args.lookback, stop,
-                 say=lambda text: print(text, flush=True), pv_prefix=None if args.no_pvs else args.pv_prefix)
+    # large arrays to files only where the catalog server reads them (`_recording`)
+    derived_dir = Path(args.data_dir) / "derived"
+    serve_worker(args.catalog, _api_key(args, "analysis"), args.bus, analyses, args.lookback, stop,
+                 say=lambda text: print(text, flush=True), pv_prefix=None if args.no_pvs else args.pv_prefix,
+                 derived_dir=derived_dir if derived_dir.is_dir() else None)
     return 0
 
 
 def cmd_catalog_ls(args: argparse.Namespace) -> int:
     from .listing import format_table, list_runs
 
-    with _catalog(args) as client:
+    with _catalog(args, "reader") as client:
         runs = list_runs(*catalog_nodes(client), limit=args.limit)
     if args.json:
         print(json.dumps([run.to_json() for run in runs], indent=1))
@@ -189,7 +318,7 @@ def cmd_catalog_recover(args: argparse.Namespace) -> int:
     """Replay the journal into the catalog; exit status 1 if a file was damaged or refused."""
     from .syncing import recover
 
-    with _catalog(args) as client:
+    with _catalog(args, "beamline") as client:
         journal_dir = Path(args.journal_dir) if args.journal_dir else _settings(args).journal_dir
         report = recover(journal_dir, client)
     for uid in report.written:
@@ -208,7 +337,7 @@ def cmd_catalog_recover(args: argparse.Namespace) -> int:
 def cmd_catalog_migrate(args: argparse.Namespace) -> int:
     from .catalog import migrate_root_runs
 
-    with _catalog(args) as client:
+    with _catalog(args, "beamline") as client:
         uids = migrate_root_runs(client)
     print(f"{len(uids)} run(s) moved from the catalog's root into raw/derived")
     return 0
@@ -217,10 +346,26 @@ def cmd_catalog_migrate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    with _catalog(args) as client:
+    with _catalog(args, "reader") as client:
         path, _ = write_report(client, args.output, source=args.catalog or str(Path(args.data_dir).resolve()),
                                say=lambda text: print(text, flush=True))
     print(f"report: {path.resolve()}")
+    return 0
+
+
+def cmd_export_gsas2(args: argparse.Namespace) -> int:
+    from .export import ExportError, export_gsas2
+
+    with _catalog(args, "reader") as client:
+        try:
+            result = export_gsas2(client, args.uid, args.output, prefix=args.prefix, fxye=args.fxye,
+                                  overwrite=args.overwrite, say=lambda text: print(text, flush=True))
+        except ExportError as error:
+            raise UsageError(str(error)) from error
+    kinds = " (.xye and .fxye)" if result.fxye else ""
+    print(f"{len(result.patterns)} pattern(s){kinds}, {result.instprm.name} and {result.index.name} in "
+          f"{result.folder.resolve()}")
+    print(f"instrument profile from {result.profile_source}")
     return 0
 
 
@@ -257,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readable-storage", nargs="*", metavar="DIR", help="extra folders of detector files the server may read")
     p.add_argument("--private", action="store_true", help="require the API key for reads too (and serve no web view)")
     p.add_argument("--init", action="store_true", help="create --data-dir (and a new catalog in it) if it does not exist")
+    p.add_argument("--roles", action="store_true",
+                   help="serve with roles: a beamline writer, an analysis writer and readers, each with its own "
+                        "scoped key in <data-dir>/roles/ (kept once made; docs/security.md)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("shell", help="IPython with the beamline session (sim devices by default)")
@@ -274,6 +422,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no progress bar (default: one on a terminal)")
     p.set_defaults(func=cmd_replay)
 
+    p = sub.add_parser("analyze", help="the SXDM strain or TXM-XANES analysis of a stored run on dask.distributed")
+    common(p)
+    p.add_argument("uid", help="uid of the raw SXDM or TXM tomography run")
+    p.add_argument("--store", metavar="DIR", help="TXM: new zarr folder for the arrays "
+                   "(default: <data-dir>/derived/txm_xanes-<uid>.zarr)")
+    p.add_argument("--scheduler", metavar="ADDR", help="a dask scheduler's address (default: a local cluster)")
+    p.add_argument("--workers", type=positive_integer, default=2, metavar="N",
+                   help="worker processes of the local cluster (default: %(default)s)")
+    p.add_argument("--write", action="store_true",
+                   help="store the derived run in the catalog, replacing the earlier one of the same computation")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (default: one on a terminal)")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("refine", help="sequential Pawley refinement of a stored operando XRD run (docs/xrd.md)")
+    common(p)
+    p.add_argument("uid", help="uid of the raw operando XRD run")
+    p.add_argument("--q-window", nargs=2, type=float, default=(1.0, 5.0), metavar=("LO", "HI"),
+                   help="Q range refined, 1/A (default: %(default)s)")
+    p.add_argument("--write", action="store_true",
+                   help="store the derived run in the catalog, replacing the earlier one of the same computation")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (default: one on a terminal)")
+    p.set_defaults(func=cmd_refine)
+
     from .bus import DEFAULT_IN, DEFAULT_OUT
 
     p = sub.add_parser("bus", help="run the document bus (bluesky's 0MQ proxy) for out-of-process analysis")
@@ -290,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pv-prefix", default=os.environ.get("NANOSTRAIN_PV_PREFIX") or "NS:LIVE:",
                    help="prefix of the live-value PVs (default: %(default)s; docs/live-pvs.md)")
     p.add_argument("--no-pvs", action="store_true", help="do not serve the live values as PVs")
+    p.add_argument("--nice", type=int, default=10, metavar="N",
+                   help="scheduling niceness added to the worker's (default: %(default)s): on a machine it shares "
+                        "with acquisition, the worker takes the CPU the acquisition leaves and catches up after")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("demo", help="run the simulated experiment campaign into the catalog")
@@ -302,6 +478,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="report.html", metavar="FILE",
                    help="the HTML file; figures go to FILE's stem + _figures/ (default: %(default)s)")
     p.set_defaults(func=cmd_report)
+
+    export = sub.add_parser("export", help="export runs for other programs").add_subparsers(
+        dest="format", required=True, metavar="FORMAT")
+    p = export.add_parser("gsas2", help="an operando XRD run for GSAS-II sequential refinement (docs/xrd.md)")
+    common(p)
+    p.add_argument("uid", help="uid of the raw operando XRD run")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="folder to write into (new or empty)")
+    p.add_argument("--prefix", help="stem of the file names (default: <sample>_<uid[:8]>)")
+    p.add_argument("--fxye", action="store_true", help="also write each pattern as GSAS FXYE (.fxye)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that is not empty, replacing files of the same names (none is deleted)")
+    p.set_defaults(func=cmd_export_gsas2)
 
     cat = sub.add_parser("catalog", help="catalog maintenance").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = cat.add_parser("ls", help="the newest raw runs, each with its derived runs")

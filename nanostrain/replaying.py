@@ -1,8 +1,9 @@
-"""Replay: push a stored run's documents through analyses, frames read through Tiled.
+"""Replay: push a stored run's documents through analyses, frames read in large blocks.
 
 A replay sees the documents ``run.documents()`` serves (the catalog's own export of the
-run, StreamResource/StreamDatum included) and reads detector frames through the catalog,
-so it needs no access to the beamline's files, and it writes none. The analyses are
+run, StreamResource/StreamDatum included) and reads detector frames in 64 MiB blocks
+(`TiledFrameSource`): from the detector file where this machine sees it, else through the
+catalog, so it needs no access to the beamline's files; it writes none. The analyses are
 rebuilt from the ``parameters`` their derived runs of that raw run recorded
 (`recorded_analyses`; the catalog's ``derived`` node holds them and
 `nanostrain.schema.catalog.derived_runs` finds them), so a replay repeats the live computation
@@ -119,6 +120,11 @@ class _CountingFrames:
             self.progress.count(datum["stream_resource"], start + offset)
             yield seq_num, frame
 
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
 
 def _frames_of(name: str, doc: Document) -> int:
     return doc["indices"]["stop"] - doc["indices"]["start"] if name == "stream_datum" else 0
@@ -137,6 +143,7 @@ def replay(
     writer: Callback | None = None,
     derived=None,
     progress: bool | None = None,
+    frame_source: FrameSource | None = None,
 ) -> list[tuple[str, Document]]:
     """Push the documents of ``run`` (a BlueskyRun client, or a uid with ``catalog``: the
     ``raw`` node) through ``callbacks`` (default: the run's analyses as recorded in the
@@ -149,6 +156,10 @@ def replay(
 
     ``progress``: a progress bar on standard error (`ReplayProgress`): True always,
     False never (library use), None (default) only on a terminal.
+
+    ``frame_source``: where the analyses read frames (default `TiledFrameSource` of the
+    run: large blocks, from the detector file where this machine sees it, else through
+    the catalog).
     """
     if isinstance(run, str):
         if catalog is None:
@@ -164,7 +175,8 @@ def replay(
 
     documents = run_documents(run)
     bar = ReplayProgress(documents, progress)
-    frames = bar.counting(TiledFrameSource(run))  # a missing or damaged detector file fails the analyses reading it
+    # a missing or damaged detector file fails the analyses reading it
+    frames = bar.counting(TiledFrameSource(run) if frame_source is None else frame_source)
     for callback in callbacks:
         if isinstance(callback, AnalysisCallback):
             callback.frame_source = frames
@@ -176,6 +188,7 @@ def replay(
                 guard(name, doc)
             bar.dispatched(name, doc)
     finally:
+        frames.close()
         bar.close()
     return published
 

@@ -17,13 +17,20 @@ long: a run's stop waits for the catalog only while it answers. If the catalog i
 (at start or mid-run), the runs are resynced from the journal once it answers again, or
 with `nanostrain catalog recover`. If the journal cannot write either (disk full), the
 RunEngine pauses with a message naming the problem.
+
+The large arrays of derived runs (I(Q) patterns, maps, volumes) are written to HDF5 files
+under ``<data_dir>/derived`` (`nanostrain.derived_files`) and recorded as
+StreamResource/StreamDatum, as detector frames are (`nanostrain.callbacks.external_arrays`);
+the analyses' own subscribers (live plots) still see them inline.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +44,17 @@ from ophyd_async.core import SignalR
 from .beamline import connection_errors_of, make_devices
 from .bus import DEFAULT_IN, BusPublisher
 from .callbacks.derived import AnalysisCallback, GuardedCallback
+from .callbacks.external_arrays import ExternalArrays
 from .callbacks.registry import default_analyses, live_signals
 from .catalog import CatalogSettings, EmbeddedCatalog, connect
+from .derived_files import HDF5ArraySink
 from .journal import Journal, pending_journals
 from .live_pvs import DEFAULT_PREFIX, live_signal_types, remote_live_signals
 from .plans import registry as plan_registry
 from .plans.progress import RunProgress
 from .plans.suspenders import beam_suspenders
 from .replaying import replay
+from .roles import role_key
 from .schema.catalog import DERIVED_NODE, RAW_NODE, SupersedingWriter, derived_runs
 from .syncing import EVENT_BATCH, CatalogForwarder, DocumentRecorder, StorageError, catalog_reachable
 
@@ -126,6 +136,7 @@ class Recording:
     recorder: DocumentRecorder  # raw runs: journal, then the catalog's ``raw`` node
     derived_recorder: DocumentRecorder  # derived runs: journal, then ``derived``
     derived_writer: SupersedingWriter  # derived runs through ``derived_recorder``, one per computation
+    record_derived: Callable[[str, Document], Any]  # derived runs' documents to ``derived_writer``, large arrays to files
     analyses: list[AnalysisCallback]  # run here (inline); none when a worker runs them
     connect: Callable[[], Any]  # the catalog's root client (connects on first use)
     publisher: BusPublisher | None = None  # every document to the bus, for workers
@@ -146,8 +157,19 @@ class Recording:
 
     def derived_runs(self, uid: str) -> list:
         """Derived runs (catalog clients) whose start document names raw run ``uid``
-        (`nanostrain.schema.catalog.derived_runs`)."""
+        (`nanostrain.schema.catalog.derived_runs`), once the catalog holds what this
+        session recorded (`wait_stored`, at most 10 s)."""
+        self.wait_stored(10.0)
         return derived_runs(self.derived, uid)
+
+    def wait_stored(self, timeout_s: float = 30.0) -> bool:
+        """Wait until the catalog holds every document of raw and derived runs this
+        session recorded so far (they reach it from a background writer, which the end
+        of a run waits for only a bounded time); at most ``timeout_s`` s, not at all while
+        the catalog does not answer. Returns whether it holds them."""
+        deadline = time.monotonic() + timeout_s
+        raw = self.recorder.forwarder.wait(timeout_s)
+        return self.derived_recorder.forwarder.wait(max(0.0, deadline - time.monotonic())) and raw
 
     @property
     def live_signals(self) -> dict[str, SignalR]:
@@ -159,8 +181,9 @@ class Recording:
 
     def replay(self, uid: str, write: bool = False) -> list[tuple[str, Document]]:
         """Re-run a stored run's analyses as they ran live (`nanostrain.replaying.replay`);
-        ``write`` records the new derived runs (journal, then catalog)."""
-        published = replay(self.catalog[uid], derived=self.derived, writer=self.derived_writer if write else None)
+        ``write`` records the new derived runs as live ones are (journal, then catalog;
+        large arrays to files under ``<data_dir>/derived``)."""
+        published = replay(self.catalog[uid], derived=self.derived, writer=self.record_derived if write else None)
         if write:
             self.derived_writer.flush()
         return published
@@ -253,11 +276,18 @@ def make_recording(
         live_signals(live)  # refuse clashing names before anything starts
     settings = CatalogSettings(data_dir=Path(data_dir or "nanostrain-data"), **({"api_key": api_key} if api_key else {}))
     server = None
+    # with roles, inline analyses write derived runs as the analysis writer (superseding an
+    # older derived run deletes it, which the beamline key may not); nanostrain.roles
+    derived_key = role_key(settings.data_dir, "analysis") if settings.roles and not api_key else settings.api_key
     if catalog_uri is None:
         server = EmbeddedCatalog(settings)
         url, client = server.url, _LazyClient(server.client)
+        make_derived_client = functools.partial(server.client, api_key=derived_key)
     else:
         url, client = catalog_uri, _LazyClient(lambda: connect(catalog_uri, api_key=settings.api_key))
+        make_derived_client = functools.partial(connect, catalog_uri, api_key=derived_key)
+    # one client where one key writes both (no roles): a second would only open a second connection
+    derived_client = client if derived_key == settings.api_key else _LazyClient(make_derived_client)
     leftovers = pending_journals(settings.journal_dir) if settings.journal_dir.exists() else []
     if leftovers:
         logger.warning("%d run(s) in %s are not in the catalog (an earlier session ended abruptly?): "
@@ -265,8 +295,11 @@ def make_recording(
     recorder = _recorder("raw", RAW_NODE, client, settings.journal_dir, url)
     # a derived run's events (one per analysed frame or angle) reach the catalog as they
     # come, so its readers (the web view) follow a run in progress; raw events go in batches
-    derived_recorder = _recorder("derived", DERIVED_NODE, client, settings.journal_dir, url, batch_size=1)
-    derived_writer = SupersedingWriter(derived_recorder, lambda: client()[DERIVED_NODE])
+    derived_recorder = _recorder("derived", DERIVED_NODE, derived_client, settings.journal_dir, url, batch_size=1)
+    derived_writer = SupersedingWriter(derived_recorder, lambda: derived_client()[DERIVED_NODE])
+    # large arrays to files the catalog registers, as the detectors' frames (the session
+    # writes where the catalog server reads, as it does for its detectors)
+    record_derived = ExternalArrays(HDF5ArraySink(settings.derived_dir), derived_writer)
 
     callbacks: list[Callable[[str, Document], Any]] = [recorder]
     publisher, remote = None, {}
@@ -276,7 +309,7 @@ def make_recording(
         remote = remote_live_signals(live_signal_types(default_analyses()), pv_prefix)
     guards: list[GuardedCallback] = []
     for analysis in live:
-        analysis.subscribe(derived_writer)
+        analysis.subscribe(record_derived)
         guards.append(GuardedCallback(analysis))
     callbacks += guards
     if live_plots:
@@ -290,7 +323,7 @@ def make_recording(
 
         callbacks.append(BestEffortCallback())
     return Recording(settings=settings, recorder=recorder, derived_recorder=derived_recorder,
-                     derived_writer=derived_writer, analyses=live, connect=client, server=server, guards=guards,
+                     derived_writer=derived_writer, record_derived=record_derived, analyses=live, connect=client, server=server, guards=guards,
                      callbacks=callbacks, publisher=publisher, remote_signals=remote)
 
 

@@ -1,4 +1,5 @@
-"""Detector files may be registered with the catalog only from inside the detector folders.
+"""Files may be registered with the catalog only from inside the detector folders (and the
+derived runs' folder of array files, ``<data_dir>/derived``: the server's readable storage).
 
 A file registered by reference (an *external asset*: a ``file://`` URI in a data source,
 as TiledWriter registers every StreamResource) is served by Tiled to whoever may read its

@@ -10,7 +10,8 @@ Nothing is lost: the catalog is the durable record, and the worker reconciles ag
 
 * on start: every recent raw run (``lookback``) that lacks a successful derived run of an
   analysis that applies to it, with this worker's parameters, is computed from the
-  catalog (`nanostrain.replaying.replay`, frames through Tiled);
+  catalog (`nanostrain.replaying.replay`: frames from the detector files where the
+  worker sees them, else through Tiled);
 * after a gap on the bus (a lost message, a publisher that restarted) or a run whose
   start it never saw: the run's live derived runs are closed as failed with the reason,
   and once the raw run's stop is in the catalog the run is recomputed from there.
@@ -19,6 +20,11 @@ Derived runs are idempotent: a successful derived run replaces every other deriv
 of the same raw run, analysis and parameters (`nanostrain.schema.catalog.SupersedingWriter`),
 so a recomputation never leaves a duplicate, and a worker SIGKILLed mid-run and
 restarted leaves one complete derived run.
+
+Large arrays (I(Q) patterns, maps, volumes) go to HDF5 files under the catalog's
+``<data_dir>/derived`` when the worker shares the catalog server's data folder
+(``derived_dir``, `nanostrain.derived_files`), referenced by StreamResource/StreamDatum
+(`nanostrain.callbacks.external_arrays`); otherwise they stay inside the events.
 """
 
 from __future__ import annotations
@@ -27,12 +33,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from .bus import DEFAULT_OUT, Gap, Message, Subscriber
 from .callbacks.derived import ANALYSIS_VERSION, AnalysisCallback, GuardedCallback
 from .callbacks.registry import ANALYSES, live_signals
+from .callbacks.external_arrays import ExternalArrays
 from .catalog import catalog_nodes, connect
+from .derived_files import HDF5ArraySink
 from .live_pvs import DEFAULT_PREFIX, LiveValueServer
 from .replaying import replay
 from .schema.catalog import SupersedingWriter, derived_identity, derived_runs
@@ -44,9 +53,10 @@ Document = dict[str, Any]
 
 class Worker:
     """Runs ``analyses`` on documents from ``subscriber``; derived runs go through
-    ``writer`` (a `SupersedingWriter` into ``derived``); ``raw`` is the catalog's raw node,
-    read to reconcile. ``settle_s``: how long to wait for a raw run's stop to reach the
-    catalog before recomputing it."""
+    ``writer`` (a `SupersedingWriter` into ``derived``), their large arrays written
+    through ``sink`` if given (`ExternalArrays`), live and recomputed alike; ``raw`` is
+    the catalog's raw node, read to reconcile. ``settle_s``: how long to wait for a raw
+    run's stop to reach the catalog before recomputing it."""
 
     def __init__(
         self,
@@ -56,14 +66,16 @@ class Worker:
         analyses: Iterable[AnalysisCallback],
         writer: SupersedingWriter,
         settle_s: float = 120.0,
+        sink: HDF5ArraySink | None = None,
     ):
         self.subscriber = subscriber
         self.raw, self.derived = raw, derived
         self.analyses = list(analyses)
         self.writer = writer
+        self._record = writer if sink is None else ExternalArrays(sink, writer)
         self.settle_s = settle_s
         for analysis in self.analyses:
-            analysis.subscribe(writer)
+            analysis.subscribe(self._record)
         self.guards = [GuardedCallback(analysis) for analysis in self.analyses]
         self._descriptors: dict[str, str] = {}  # descriptor uid -> run uid
         self._resources: dict[str, str] = {}  # (stream) resource uid -> run uid
@@ -192,7 +204,7 @@ class Worker:
         fresh = [type(a).from_parameters(a.parameters()) for a in todo]
         logger.info("Recomputing %s for run %s from the catalog.", [a.analysis for a in fresh],
                     raw_run.metadata["start"]["uid"])
-        replay(raw_run, callbacks=fresh, writer=self.writer)
+        replay(raw_run, callbacks=fresh, writer=self._record)
         self.writer.flush()
         return [a.analysis for a in fresh]
 
@@ -218,13 +230,16 @@ def serve_worker(
     stop: threading.Event | None = None,
     say: Callable[[str], None] = print,
     pv_prefix: str | None = DEFAULT_PREFIX,
+    derived_dir: Path | None = None,
 ) -> Worker:
     """Run a worker until ``stop`` is set (``nanostrain worker``): subscribe to the bus at
     ``bus``, reconcile the newest ``lookback`` runs against the catalog at
     ``catalog_uri``, then analyse documents as they come. ``analyses``: names of the
     analyses to run (default all, `nanostrain.callbacks.registry.ANALYSES`). The live
     values are served as PVs ``f"{pv_prefix}{analysis}_{signal}"``
-    (`nanostrain.live_pvs`; None: not served)."""
+    (`nanostrain.live_pvs`; None: not served). ``derived_dir``: the catalog's folder of
+    derived runs' array files (``<data_dir>/derived``, which the server reads); None keeps
+    every array inside the events."""
     from bluesky_tiled_plugins import TiledWriter
 
     names = list(ANALYSES) if analyses is None else list(analyses)
@@ -236,10 +251,12 @@ def serve_worker(
     # run (the durable record) when the worker next reconciles
     writer = SupersedingWriter(TiledWriter(derived, batch_size=1), derived)  # rows visible as they come
     subscriber = Subscriber(bus)  # subscribe first: what comes during the reconciliation waits
-    worker = Worker(subscriber, raw, derived, [ANALYSES[name]() for name in names], writer)
+    sink = None if derived_dir is None else HDF5ArraySink(derived_dir)
+    worker = Worker(subscriber, raw, derived, [ANALYSES[name]() for name in names], writer, sink=sink)
     pvs = LiveValueServer(live_signals(worker.analyses), pv_prefix).start() if pv_prefix is not None else None
     say(f"worker: analyses {', '.join(names)}; bus {bus}; catalog {catalog_uri}"
-        + (f"; live values as PVs {pv_prefix}*" if pvs else ""))
+        + (f"; live values as PVs {pv_prefix}*" if pvs else "")
+        + (f"; large arrays to {derived_dir}" if sink else "; arrays inside the events"))
     try:
         count = worker.reconcile(lookback, progress=lambda uid: say(f"worker: computed what run {uid} lacked"))
         say(f"worker: reconciled the newest {lookback} runs ({count} computed); listening")

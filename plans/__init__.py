@@ -14,13 +14,13 @@ def registry() -> dict[str, Callable]:
     from .samples import mount_sample
     from .sxdm import find_bragg_peak, sxdm_rocking_raster, xrf_map
     from .txm import energy_calibration, txm_xanes_2d, txm_xanes_tomo
-    from .xas import xas_scan
+    from .xas import xas_fly_scan, xas_scan
 
     return {"alignment_scan": alignment_scan, "operando_xrd": operando_xrd, "gitt": gitt, "cycle_cell": cycle_cell,
             "calibrate_xrd": calibrate_xrd,
             "sxdm_rocking_raster": sxdm_rocking_raster, "find_bragg_peak": find_bragg_peak, "xrf_map": xrf_map,
             "txm_xanes_2d": txm_xanes_2d, "txm_xanes_tomo": txm_xanes_tomo, "energy_calibration": energy_calibration,
-            "mount_sample": mount_sample, "xas_scan": xas_scan}
+            "mount_sample": mount_sample, "xas_scan": xas_scan, "xas_fly_scan": xas_fly_scan}
 
 
 def validate(plan_name: str, /, *args, **kwargs) -> None:

@@ -12,9 +12,10 @@ The simulated SXDM experiment (SCIENCE.md section 3):
   (`CathodeParticle.lattice`, mapped by `radial_field_to_grid`: the core/shell reaction
   front of SC-NM91 mid-charge, an optional reconstructed `SurfaceLayer`, an optional
   `Crack` whose voxels are empty), the lattice rotation of each voxel is a surface
-  distortion that bends the (003) planes outwards near the surface,
+  distortion that bends the (003) planes outwards near the surface and relaxes with the
+  particle's cycles n (`SurfaceDistortion`),
 
-      alpha(r) = alpha_s exp(-(R - r) / lambda_s),
+      alpha(r) = alpha_s exp(-n / n_relax) exp(-(R - r) / lambda_s),
       theta_xy = alpha(r) y / r,   theta_xz = alpha(r) x / r + sign(crack side) beta / 2,
 
   (beta: opening angle of the crack's two halves), each voxel's Q is
@@ -133,10 +134,22 @@ def sxdm_sample(
 
 @dataclass(frozen=True)
 class SurfaceDistortion:
-    """Lattice rotation near the surface: alpha(r) = tilt_deg exp(-(R - r) / depth_um) (deg)."""
+    """Lattice rotation near the surface of a particle cycled n times (`CathodeParticle.cycles_aged`):
+
+        alpha(r) = tilt_deg exp(-n / relaxation_cycles) exp(-(R - r) / depth_um)     (deg)
+
+    The as-made bending of the planes near the surface relaxes as cycling moves
+    dislocations through the crystal (the rotations fall with cycling while the strain from
+    the slower diffusion rises, SCIENCE.md section 3): x 0.37 after 100 cycles by default.
+    """
 
     tilt_deg: float = 0.03
     depth_um: float = 0.3
+    relaxation_cycles: float = 100.0
+
+    def tilt_after(self, cycles: int) -> float:
+        """Surface tilt (deg) of a particle cycled ``cycles`` times."""
+        return self.tilt_deg * float(np.exp(-cycles / self.relaxation_cycles))
 
 
 def project_particle(
@@ -170,7 +183,7 @@ def project_particle(
     theta_xy = np.zeros(d.shape)
     theta_xz = np.zeros(d.shape)
     if surface is not None:
-        alpha = surface.tilt_deg * np.exp(-(radius - r) / surface.depth_um) / np.maximum(r, 1e-12)
+        alpha = surface.tilt_after(particle.cycles_aged) * np.exp(-(radius - r) / surface.depth_um) / np.maximum(r, 1e-12)
         theta_xy += alpha * y
         theta_xz += alpha * x
     if crack is not None and crack_tilt_deg:

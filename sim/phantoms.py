@@ -1,9 +1,10 @@
 """Phantoms with a known answer for TXM tomography and TXM-XANES (SCIENCE.md section 4).
 
-Coordinates are those of `analysis.txm` (parallel beam): pixel (row r, column c) sits at
-x = c - (n-1)/2, y = (n-1)/2 - r from the rotation axis (y up); the projection at angle
-theta (degrees) is the line integral along x cos(theta) + y sin(theta) = t, and detector
-column j sees t = j - center.
+Coordinates are those of `analysis.txm` and scikit-image (parallel beam): pixel (row r,
+column c) sits at x = c - n//2, y = n//2 - r from the rotation axis (y up); the
+projection at angle theta (degrees) is the line integral along
+x cos(theta) + y sin(theta) = t, and detector column j sees t = j - center (n//2 by
+default).
 
 * `Ellipse`, `SHEPP_LOGAN`: sums of uniform ellipses (the modified Shepp-Logan head),
   rasterised by `ellipse_image` and projected exactly by `ellipse_sinogram`;
@@ -74,7 +75,7 @@ SHEPP_LOGAN = (
 
 def ellipse_image(ellipses: tuple[Ellipse, ...], n: int, supersample: int = 4) -> np.ndarray:
     """(n, n) image of summed ellipses, each pixel averaged over supersample^2 points."""
-    centres = np.arange(n) - (n - 1) / 2
+    centres = np.arange(n) - n // 2
     offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
     image = np.zeros((n, n))
     for dx_sub in offsets:
@@ -97,10 +98,10 @@ def ellipse_sinogram(
     For an ellipse (rho, a, b, x0, y0, phi) and s = t - x0 cos theta - y0 sin theta,
     q^2 = a^2 cos^2(theta - phi) + b^2 sin^2(theta - phi):
     p(t) = 2 rho a b sqrt(q^2 - s^2) / q^2 for |s| <= q, else 0 (Kak & Slaney eq. 3.5);
-    t = j - center at detector column j.
+    t = j - center at detector column j (center None: n_cols//2).
     """
     theta = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))[:, None]
-    t = np.arange(n_cols) - ((n_cols - 1) / 2 if center is None else center)
+    t = np.arange(n_cols) - (n_cols // 2 if center is None else center)
     sinogram = np.zeros((theta.size, n_cols))
     for e in ellipses:
         s = t - e.x * np.cos(theta) - e.y * np.sin(theta)
@@ -154,7 +155,7 @@ def particle_phantom(
     deviation sqrt(3/80) |dE| = 0.194 |dE| (dE = surface - core). ``edge_step`` is the
     attenuation per voxel of the Ni K-edge step (~0.01 for 40 nm voxels of NMC).
     """
-    axes = [np.arange(size) - (size - 1) / 2 for size in shape]
+    axes = [np.arange(size) - size // 2 for size in shape]  # the axis through voxel n//2
     z, y, x = np.meshgrid(*axes, indexing="ij")
     relative = np.sqrt(x * x + y * y + z * z) / radius_px
     inside = relative <= 1.0

@@ -36,7 +36,7 @@ def forward_project(
     ----------
     image : (n, n) or (n_rows, n, n), attenuation per pixel.
     angles_deg : (n_angles,) degrees.
-    center : detector column of the rotation axis; None = (n - 1)/2. The detector has
+    center : detector column of the rotation axis; None = n//2. The detector has
         n columns.
 
     Returns

@@ -31,12 +31,13 @@ Imaging (counts per pixel, per frame of exposure t seconds):
     I = Poisson( t Phi(E) F(r, c) exp(-A) ) + D(r, c) + read noise,
 
 with A the parallel-beam projection (`sim.tomography.forward_project`, detector column j at
-t = j - (n - 1)/2 from the rotation axis) shifted by the sample position and a settling
+t = j - n//2 from the rotation axis) shifted by the sample position and a settling
 jitter, blurred by a Gaussian of sigma = blur per mm x zone-plate defocus (mm), F a
 smooth flat-field pattern (mean 1), Phi the flux (counts/pixel/s), D a dark offset
 pattern. The projections of one energy are computed once, on a grid of angles over
-0-180 deg (180-360 deg are their mirror images), and cached: a frame costs one cubic
-shift, an exponential and the noise.
+0-180 deg inclusive (180-360 deg are their mirror images for an odd number of columns,
+projected exactly for an even one), and cached: a frame costs one cubic shift, an
+exponential and the noise.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class Specimen(Protocol):
     shape: tuple[int, int, int]
 
     def projections(self, energy_eV: float, angles_deg: np.ndarray) -> np.ndarray:
-        """(n_angles, rows, cols) absorbance -ln T, rotation axis at column (cols - 1)/2."""
+        """(n_angles, rows, cols) absorbance -ln T, rotation axis at column cols//2."""
         ...
 
 
@@ -181,12 +182,13 @@ def particle_sample(
     (`whiteline_from_valence`), its composition the edge jump and background.
 
     shape : (rows, n, n); voxel_um : voxel edge (um); centre_offset_um : (z, y, x) offset of
-    the particle centre from the grid centre (the rotation axis runs along z through the
-    centre of the (y, x) plane).
+    the particle centre from the rotation axis (which runs along z through voxel
+    (n//2, n//2) of the (y, x) plane, `analysis.txm`'s convention; z centred on the grid).
     """
     material = particle.material
     wl_shells = whiteline_from_valence(particle.ni_valence())
-    centre = tuple(0.5 * n * voxel_um + d for n, d in zip(shape, centre_offset_um, strict=True))
+    on_axis = (0.5 * shape[0], shape[1] // 2 + 0.5, shape[2] // 2 + 0.5)  # voxel centres at (i + 1/2)
+    centre = tuple(voxel_um * c + d for c, d in zip(on_axis, centre_offset_um, strict=True))
     whiteline = particle.radial_field_to_grid(wl_shells, shape, voxel_um, centre_um=centre)
     inside = np.isfinite(whiteline)
     ni_mass_fraction = material.ni_fraction * NI_MOLAR_MASS_G_MOL / material.molar_mass_g_mol
@@ -234,7 +236,7 @@ class TxmImaging:
         self.dark_pattern = (self.dark_counts * (1 + 0.05 * self.rng.standard_normal(self.shape))).astype(
             np.float32
         )
-        self.grid_deg = np.arange(0.0, 180.0, self.angle_step_deg)
+        self.grid_deg = np.arange(0.0, 180.0 + 0.5 * self.angle_step_deg, self.angle_step_deg)
 
     def flux_at(self, energy_eV: float) -> float:
         """Phi(E): the source's smooth spectrum, -1 % per 10 eV above E_REF_EV."""
@@ -250,7 +252,9 @@ class TxmImaging:
             if len(self._cache) > 2:  # the current energy and the one before
                 self._cache.popitem(last=False)
         angle = float(angle_deg) % 360.0
-        mirrored = angle >= 180.0
+        # p(theta + 180, t) = p(theta, -t): reversed columns about the axis (n - 1)/2 = n//2
+        # at odd n; at even n the axis is column n/2 and column 0 would need column n.
+        mirrored = angle > 180.0 and self.shape[1] % 2 == 1
         folded = angle - 180.0 if mirrored else angle
         index = folded / self.angle_step_deg
         if abs(index - round(index)) < 1e-6 and round(index) < self.grid_deg.size:

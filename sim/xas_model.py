@@ -77,6 +77,8 @@ S02 = 0.8
 MATRIX_MU_T = 0.6
 #: Quadrature nodes over the Gaussian distance distribution of each shell.
 DISTANCE_NODES = 41
+#: Energies per vectorised block of `XasSpecimen.absorbance` (bounds its memory).
+ABSORBANCE_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -152,27 +154,36 @@ class XasSpecimen:
     def chi(self, k: ArrayLike, shell: int) -> np.ndarray:
         """chi(k) of shell ``shell`` (module docstring), k in 1/A."""
         k = np.asarray(k, dtype=np.float64)
+        return self._chi_shells(k[..., None], np.array([shell]))[..., 0]
+
+    def _chi_shells(self, k: np.ndarray, shells: np.ndarray) -> np.ndarray:
+        """chi of the shells ``shells`` (indices) at k (1/A, shape (..., len(shells)): each
+        shell's own k), vectorised over both."""
         table_k, amplitude, phase, mean_free_path, momentum, reff = _scattering()
         f, delta, lam, p = (np.interp(k, table_k, column) for column in (amplitude, phase, mean_free_path, momentum))
-        sigma = np.sqrt(self.sigma2_shell_A2[shell])
+        sigma = np.sqrt(self.sigma2_shell_A2[shells])
         offsets = np.linspace(-4.0, 4.0, DISTANCE_NODES)
         density = np.exp(-0.5 * offsets**2)
         density /= density.sum()
-        r = self.bond_A[shell] + sigma * offsets
+        r = self.bond_A[shells][:, None] + sigma[:, None] * offsets
         kk = np.where(k > 1e-6, k, 1e-6)[..., None]
         phase = 2.0 * kk * reff + delta[..., None] + 2.0 * p[..., None] * (r - reff)
         terms = density * np.exp(-2.0 * r / lam[..., None]) * np.sin(phase) / r**2
         return COORDINATION * S02 * f / kk[..., 0] * terms.sum(axis=-1)
 
     def absorbance(self, energies_eV: ArrayLike) -> np.ndarray:
-        """mu t of the electrode at ``energies_eV`` (module docstring)."""
+        """mu t of the electrode at ``energies_eV`` (module docstring; any shape)."""
         energies = np.asarray(energies_eV, dtype=np.float64)
         whiteline = self.whiteline_eV
-        total = self.weights @ ni_k_edge_xanes(energies, whiteline)
-        for shell, (weight, wl) in enumerate(zip(self.weights, whiteline, strict=True)):
-            k = np.sqrt(np.clip(energies - wl, 0.0, None) / ETOK_EV_A2)
-            total += weight * self.chi(k, shell) * (1.0 - np.exp(-0.5 * k**2))
-        return MATRIX_MU_T * (energies / 8350.0) ** -3 + self.edge_step * total
+        flat, exafs = energies.reshape(-1), np.empty(energies.size)
+        total = (self.weights @ ni_k_edge_xanes(flat, whiteline)).reshape(energies.shape)
+        shells = np.arange(self.weights.size)
+        for begin in range(0, flat.size, ABSORBANCE_CHUNK):
+            part = flat[begin:begin + ABSORBANCE_CHUNK, None]
+            k = np.sqrt(np.clip(part - whiteline, 0.0, None) / ETOK_EV_A2)
+            switched = self._chi_shells(k, shells) * (1.0 - np.exp(-0.5 * k**2))
+            exafs[begin:begin + ABSORBANCE_CHUNK] = switched @ self.weights
+        return MATRIX_MU_T * (energies / 8350.0) ** -3 + self.edge_step * (total + exafs.reshape(energies.shape))
 
 
 def electrode_specimen(record: SampleRecord, edge_step: float = 1.0) -> XasSpecimen:

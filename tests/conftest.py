@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import socket
 import subprocess
@@ -26,15 +27,51 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux's default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_server_port(lowest: int = 10000) -> int:
+    """A loopback port free for TCP and UDP and *below* the ephemeral range, for a server
+    that binds it again and again through the session (Channel Access IOCs, a worker's
+    live-value server): a port in that range can be taken in between as the local port of
+    any outgoing connection (tests on two processes make many), and the next bind fails."""
+    first_ephemeral = ephemeral_ports()[0]
+    rng = random.Random(f"{os.getpid()}-{time.time_ns()}")
+    for _ in range(500):
+        port = rng.randrange(lowest, first_ephemeral)
+        try:
+            with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no free loopback port between {lowest} and {first_ephemeral}")
+
+
 # One Channel Access setup for the whole session, made before any CA client starts: the
 # soft IOCs (subprocesses inherit it) and the clients stay on loopback, on a server port of
 # their own, so a second IOC or a beamline's CA traffic cannot answer our searches. Two
-# IOCs alive at once on one port would hide each other: IOC fixtures never overlap.
+# IOCs alive at once on one port would hide each other: IOC fixtures never overlap. Each
+# test process (pytest-xdist worker) has its own port, below the ephemeral range. The
+# xdist controller loads this file too, before it starts the workers, which inherit its
+# environment: a port this file chose in another process is not taken over (two workers
+# on one port made IOCs and live-value servers of different files collide); a port the
+# user set before pytest started is kept.
+if os.environ.get("NANOSTRAIN_TEST_CA_PORT_OWNER", str(os.getpid())) != str(os.getpid()):
+    del os.environ["EPICS_CA_SERVER_PORT"]
+if not os.environ.get("EPICS_CA_SERVER_PORT"):
+    os.environ.update(EPICS_CA_SERVER_PORT=str(free_server_port()), NANOSTRAIN_TEST_CA_PORT_OWNER=str(os.getpid()))
 os.environ.update(
     EPICS_CA_ADDR_LIST="127.0.0.1",
     EPICS_CA_AUTO_ADDR_LIST="NO",
     EPICS_CAS_INTF_ADDR_LIST="127.0.0.1",
-    EPICS_CA_SERVER_PORT=os.environ.get("EPICS_CA_SERVER_PORT") or str(free_port()),
 )
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -124,6 +161,8 @@ class ServerProcess:
         ]  # the key goes in the environment, never on a command line (ps shows those)
         if self.settings.database:
             command += ["--database", self.settings.database]
+        if self.settings.roles:
+            command.append("--roles")
         log = open(self.settings.data_dir.parent / f"server-{self.port}.log", "ab")
         env = {**os.environ, "NANOSTRAIN_API_KEY": self.settings.api_key}
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -205,6 +244,17 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise TimeoutError("condition not met in time")
+
+
+def stored_derived_run(session, uid: str, analysis: str, timeout: float = 120.0):
+    """Raw run ``uid``'s derived run of ``analysis`` once the catalog holds its stop: the
+    session's background writer may still be sending it when the plan returns (under
+    load, or after the catalog deferred a run and resyncs it)."""
+    def finished():
+        runs = [r for r in session.derived_runs(uid) if r.metadata["start"]["analysis"] == analysis]
+        return next((r for r in runs if r.metadata.get("stop")), None)
+
+    return wait_for(finished, timeout=timeout, interval=0.5)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Known-answer tests of nanostrain.analysis.electrochem: GITT (eq. 2), four-point probe
-(eq. 3), capacities, coulombic efficiency, retention, dQ/dV."""
+"""Known-answer tests of nanostrain.analysis.electrochem: GITT (eq. 2 and the rest's
+relaxation), four-point probe (eq. 3), capacities, coulombic efficiency, retention, dQ/dV."""
 
 from __future__ import annotations
 
@@ -79,6 +79,47 @@ def test_gitt_leaves_out_a_pulse_cut_by_the_end_of_the_record():
     cut = REST_S + 4 * (TAU_S + REST_S) + TAU_S // 2
     table = ec.gitt_diffusion(t[:cut], potential[:cut], current[:cut], radius_cm=RADIUS_CM)
     assert table["pulse"].tolist() == [0, 1, 2, 3]
+
+
+SPHERE_ROOTS = (4.493409457909064, 7.725251836937707, 10.904121659428899)  # tan(a) = a (Crank table 6.x)
+D_RELAX = np.array([3e-11, 1e-11, 3e-12])  # cm^2/s
+
+
+def relaxing_gitt_record(noise_V: float = 1e-4, seed: int = 4, sample_s: float = 1.0):
+    """Charging titrations whose rests relax as a sphere does: after pulse k,
+    E(t) = E_k + sum_n c_n exp(-a_n^2 D_k t / r^2), c = (6, 3, 2) mV on the three slowest modes."""
+    period = TAU_S + REST_S
+    t = np.arange(0.0, REST_S + D_RELAX.size * period, sample_s)
+    current = np.where((t >= REST_S) & ((t - REST_S) % period < TAU_S), PULSE_A, 0.0)
+    potential = np.full(t.shape, 3.7)
+    for k, d in enumerate(D_RELAX):
+        start = REST_S + k * period
+        pulse = (t >= start) & (t < start + TAU_S)
+        potential[pulse] = 3.72 + 0.01 * k + 1e-3 * np.sqrt(t[pulse] - start)
+        rest = (t >= start + TAU_S) & (t < start + period)
+        since = t[rest] - (start + TAU_S)
+        potential[rest] = 3.71 + 0.01 * k + sum(
+            c * np.exp(-a**2 * d * since / RADIUS_CM**2) for c, a in zip((6e-3, 3e-3, 2e-3), SPHERE_ROOTS))
+    potential += np.random.default_rng(seed).normal(0, noise_V, t.size)
+    return t, potential, current
+
+
+def test_sphere_slowest_root_solves_tan_a_equals_a():
+    assert ec.SPHERE_SLOWEST_ROOT == pytest.approx(SPHERE_ROOTS[0], rel=1e-12)
+    assert math.tan(ec.SPHERE_SLOWEST_ROOT) == pytest.approx(ec.SPHERE_SLOWEST_ROOT, rel=1e-9)
+
+
+def test_gitt_relaxation_recovers_the_diffusivity_of_each_rest():
+    table = ec.gitt_diffusion(*relaxing_gitt_record(), radius_cm=RADIUS_CM)
+    np.testing.assert_allclose(table["D_relaxation"], D_RELAX, rtol=0.03)
+    np.testing.assert_allclose(table["relaxation_rate_per_s"],
+                               SPHERE_ROOTS[0] ** 2 * D_RELAX / RADIUS_CM**2, rtol=0.03)
+
+
+def test_gitt_relaxation_sampled_slower_than_its_decay_is_nan():
+    """1 / k = r^2 / (a_1^2 D) = 66 s for D = 3e-11: 120 s sampling cannot follow it."""
+    table = ec.gitt_diffusion(*relaxing_gitt_record(sample_s=120.0), radius_cm=RADIUS_CM)
+    assert np.isnan(table["D_relaxation"][0]) and np.isfinite(table["D_relaxation"][2])
 
 
 # ----------------------------------------------------------------------------------------

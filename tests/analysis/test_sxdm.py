@@ -7,13 +7,14 @@ two tilted regions) with Poisson noise, then analysed; the analysis must return 
 from __future__ import annotations
 
 import json
+import pickle
 import tracemalloc
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from nanostrain.analysis.sxdm import SxdmAccumulator, refine_gaussian, strain_maps
+from nanostrain.analysis.sxdm import SxdmAccumulator, refine_gaussian, signal_mask, strain_maps
 from nanostrain.analysis.sxdm_alignment import fit_rocking_curve, xrf_centroid
 from nanostrain.analysis.units import FWHM_PER_SIGMA
 from nanostrain.analysis.sxdm_geometry import (
@@ -29,6 +30,7 @@ from nanostrain.analysis.sxdm_geometry import (
 )
 from nanostrain.analysis.sxdm_register import cross_correlation_shift, register_maps
 from nanostrain.analysis.units import d_to_q
+from nanostrain.analysis.weighted_sums import weighted_frame_sums
 from nanostrain.sim.sxdm_render import render_frames
 
 ENERGY_EV = 12000.0
@@ -404,6 +406,17 @@ def test_iterable_input_equals_5d_input(frames16, thetas, geometry, maps16):
     np.testing.assert_allclose(maps.dd_over_d, maps16.dd_over_d, rtol=1e-6, atol=1e-12)
 
 
+def test_iterable_of_mixed_dtypes_in_small_batches_equals_5d_input(frames16, thetas, geometry, maps16):
+    items = (
+        (t, iy, ix, frames16[t, iy, ix].astype(np.float32 if (iy + ix) % 3 == 0 else np.uint16))
+        for t, iy, ix in np.ndindex(frames16.shape[:3])
+    )
+    maps = strain_maps(
+        items, thetas, geometry, background=BACKGROUND, raster_shape=frames16.shape[1:3], batch_frames=37
+    )
+    np.testing.assert_allclose(maps.q, maps16.q, rtol=1e-10)
+
+
 def test_single_frame_add_equals_batch_add(frames16, thetas, geometry):
     single = SxdmAccumulator(geometry, thetas, (16, 16), FRAME, n_threads=1)
     batch = SxdmAccumulator(geometry, thetas, (16, 16), FRAME, n_threads=2)
@@ -444,6 +457,40 @@ def test_roi_and_background_frame(frames16, thetas, geometry, truth16):
     background = np.full(FRAME, BACKGROUND)
     maps = strain_maps(frames16, thetas, geometry, background=background, roi=(8, 56, 8, 56))
     assert_recovers(maps, truth16)
+
+
+def test_maps_are_nan_off_the_particle_and_finite_on_it(maps16, truth16):
+    footprint = truth16["amplitude"] > 0
+    for name in ("dd_over_d", "theta_xy", "theta_xz", "d"):
+        values = getattr(maps16, name)
+        assert np.isnan(values[~footprint]).all(), name
+        assert np.isfinite(values[footprint]).mean() >= 0.95, name
+    assert np.isnan(maps16.q[:, ~footprint]).all()
+    np.testing.assert_array_equal(maps16.signal, np.isfinite(maps16.dd_over_d))
+    assert (maps16.signal | ~maps16.mask).all()  # the statistics' mask lies within the signal
+    assert np.isfinite(maps16.intensity).all()  # the map the signal is drawn from covers the raster
+
+
+def test_signal_threshold_is_five_noise_sigmas_with_a_floor_at_two_percent_of_the_particle():
+    rng = np.random.default_rng(3)
+    intensity = rng.normal(0.0, 10.0, (40, 40))  # background-subtracted noise off the particle
+    intensity[10:30, 10:30] += 1000.0
+    signal, threshold = signal_mask(intensity)
+    assert threshold == pytest.approx(50.0, rel=0.15)  # 5 sigma; sigma from the negative half
+    np.testing.assert_array_equal(signal[10:30, 10:30], True)
+    assert signal.sum() == 400
+    # without negative pixels (background not subtracted) the floor: 2 % of the particle's median
+    offset = intensity + 100.0
+    signal, threshold = signal_mask(offset)
+    assert threshold == pytest.approx(0.02 * np.median(offset[10:30, 10:30]))
+    assert signal.sum() == offset.size  # an unsubtracted background is indistinguishable: all kept
+
+
+def test_signal_of_an_empty_or_uniform_map():
+    signal, threshold = signal_mask(np.zeros((4, 4)))
+    assert not signal.any() and threshold == np.inf
+    signal, threshold = signal_mask(np.full((4, 4), 7.0))
+    assert signal.all() and threshold == pytest.approx(0.14)
 
 
 def test_bad_input_is_rejected_before_accumulating(geometry, thetas):
@@ -498,6 +545,152 @@ def test_known_shifts_need_no_per_angle_memory_and_match_result_time_shifts(
     np.testing.assert_allclose(lean.result().q, full.result(shifts_px=shifts).q, rtol=1e-10)
     with pytest.raises(ValueError, match="per-angle"):
         lean.intensity_by_angle
+
+
+def _feed(acc: SxdmAccumulator, frames: np.ndarray, flat: np.ndarray) -> SxdmAccumulator:
+    """acc fed the frames at flat raster indices ``flat`` of the (n_theta, ny, nx) raster."""
+    t, iy, ix = np.unravel_index(flat, frames.shape[:3])
+    acc.add_many(t, iy, ix, frames[t, iy, ix])
+    return acc
+
+
+@pytest.mark.parametrize("shifted", [False, True], ids=["per-angle sums", "known shifts"])
+def test_merged_partial_states_over_a_split_of_the_frames_equal_one_accumulator(
+    frames16, thetas, geometry, shifted
+):
+    n = int(np.prod(frames16.shape[:3]))
+    order = np.random.default_rng(7).permutation(n)
+    shifts = np.random.default_rng(8).uniform(-1, 1, (thetas.size, 2)) if shifted else None
+
+    def fresh() -> SxdmAccumulator:
+        return SxdmAccumulator(geometry, thetas, (16, 16), FRAME, BACKGROUND, shifts_px=shifts)
+
+    whole = _feed(fresh(), frames16, np.arange(n))
+    parts = [_feed(fresh(), frames16, order[a:b]) for a, b in ((0, 1000), (1000, 1001), (1001, n))]
+    merged = pickle.loads(pickle.dumps(parts[2])) + (parts[0] + parts[1])  # partial states cross processes
+    assert merged.n_frames == whole.n_frames == n
+    np.testing.assert_allclose(merged._sums, whole._sums, rtol=1e-12, atol=1e-9)
+    assert parts[0].n_frames == 1000  # the operands are left as they were
+    mine, theirs = merged.result(), whole.result()
+    np.testing.assert_allclose(mine.q, theirs.q, rtol=1e-12, atol=1e-15)  # |Q| ~ 0.9 1/A
+    np.testing.assert_allclose(mine.dd_over_d, theirs.dd_over_d, rtol=1e-9, atol=1e-15)
+    np.testing.assert_array_equal(mine.shifts_px, theirs.shifts_px)
+
+
+def test_merged_per_angle_sums_of_different_frames_are_exact(frames16, thetas, geometry):
+    by_angle = [_feed(SxdmAccumulator(geometry, thetas, (16, 16), FRAME, BACKGROUND), frames16,
+                      np.arange(t * 256, (t + 1) * 256)) for t in range(thetas.size)]
+    whole = _feed(SxdmAccumulator(geometry, thetas, (16, 16), FRAME, BACKGROUND), frames16, np.arange(thetas.size * 256))
+    merged = by_angle[0]
+    for part in by_angle[1:]:
+        merged = merged + part
+    np.testing.assert_array_equal(merged.intensity_by_angle, whole.intensity_by_angle)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(background=0.5), "background"), (dict(roi=(0, 32, 0, 64)), "roi"),
+    (dict(shifts_px=np.zeros((21, 2))), "shifts_px"), (dict(raster_shape=(16, 8)), "raster_shape"),
+])
+def test_accumulators_that_reduce_frames_differently_are_not_merged(geometry, thetas, change, match):
+    settings = dict(geometry=geometry, thetas_deg=thetas, raster_shape=(16, 16), frame_shape=FRAME, background=BACKGROUND)
+    with pytest.raises(ValueError, match=match):
+        SxdmAccumulator(**settings) + SxdmAccumulator(**{**settings, **change})
+
+
+# --- streaming kernel ---------------------------------------------------------------------
+
+
+def float64_sums(frames: np.ndarray, weights: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+    """The straightforward reference: crop, convert everything to float64, one matrix product."""
+    h, w = weights.shape[1:]
+    crop = np.asarray(frames, dtype=np.float64)[:, origin[0] : origin[0] + h, origin[1] : origin[1] + w]
+    return crop.reshape(len(crop), -1) @ weights.reshape(4, -1).astype(np.float64).T
+
+
+@pytest.mark.parametrize("n_frames", [1, 3, 4, 10])  # four frames per pass, then one by one
+@pytest.mark.parametrize("origin, region", [((0, 0), FRAME), ((5, 11), (40, 29))])
+def test_weighted_frame_sums_equal_a_float64_product(n_frames, origin, region):
+    rng = np.random.default_rng(n_frames)
+    frames = rng.integers(0, 65536, (n_frames,) + FRAME, dtype=np.uint16)
+    frames[0] = 65535  # saturated everywhere: 65535 x 4096 counts, exact in float64
+    frames[n_frames // 2 :, 3:9] = 0  # and, with 3 frames or more, an all-zero frame
+    frames[n_frames // 2] *= n_frames < 3
+    weights = rng.normal(0.0, 0.05, (4,) + region).astype(np.float32)
+    weights[0] = rng.random(region) > 0.1  # intensity weights: 1, or 0 for masked pixels
+    sums = weighted_frame_sums(frames, weights, origin)
+    expected = float64_sums(frames, weights, origin)
+    np.testing.assert_array_equal(sums[:, 0], expected[:, 0])  # integer counts: exact
+    scale = float64_sums(frames, np.abs(weights), origin)  # sum |I w|: the size of the rounding
+    np.testing.assert_array_less(np.abs(sums - expected), 1e-14 * scale + 1e-300)
+    if n_frames > 2:
+        assert not sums[n_frames // 2].any()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint32, np.int64, np.float32, np.float64, bool])
+def test_weighted_frame_sums_read_every_frame_dtype(dtype):
+    rng = np.random.default_rng(5)
+    frames = (rng.random((6,) + FRAME) * 200).astype(dtype)
+    weights = rng.normal(0.0, 1.0, (4, 20, 30)).astype(np.float32)
+    np.testing.assert_allclose(
+        weighted_frame_sums(frames, weights, (7, 3)), float64_sums(frames, weights, (7, 3)), rtol=1e-12, atol=1e-9
+    )
+
+
+def test_weighted_frame_sums_of_strided_frames():
+    frames = np.random.default_rng(6).integers(0, 1000, (8, 64, 64), dtype=np.uint16)
+    weights = np.random.default_rng(7).normal(0.0, 1.0, (4, 30, 64)).astype(np.float32)
+    view = frames[::2].transpose(0, 2, 1)  # neither C- nor F-contiguous
+    np.testing.assert_allclose(
+        weighted_frame_sums(view, weights, (10, 0)), float64_sums(view, weights, (10, 0)), rtol=1e-12, atol=1e-9
+    )
+
+
+def test_nan_in_a_frame_makes_only_its_sums_nan():
+    frames = np.random.default_rng(8).random((5,) + FRAME).astype(np.float32)
+    frames[2, 10, 10] = np.nan
+    weights = np.ones((4,) + FRAME, dtype=np.float32)
+    weights[1:, 10, 10] = 0.0  # a weight of 0 does not hide it (0 x NaN = NaN)
+    sums = weighted_frame_sums(frames, weights)
+    assert np.isnan(sums[2]).all()
+    keep = [0, 1, 3, 4]
+    np.testing.assert_allclose(sums[keep], float64_sums(frames[keep], weights, (0, 0)), rtol=1e-12)
+
+
+def test_weighted_frame_sums_refuse_bad_shapes():
+    with pytest.raises(ValueError, match="not inside"):
+        weighted_frame_sums(np.zeros((1,) + FRAME), np.zeros((4, 10, 10)), (60, 0))
+    with pytest.raises(ValueError, match="weights"):
+        weighted_frame_sums(np.zeros((1,) + FRAME), np.zeros((3, 10, 10)))
+    with pytest.raises(ValueError, match="out must be"):
+        weighted_frame_sums(np.zeros((5,) + FRAME), np.zeros((4, 10, 10)), out=np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_accumulated_sums_equal_a_float64_reference_with_roi_mask_and_background(geometry, thetas, n_threads):
+    """Sample-frame sums from q_vectors (no lab-frame centring, no float32 weights) over
+    random uint16 frames with saturated and empty ones, as batches large enough for threads."""
+    rng = np.random.default_rng(9)
+    th = thetas[[3, 10, 17]]
+    frames = rng.integers(0, 65536, (3, 4, 20) + FRAME, dtype=np.uint16)
+    frames[0, 1, 2] = 65535
+    frames[2, 3, 4] = 0
+    mask = rng.random(FRAME) < 0.05
+    background = rng.uniform(0.0, 3.0, FRAME)
+    roi = (3, 50, 7, 61)
+    acc = SxdmAccumulator(geometry, th, (4, 20), FRAME, background, mask, roi, np.zeros((3, 2)), n_threads)
+    iy, ix = np.divmod(np.arange(80), 20)
+    for t in range(3):
+        acc.add_many(t, iy, ix, frames[t].reshape(-1, *FRAME))
+    maps = acc.result(particle_mask=np.ones((4, 20), dtype=bool))
+
+    inside = np.zeros(FRAME, dtype=bool)
+    inside[roi[0] : roi[1], roi[2] : roi[3]] = True
+    counts = (frames - background) * (inside & ~mask)  # (t, iy, ix, rows, cols) float64
+    intensity = counts.sum(axis=(0, 3, 4))
+    q_sum = np.einsum("tyxrc,tirc->iyx", counts, q_vectors(geometry, th, FRAME))
+    np.testing.assert_allclose(maps.intensity, intensity, rtol=1e-12)
+    q = q_sum / intensity  # float32 weights of q_lab - q0: ~1e-9 of |Q| in every component
+    np.testing.assert_allclose(maps.q, q, rtol=0, atol=1e-9 * np.abs(q).max())
 
 
 # --- registration -------------------------------------------------------------------------

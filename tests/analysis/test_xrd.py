@@ -136,10 +136,15 @@ def test_williamson_hall_recovers_size_and_microstrain():
     assert result.microstrain == pytest.approx(eps, rel=1e-9)
 
 
-def test_williamson_hall_without_size_broadening_gives_infinite_size():
+def test_williamson_hall_without_size_broadening_gives_nan_size_never_inf():
     two_theta = np.array([3.0, 6.0, 9.0])
     beta = 4 * 1e-3 * np.tan(np.radians(two_theta) / 2)
-    assert xrd.williamson_hall(two_theta, np.degrees(beta), WAVELENGTH_A).size_A > 1e9
+    for widths in (beta, beta * (1 + np.array([1e-3, -1e-3, 1e-3])), beta - 1e-6, np.zeros(3)):
+        result = xrd.williamson_hall(two_theta, np.degrees(widths), WAVELENGTH_A)
+        assert math.isnan(result.size_A)
+    assert xrd.williamson_hall(two_theta, np.degrees(beta), WAVELENGTH_A).microstrain == pytest.approx(1e-3)
+    # two lines: only the sign of the intercept decides
+    assert math.isnan(xrd.williamson_hall(two_theta[:2], np.degrees(beta[:2] - 1e-6), WAVELENGTH_A).size_A)
 
 
 # ----------------------------------------------------------------------------------------
@@ -247,6 +252,51 @@ def test_integrator_and_pyfai_default_give_the_same_reflections(geometry, integr
         assert ours.areas[0] == pytest.approx(theirs.areas[0], rel=0.02), line.hkl
 
 
+@pytest.mark.parametrize("q_range", [None, (0.5, 5.0)])
+def test_bbox_splitting_is_pyfai_integrate1d_default(geometry, frame, q_range):
+    """pyFAI's default method (bbox pixel splitting, CSR) and conventions (solid angle,
+    no polarization): the same bins and I(Q) to float32 rounding."""
+    integrator = xrd.Integrator(geometry, npt=NPT, q_range=q_range, pixel_splitting="bbox")
+    reference = geometry.integrate1d(frame, NPT, unit="q_A^-1", radial_range=q_range)
+    q, intensity = integrator(frame)
+    filled = np.isfinite(intensity) & (reference.intensity > 0)
+    assert filled.mean() > 0.99
+    relative = np.abs(intensity[filled] / reference.intensity[filled] - 1)
+    assert np.median(relative) < 1e-5 and relative.max() < 1e-4
+    edges = np.linspace(*integrator.q_range, NPT + 1)
+    np.testing.assert_allclose((edges[1:] + edges[:-1]) / 2, reference.radial, rtol=1e-6)  # pyFAI: float32
+    # the mean Q of a bin's pixel shares, which reach into the neighbours, is within a bin
+    # (the end bins also take shares of pixels centred outside the range)
+    inner = filled.copy()
+    inner[[0, -1]] = False
+    assert np.max(np.abs(q - reference.radial)[inner]) < edges[1] - edges[0]
+
+
+def test_bbox_splitting_honours_a_frame_mask(geometry, frame):
+    integrator = xrd.Integrator(geometry, npt=NPT, pixel_splitting="bbox")
+    mask = np.zeros(frame.shape, dtype=bool)
+    mask[:, :1024] = True
+    spoiled = np.where(mask, 1e9, frame).astype(np.float32)
+    reference = geometry.integrate1d(frame, NPT, unit="q_A^-1", mask=mask)
+    _, intensity = integrator(spoiled, mask=mask)
+    filled = np.isfinite(intensity) & (reference.intensity > 0)
+    assert np.median(np.abs(intensity[filled] / reference.intensity[filled] - 1)) < 1e-5
+
+
+@pytest.mark.parametrize("splitting", ["no", "bbox"])
+def test_threads_give_the_single_thread_result(geometry, frame, splitting):
+    one = xrd.Integrator(geometry, npt=NPT, pixel_splitting=splitting)
+    two = xrd.Integrator(geometry, npt=NPT, pixel_splitting=splitting, threads=3)
+    np.testing.assert_array_equal(one.q, two.q)
+    np.testing.assert_allclose(two(frame)[1], one(frame)[1], rtol=1e-4)  # float32 sums, another order
+
+
+@pytest.mark.parametrize("kwargs", [{"pixel_splitting": "full"}, {"threads": 0}])
+def test_integrator_refuses_unknown_splitting_or_threads(geometry, kwargs):
+    with pytest.raises(ValueError, match="pixel_splitting|threads"):
+        xrd.Integrator(geometry, npt=100, **kwargs)
+
+
 def test_integrator_reads_a_poni_file(tmp_path, geometry, frame, integrated):
     path = tmp_path / "perkinelmer.poni"
     geometry.save(str(path))
@@ -327,6 +377,33 @@ def test_auto_chooses_the_number_of_phases(second_area, expected):
     fit = xrd.fit_reflection(Q_GRID, noisy(truth), (1.2, 1.46), n_phases="auto")
     assert fit.n_phases == expected
     assert set(fit.bic) == {1, 2}
+    assert (fit.note == "") == (expected == 2)
+
+
+def test_a_second_phase_closer_than_one_fwhm_is_not_significant():
+    """At low noise BIC splits a pair 0.6 FWHM apart, but it reads as one broadened
+    peak; 1.5 FWHM apart the same pair is two phases."""
+    def pair(dq):
+        return (40 + xrd.pseudo_voigt(Q_GRID, 1.327, 0.012, 0.3, 2.0)
+                + xrd.pseudo_voigt(Q_GRID, 1.327 + dq, 0.012, 0.3, 1.0))
+
+    close = xrd.fit_reflection(Q_GRID, noisy(pair(0.0072), sigma=0.02), (1.2, 1.46), n_phases="auto")
+    assert close.n_phases == 1 and close.bic[2] < close.bic[1] and "FWHM apart" in close.note
+    apart = xrd.fit_reflection(Q_GRID, noisy(pair(0.018), sigma=0.02), (1.2, 1.46), n_phases="auto")
+    assert apart.n_phases == 2 and apart.note == ""
+    assert apart.centers == pytest.approx((1.327, 1.345), abs=5e-4)
+
+
+def test_a_second_phase_must_stand_out_of_its_centre_errors():
+    """Resolved but buried in noise: BIC may prefer two peaks; their centres are then
+    not several sigma apart, and one phase is kept."""
+    truth = 40 + xrd.pseudo_voigt(Q_GRID, 1.327, 0.012, 0.3, 2.0) + xrd.pseudo_voigt(Q_GRID, 1.345, 0.012, 0.3, 0.3)
+    fit = xrd.fit_reflection(Q_GRID, noisy(truth, sigma=0.5), (1.2, 1.46), n_phases="auto")
+    assert fit.n_phases == 2
+    separation = (fit.centers[1] - fit.centers[0]) / math.hypot(*fit.center_errors)
+    strict = xrd.fit_reflection(Q_GRID, noisy(truth, sigma=0.5), (1.2, 1.46), n_phases="auto",
+                                min_sigmas=1.1 * separation)
+    assert strict.n_phases == 1 and strict.note.endswith(f"sigma apart (< {1.1 * separation})")
 
 
 def test_auto_keeps_one_phase_for_an_unresolved_pair():
@@ -363,3 +440,16 @@ def test_lorentzian_width_follows_the_mixing(eta, ratio):
 def test_fit_rejects_unknown_phase_count():
     with pytest.raises(ValueError, match="n_phases"):
         xrd.fit_reflection(Q_GRID, Q_GRID, (1.2, 1.46), n_phases=3)
+
+
+def test_tch_gaussian_fwhm_inverts_the_thompson_cox_hastings_total():
+    """G and L make a total FWHM by TCH's fifth-order sum; the total and L give G back."""
+    from nanostrain.analysis.xrd import tch_gaussian_fwhm
+
+    gauss = np.array([0.02, 0.05, 0.1, 0.1])
+    lorentz = np.array([0.0, 0.01, 0.05, 0.2])
+    total = (gauss**5 + 2.69269 * gauss**4 * lorentz + 2.42843 * gauss**3 * lorentz**2
+             + 4.47163 * gauss**2 * lorentz**3 + 0.07842 * gauss * lorentz**4 + lorentz**5) ** 0.2
+
+    np.testing.assert_allclose(tch_gaussian_fwhm(total, lorentz), gauss, rtol=1e-9)
+    assert tch_gaussian_fwhm(0.05, 0.06) == 0.0  # a Lorentzian wider than the whole line

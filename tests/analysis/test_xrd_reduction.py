@@ -10,17 +10,16 @@ import math
 import numpy as np
 import pytest
 
-from nanostrain.analysis.xrd import cell_volume, perkinelmer_geometry
+from nanostrain.analysis.xrd import cell_volume
 from nanostrain.analysis.xrd_reduction import (
     Q003_WINDOW,
+    SIZE_UNRESOLVED,
     XrdFrame,
     XrdReducer,
     default_npt,
     isolated_reflections,
-    reduction_integrator,
 )
-from nanostrain.sim.cathode import LatticeState
-from nanostrain.sim.powder import PowderRenderer
+from nanostrain.sim.cathode import CathodeParticle, LatticeState, c_populations
 
 LARGE_GRAINS_A = 2e4  # crystallite size that leaves the lines instrument-limited
 
@@ -29,22 +28,6 @@ def lattice(*shells: tuple[float, float, float]) -> LatticeState:
     """LatticeState from (a, c, weight) shells."""
     a, c, w = (np.array(x, dtype=float) for x in zip(*shells))
     return LatticeState(a_A=a, c_A=c, weight=w)
-
-
-@pytest.fixture(scope="module")
-def geometry():
-    """PerkinElmer binned 2x (1024 x 1024, 400 um) at 1.5 m, 0.1665 A (11-ID-C)."""
-    return perkinelmer_geometry(1.5, 0.1665, binning=2)
-
-
-@pytest.fixture(scope="module")
-def renderer(geometry):
-    return PowderRenderer(geometry)
-
-
-@pytest.fixture(scope="module")
-def integrator(geometry):
-    return reduction_integrator(geometry)
 
 
 def draw(renderer, shells, microstrain=0.0, size_A=LARGE_GRAINS_A, seed=0):
@@ -95,12 +78,86 @@ def test_coexisting_h2_and_h3_are_two_phases_with_their_c_and_area_fraction(rend
     assert result.fraction_phase2 == pytest.approx(areas[1] / sum(areas), abs=0.005)
 
 
+DEMO_EXPOSURE_S = 0.5  # the demo's operando frames
+
+
+def cycled_particle(material: str, charge_to_V: float, discharge_to_V: float | None = None) -> CathodeParticle:
+    """A single-crystal particle charged at 200 mA/g to charge_to_V, then discharged to
+    discharge_to_V if given (0.25 mAh/g steps)."""
+    particle = CathodeParticle(material, "SC")
+    dt_s = 0.25 * 3600.0 / 200.0
+    while particle.potential_V < charge_to_V:
+        particle.step(200.0, dt_s)
+    while discharge_to_V is not None and particle.potential_V > discharge_to_V:
+        particle.step(-200.0, dt_s)
+    return particle
+
+
+@pytest.mark.parametrize(("material", "charge_to_V", "discharge_to_V"),
+                         [("NC91", 3.6, None), ("NM91", 3.65, None), ("NC91", 4.3, 3.6), ("NM91", 4.3, 3.4)])
+def test_single_phase_frames_at_low_state_of_charge_are_never_two_phase(renderer, integrator, material,
+                                                                        charge_to_V, discharge_to_V):
+    """Particles whose c varies across the shells by < 0.03 A (one population at the
+    resolution of (003), `c_populations`) over 12 noise draws of 0.5 s frames: a second
+    phase is never reported. (BIC alone split up to half of such frames, dc ~0.1 A.)"""
+    particle = cycled_particle(material, charge_to_V, discharge_to_V)
+    lattice_state, microstrain = particle.lattice(), particle.microstrain()
+    assert not c_populations(lattice_state).is_bimodal() and np.ptp(lattice_state.c_A) < 0.03
+    size_A = 2e4 * particle.radius_um
+    for seed in range(12):
+        frame = renderer.render(lattice_state, microstrain, size_A, DEMO_EXPOSURE_S, np.random.default_rng(seed))
+        result = XrdReducer(integrator).add(frame)
+        assert result.n_phases == 1 and result.phase_separation_A == 0.0, (seed, result.c_phase1, result.c_phase2)
+
+
+@pytest.mark.parametrize("dc_A", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("fraction_h3", [0.2, 0.5, 0.8])
+def test_genuinely_split_h2_h3_frames_are_two_phase(renderer, integrator, dc_A, fraction_h3):
+    """H2 (c = 14.40 A) and H3 (14.40 - dc) coexisting, dc 0.3-0.7 A, over 3 noise draws."""
+    shells = [(2.82, 14.40, 1 - fraction_h3), (2.82, 14.40 - dc_A, fraction_h3)]
+    for seed in range(3):
+        frame = renderer.render(lattice(*shells), 0.0, LARGE_GRAINS_A, DEMO_EXPOSURE_S, np.random.default_rng(seed))
+        result = XrdReducer(integrator).add(frame)
+        assert result.n_phases == 2, seed
+        assert result.phase_separation_A == pytest.approx(dc_A, abs=0.01)
+
+
+def test_the_simulated_h2_h3_reaction_front_is_two_phase(renderer, integrator):
+    """SC-NM91 charged to 4.3 V holds an H3 shell over an H2 core (`c_populations`
+    bimodal): two phases, split by the populations' splitting."""
+    particle = cycled_particle("NM91", 4.3)
+    populations = c_populations(particle.lattice())
+    assert populations.is_bimodal()
+    frame = renderer.render(particle.lattice(), particle.microstrain(), 2e4 * particle.radius_um, DEMO_EXPOSURE_S,
+                            np.random.default_rng(0))
+    result = XrdReducer(integrator).add(frame)
+    assert result.n_phases == 2
+    assert result.phase_separation_A == pytest.approx(populations.splitting_A, abs=0.03)
+
+
 @pytest.mark.parametrize(("microstrain", "size_A"), [(1.5e-3, 1000.0), (1.0e-3, 2000.0)])
 def test_williamson_hall_gives_back_the_microstrain_and_size_drawn(renderer, integrator, microstrain, size_A):
     """Lorentzian sample widths 2 pi K / D + 2 eps Q on a Gaussian instrument width."""
     result = XrdReducer(integrator).add(draw(renderer, [(2.87, 14.2, 1.0)], microstrain, size_A))
     assert result.microstrain == pytest.approx(microstrain, rel=0.05)
     assert result.size_A == pytest.approx(size_A, rel=0.12)
+
+
+@pytest.mark.parametrize(("size_A", "instrument_fwhm_deg"), [(math.inf, 0.0), (LARGE_GRAINS_A, 0.05)])
+def test_size_is_nan_with_a_reason_never_inf_when_no_size_broadening_is_resolved(
+        renderer, integrator, size_A, instrument_fwhm_deg):
+    """Lines without size broadening (no microstrain either), or an instrument width
+    (0.05 deg) wider than every line: 1/D is not resolved, size_A is NaN with the note."""
+    reducer = XrdReducer(integrator, instrument_fwhm_deg=instrument_fwhm_deg)
+    for seed in range(4):
+        result = reducer.add(draw(renderer, [(2.87, 14.2, 1.0)], size_A=size_A, seed=seed))
+        assert result.n_reflections >= 3 and result.reason == ""
+        assert math.isnan(result.size_A) and result.size_note == SIZE_UNRESOLVED
+
+
+def test_a_resolved_size_has_no_size_note(renderer, integrator):
+    result = XrdReducer(integrator).add(draw(renderer, [(2.87, 14.2, 1.0)], 1.5e-3, 1000.0))
+    assert math.isfinite(result.size_A) and result.size_note == ""
 
 
 def test_strain_lattice_change_and_reference_follow_the_first_frame(renderer, integrator):
@@ -144,7 +201,7 @@ def test_results_are_frozen_and_scalars_are_every_field_but_the_pattern(renderer
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.c_A = 0.0
     names = [f.name for f in dataclasses.fields(XrdFrame)]
-    assert list(result.scalars()) == names[:-3] and names[-3:] == ["intensity", "quality", "reason"]
+    assert list(result.scalars()) == names[:-4] and names[-4:] == ["intensity", "quality", "reason", "size_note"]
 
 
 def test_bad_settings_are_refused(integrator):

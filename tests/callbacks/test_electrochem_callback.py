@@ -72,3 +72,4 @@ def test_gitt_run_publishes_diffusivity_per_titration():
     assert len(gitt) == 3
     for row in gitt:
         assert row["D_cm2_s"] == pytest.approx(D, rel=0.05)
+        assert np.isnan(row["D_relaxation_cm2_s"])  # these rests hold no relaxation to fit

@@ -168,7 +168,12 @@ def test_published_rows_are_the_reducers_results(rng):
     reducer = XrdReducer(reduction_integrator(ai))
     expected = [reducer.add(f) for f in frames]
     for seq_num, (row, result) in enumerate(zip(rows, expected), start=1):
-        assert row == {"raw_seq_num": seq_num, "potential_V": 3.5 + 0.1 * seq_num, **result.scalars()}
+        expected_row = {"raw_seq_num": seq_num, "potential_V": 3.5 + 0.1 * seq_num, **result.scalars(),
+                        "size_note": result.size_note}
+        assert list(row) == list(expected_row)
+        np.testing.assert_array_equal([row[k] for k in row if k != "size_note"],
+                                      [expected_row[k] for k in row if k != "size_note"])
+        assert row["size_note"] == result.size_note
     patterns = [doc["data"]["intensity"] for name, doc in out if name == "event" and "intensity" in doc["data"]]
     np.testing.assert_array_equal(patterns, [np.nan_to_num(r.intensity) for r in expected])
     assert callback.signals["lattice_change_A"]._connector.backend.reading["value"] == expected[1].lattice_change_A

@@ -25,7 +25,7 @@ from nanostrain.schema.sample import SampleRecord
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "profile" / "beamline.example.toml"
 SIM_NAMES = {"sx", "i0", "cam", "cycler", "xrd", "np_stage", "np_theta", "merlin", "np_xrf", "np_i0", "txm", "dcm",
-             "xas_ic", "ring_current", "shutter"}
+             "xas_ic", "xas_fly", "ring_current", "shutter"}
 
 
 def test_the_simulated_beamline_has_a_cell_mounted_and_its_clock_set(RE, tmp_path):

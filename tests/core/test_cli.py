@@ -26,7 +26,7 @@ def nanostrain(*args: str, cwd=None, env=None, timeout: float = 300) -> subproce
 
 def test_help_lists_every_command():
     text = build_parser().format_help()
-    for command in ("serve", "shell", "replay", "demo", "catalog"):
+    for command in ("serve", "shell", "replay", "refine", "demo", "catalog"):
         assert command in text
 
 
@@ -56,7 +56,7 @@ def test_demo_then_catalog_ls_then_replay(tmp_path):
 
 
 @pytest.mark.parametrize("command", [("catalog", "ls"), ("catalog", "recover"), ("catalog", "migrate"),
-                                     ("replay", "some-uid")])
+                                     ("replay", "some-uid"), ("refine", "some-uid")])
 def test_reading_commands_refuse_a_data_dir_without_a_catalog_and_create_nothing(tmp_path, command):
     missing = tmp_path / "typo"
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nanostrain.analysis.frames import clipped_mean, frame_statistics
-from nanostrain.callbacks.frames import HDF5FrameSource, resource_path
+from nanostrain.callbacks.frames import DetectorFileError, HDF5FrameSource, check_frames, resource_path, written_frames
 
 
 def test_hdf5_source_reads_frames_of_a_file_still_being_written(tmp_path):
@@ -151,3 +151,21 @@ def test_frame_statistics_record_each_frames_quality_and_skip_bad_ones():
     assert all(np.isnan(rows[i]["total"]) for i in (1, 3)) and np.isnan(rows[2]["centroid_col"])
     assert (rows[4]["total"], rows[4]["centroid_row"], rows[4]["centroid_col"], rows[4]["n_nonfinite"]) == (100.0, 2.0, 4.0, 1)
     assert [doc for name, doc in out if name == "stop"][0]["exit_status"] == "success"
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_frames_never_written_are_found_in_one_pass_over_the_chunk_index(tmp_path, depth):
+    path = tmp_path / "gaps.h5"
+    with h5py.File(path, "w") as handle:
+        chunked = handle.create_dataset("data", shape=(6, 4, 4), dtype=np.uint16, chunks=(depth, 2, 4))
+        chunked[0] = 1  # frame 0; with depth 2 its chunk holds frame 1 too
+        chunked[4, 2:] = 1  # only frame 4's second half: its first pixel's chunk is missing
+        handle.create_dataset("plain", data=np.ones((3, 4, 4)))
+    with h5py.File(path, "r") as handle:
+        written = written_frames(handle["data"])
+        assert written.tolist() == [True, depth == 2, False, False, False, False]
+        assert written_frames(handle["plain"]) is None
+        for mask in (written, None):  # one pass, or a lookup per frame (a file still growing)
+            with pytest.raises(DetectorFileError, match=r"frames \[2, 3, 4\] were never written"):
+                check_frames(path, handle["data"], range(2, 5), mask)
+        check_frames(path, handle["data"], range(0, depth), written)  # frame 0 (and 1 in its chunk)

@@ -7,15 +7,17 @@ import hashlib
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 
 from nanostrain.callbacks.frame_stats import FrameStatisticsCallback
+from nanostrain.callbacks.frames import TiledFrameSource, resource_path
 from nanostrain.callbacks.registry import ANALYSES, default_analyses
 from nanostrain.callbacks.sxdm import SxdmCallback
 from nanostrain.callbacks.txm import TxmXanesCallback
 from nanostrain.callbacks.xrd import XrdCallback
-from nanostrain.replaying import recorded_analyses, replay
+from nanostrain.replaying import recorded_analyses, replay, run_documents
 from nanostrain.session import make_session
 
 from ..conftest import API_KEY
@@ -102,6 +104,31 @@ def test_replay_writes_no_file(session):
     published = session.replay(session.uid)
     assert [n for n, _ in published].count("stop") == 1
     assert _tree(session.settings.data_dir) == before
+
+
+def test_frames_from_the_file_and_through_the_catalog_are_the_detectors_in_any_block_size(session):
+    """Datums of 2, 2 and 1 frames (as a fly scan's rows come) read in blocks of 2 frames
+    (read ahead across datums), 3 frames and 64 MiB, from the file and through the
+    catalog: every way yields each frame once, in seq_num order, as the file holds it."""
+    run = session.catalog[session.uid]
+    documents = run_documents(run)
+    (resource,) = [doc for name, doc in documents if name == "stream_resource"]
+    (whole,) = [doc for name, doc in documents if name == "stream_datum"]
+    assert (whole["indices"], whole["seq_nums"]) == ({"start": 0, "stop": 5}, {"start": 1, "stop": 6})
+    datums = [{**whole, "indices": {"start": lo, "stop": hi}, "seq_nums": {"start": lo + 1, "stop": hi + 1}}
+              for lo, hi in ((0, 2), (2, 4), (4, 5))]
+    with h5py.File(resource_path(resource), "r") as handle:
+        truth = handle[resource["parameters"]["dataset"]][()]
+    frame_bytes = truth[0].nbytes
+    for local_files in (True, False):
+        for block_bytes in (2 * frame_bytes, 3 * frame_bytes, 64 * 2**20):
+            source = TiledFrameSource(run, block_bytes=block_bytes, local_files=local_files)
+            pairs = [pair for datum in datums for pair in source.iter_frames("primary", resource, datum)]
+            source.close()
+            assert [seq_num for seq_num, _ in pairs] == [1, 2, 3, 4, 5]
+            np.testing.assert_array_equal(np.stack([frame for _, frame in pairs]).reshape(truth.shape), truth)
+    with pytest.raises(ValueError, match="block_bytes"):
+        TiledFrameSource(run, block_bytes=0)
 
 
 def test_session_exposes_every_live_signal_by_analysis_and_name(session):

@@ -79,8 +79,9 @@ def test_registering_the_key_file_by_traversal_is_refused_and_it_is_never_served
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_a_symbolic_link_in_a_detector_folder_is_refused(server):
-    link = server.settings.detector_dir / "frames_0001.h5"
+@pytest.mark.parametrize("folder", ["detector_dir", "derived_dir"])
+def test_a_symbolic_link_in_a_detector_or_derived_folder_is_refused(server, folder):
+    link = getattr(server.settings, folder) / "frames_0001.h5"
     link.symlink_to(server.settings.data_dir / API_KEY_FILE)
 
     response = register(server, f"file://localhost{link}")
@@ -100,8 +101,9 @@ def test_a_file_outside_the_detector_folders_is_refused(server):
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_a_detector_file_registers_and_reads_back(server):
-    path = server.settings.detector_dir / "det_000.h5"
+@pytest.mark.parametrize("folder", ["detector_dir", "derived_dir"])
+def test_a_detector_or_derived_file_registers_and_reads_back(server, folder):
+    path = getattr(server.settings, folder) / "det_000.h5"
     frames = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     with h5py.File(path, "w") as handle:
         handle["entry/data"] = frames
@@ -162,11 +164,11 @@ def test_readable_storage_holds_detector_folders_only(tmp_path):
     beamtime.mkdir()
     settings = CatalogSettings(data_dir=data_dir, api_key="k1", readable_storage=(beamtime,))
     folders = readable_folders(settings)
-    assert folders == (data_dir / "detectors", beamtime)
+    assert folders == (data_dir / "detectors", data_dir / "derived", beamtime)
     assert not any((data_dir / API_KEY_FILE).is_relative_to(folder) for folder in folders)
     for given, message in [(data_dir, "holds the catalog's data folder"),
                            (tmp_path, "holds the catalog's data folder"),
-                           (data_dir / "journal", "only .*detectors holds detector files")]:
+                           (data_dir / "journal", "only .*detectors holds detector files \\(and .*derived derived arrays\\)")]:
         with pytest.raises(ValueError, match=message):
             readable_folders(CatalogSettings(data_dir=data_dir, api_key="k1", readable_storage=(given,)))
 

@@ -254,6 +254,9 @@ def test_a_worker_in_another_process_computes_what_inline_analysis_would(service
         worker.stop()
     log = (tmp_path / "worker.log").read_text()
     assert "recomputing" not in log.lower(), log[-3000:]  # analysed live, off the bus
+    # the worker shares the server's data folder: I(Q) patterns went to files there
+    assert f"large arrays to {catalog.settings.derived_dir}" in log
+    assert list(catalog.settings.derived_dir.glob("*/patterns.h5"))
     for uid in uids.values():
         assert_equal_to_inline(raw[uid], derived)
 

@@ -188,7 +188,7 @@ def perkinelmer(RE, pe_ioc, tmp_path):
     """A PerkinElmerDetector built the way the beamline registry builds real devices."""
     config = {"devices": {"xrd": {"class": "nanostrain.devices.xrd:PerkinElmerDetector", "prefix": pe_ioc}}}
     devices = real_devices(config, detector_path_provider(tmp_path / "det"))
-    connect_devices(devices)
+    connect_devices(devices, timeout=30)  # ~100 PVs: a loaded machine takes more than the 10 s default
     return devices["xrd"]
 
 

@@ -15,7 +15,7 @@ from nanostrain.replaying import replay
 from nanostrain.session import make_session
 from nanostrain.analysis.xrd import perkinelmer_geometry
 
-from ..conftest import API_KEY
+from ..conftest import API_KEY, wait_for, stored_derived_run
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,14 @@ def geometry_signal(session):
     return next(a for a in session.analyses if a.analysis == "xrd_calibration").signals["geometry"]
 
 
+def in_the_catalog(session) -> None:
+    """Wait until the catalog holds every document the session emitted (its writers run in
+    the background: a run's stop does not wait for them)."""
+    wait_for(lambda: session.recorder.forwarder.synced() and session.derived_recorder.forwarder.synced(), timeout=120)
+
+
 def calibration_run(session, uid):
-    (run,) = [r for r in session.derived_runs(uid) if r.metadata["start"]["analysis"] == "xrd_calibration"]
+    run = stored_derived_run(session, uid, "xrd_calibration")
     return run
 
 
@@ -54,6 +60,7 @@ def calibrated(session, tmp_path_factory):
     poni = tmp_path_factory.mktemp("poni") / "ceo2.poni"
     poni.write_text("# the previous calibration\n")
     (uid,) = session.RE(session.plans["calibrate_xrd"](xrd, poni, geometry_signal(session), exposure_s=1.0))
+    in_the_catalog(session)
     return {"uid": uid, "truth": truth, "poni": poni}
 
 
@@ -101,6 +108,7 @@ def failed(session, calibrated):
             session.RE(session.plans["calibrate_xrd"](session.devices["xrd"], poni, geometry_signal(session)))
     finally:
         session.devices["i0"].beam_on = True
+    in_the_catalog(session)
     uid = next(key for key in list(session.catalog)[n_runs:]
                if session.catalog[key].metadata["start"].get("technique") == "xrd_calibration")
     return {"uid": uid, "error": raised.value, "before": before, "recorded": recorded}

@@ -1,6 +1,6 @@
 """SXDM end to end: a beamline session (embedded catalog over HTTP, simulated nanoprobe)
 runs a fly rocking raster of a charged SC-NM91 particle; the live analysis's derived run
-lands in the catalog, and replaying the stored raw run (frames read through Tiled) gives
+lands in the catalog, and replaying the stored raw run (frames read in blocks from the detector file) gives
 the same maps as live."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from nanostrain.session import make_session
 from nanostrain.sim.cathode import CathodeParticle
 from nanostrain.sim.nanoprobe import project_particle
 
-from ..conftest import API_KEY
+from ..conftest import API_KEY, stored_derived_run
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def sxdm_session(tmp_path_factory):
 
 
 def sxdm_derived(session, uid):
-    (run,) = [r for r in session.derived_runs(uid) if r.metadata["start"]["analysis"] == "sxdm_strain"]
+    run = stored_derived_run(session, uid, "sxdm_strain")
     return run
 
 

@@ -13,7 +13,7 @@ from nanostrain.replaying import replay
 from nanostrain.session import make_session
 from nanostrain.sim.txm import charged_particle, particle_sample
 
-from ..conftest import API_KEY
+from ..conftest import API_KEY, stored_derived_run
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def scan(session):
     txm = session.devices["txm"]
     (uid,) = session.RE(session.plans["txm_xanes_tomo"](txm, ENERGIES, ANGLES, n_flats=2, n_darks=2,
                                                          sample={"name": "charged SC-NM91"}))
-    derived = next(r for r in session.derived_runs(uid) if r.metadata["start"]["analysis"] == "txm_xanes")
+    derived = stored_derived_run(session, uid, "txm_xanes")
     return uid, derived
 
 

@@ -156,7 +156,7 @@ class HdfPlugin:
         self.r = r = Records()
         r.nd_array_base("FileHDF1", shape)
         r.plugin_base("PE1")
-        r.rw("FilePath", "path", "", on_change=self._path_changed)
+        r.rw("FilePath", "path", "", on_change=self._path_changed, blocking=True)
         r.rw("FileName", "path", "")
         r.ro("FilePathExists_RBV", "bool", 0)
         r.rw("FileTemplate", "path", "%s%s_%3.3d.h5")

@@ -87,7 +87,7 @@ class Other:
 
 
 READABLES = frozenset({"sx", "i0", "cam", "cycler", "xrd", "np_stage", "np_theta", "np_i0", "merlin", "np_xrf",
-                       "feedback", "dcm", "xas_ic", "ring_current", "shutter"})
+                       "feedback", "dcm", "xas_ic", "xas_fly", "ring_current", "shutter"})
 AREA_DETECTORS = frozenset({"cam", "xrd", "merlin"})
 ANY_TEXT = st.text(max_size=8)
 NOT_A_DICT = st.one_of(ANY_TEXT, st.integers(), st.floats(), st.lists(st.integers(), max_size=3), st.booleans())
@@ -230,6 +230,18 @@ PARAMETERS: dict[str, dict[str, Number | Numbers | Device | Other]] = {
         "reference_edge_eV": Number(5000.0, 11000.0),
         **METADATA,
     },
+    "xas_fly_scan": {
+        "dcm": Device(frozenset({"dcm"})),
+        "sampler": Device(frozenset({"xas_fly"})),
+        "segments": Other(NOT_A_DICT | st.lists(st.fixed_dictionaries({
+            "space": st.sampled_from(["E", "k"]), "start": st.floats(allow_nan=True, allow_infinity=True) | ANY_TEXT,
+            "stop": st.just(-1.0), "velocity_eV_s": st.floats(max_value=0.0) | st.just(math.nan),
+        }), min_size=1, max_size=2)),
+        "interval_s": Number(0.01, 10.0, valid=(0.01, 0.125)),  # 2 eV/s across the edge: <= 0.25 eV a sample
+        "e0_eV": Number(5000.0, 11000.0, valid=(5030.0, 10970.0)),
+        "reference_edge_eV": Number(5000.0, 11000.0),
+        **METADATA,
+    },
     "mount_sample": {
         "device": Device(frozenset({"cycler", "xrd", "merlin", "txm", "xas_ic"})),
         "sample": Other(st.one_of(st.integers(), st.floats(), st.none(), st.lists(st.integers(), max_size=2),
@@ -272,6 +284,8 @@ def base_calls(devices: dict, folder) -> dict[str, dict[str, Any]]:
         "energy_calibration": {"txm": devices["txm"]},
         "xas_scan": {"dcm": devices["dcm"], "chambers": devices["xas_ic"],
                      "regions": [{"space": "k", "start": 3.0, "stop": 12.0, "step": 0.5, "dwell_s": 0.1}]},
+        "xas_fly_scan": {"dcm": devices["dcm"], "sampler": devices["xas_fly"],
+                         "segments": [{"space": "E", "start": -30.0, "stop": 30.0, "velocity_eV_s": 2.0}]},
         "mount_sample": {"device": devices["txm"], "sample": {"material": "NM91", "morphology": "SC"}},
     }
 

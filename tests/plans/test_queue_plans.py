@@ -77,6 +77,11 @@ def items(poni_path: str, sxdm_geometry: dict) -> dict[str, tuple[dict, dict, st
                                          "k_weight": 2.0}]],
              "kwargs": {"sample": {"name": "SC-NM91 charged"}}},
             {"kwargs": {"e0_eV": 20000.0}}, "e0_eV"),
+        "xas_fly_scan": (
+            {"args": ["dcm", "xas_fly", [{"space": "E", "start": -30.0, "stop": 30.0, "velocity_eV_s": 2.0},
+                                         {"space": "k", "start": 3.0, "stop": 12.0, "velocity_eV_s": 20.0}]],
+             "kwargs": {"interval_s": 0.1, "sample": {"name": "SC-NM91 charged"}}},
+            {"kwargs": {"interval_s": 0.5}}, "crosses the edge"),
         "mount_sample": (
             {"args": ["txm", {"material": "NM91", "morphology": "SC"}], "kwargs": {"charge_V": 4.3}},
             {"args": ["txm", {"material": "NM91", "morphology": "XX"}]}, "morphology must be one of"),

@@ -1,0 +1,198 @@
+"""Large arrays of derived runs leave as chunked external files, registered like detector data.
+
+An analysis publishes its derived run with every result inside its events
+(`nanostrain.callbacks.derived.DerivedRun`): live plots and replay use them as they are.
+`ExternalArrays` stands between an analysis and the writers that *record* the derived
+run (journal, catalog, bus): it rewrites the documents so that the large arrays go to
+files written through an injected `ArraySink`, and the documents only point at them, as
+an area detector's do:
+
+* a descriptor's data key is taken out of the events if it is a numeric array (dtype
+  ``array``, ``dtype_numpy`` of kind integer, unsigned or float, a fixed shape of at
+  least one dimension) of at least ``sink.min_bytes`` bytes per event (`DEFAULT_MIN_BYTES`,
+  1 KiB: 128 float64, e.g. an I(Q) pattern of the simulated panel, 447 points, or a
+  12 x 12 map; below that, the StreamDatum, ~300 bytes per key and event, and a chunk
+  would cost about what the array costs inline, as JSON ~8x its binary size); the
+  decision is made once per stream, on its descriptor. Such a key is declared
+  ``external: "STREAM:"``.
+* at the stream's first event, the sink opens one file for the stream (all its external
+  keys, each a dataset of shape ``(n_events, *shape)``) and one ``stream_resource`` per
+  key is published (mimetype ``application/x-hdf5``, parameters ``dataset`` and
+  ``chunk_shape``, what TiledWriter registers and Tiled's HDF5 adapter serves);
+* for every event, its arrays are appended to the file and flushed *before* one
+  ``stream_datum`` per key (``indices`` = the row, ``seq_nums`` = the event's) and the
+  event without those keys are published: a reader that sees a datum finds its data.
+
+Without a sink nothing changes (a session or worker that writes no files passes the
+documents on as they are). Scalars, strings and small vectors stay in the events.
+
+An array whose shape differs from the one its descriptor declared cannot be appended:
+`ExternalArrays` raises ValueError (the analysis then fails its derived run saying so).
+Callbacks write no files themselves: the sink is the caller's (`nanostrain.derived_files`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import event_model
+import numpy as np
+
+Document = dict[str, Any]
+Emitter = Callable[[str, Document], None]
+
+#: smallest array (bytes per event) `ExternalArrays` writes to a file by default
+DEFAULT_MIN_BYTES = 1024
+
+#: analyses whose derived runs stay inline: TiledWriter (bluesky-tiled-plugins 2.0.12)
+#: keeps a run's external data-key *names* across streams and marks a later stream's
+#: inline key of such a name ``external: ""``, which fails validation; XAS has ``r_A`` as
+#: an array in ``exafs`` and as a scalar in ``fit`` (and ``energy_eV``, ``mu`` in two streams)
+INLINE_ANALYSES = frozenset({"xas"})
+
+#: mimetype of the files a sink writes (Tiled's HDF5 adapter reads them)
+HDF5_MIMETYPE = "application/x-hdf5"
+
+
+class ArrayFile(Protocol):
+    """One stream's file of a derived run: a growing dataset per external data key."""
+
+    #: ``file://host/path`` of the file, as the catalog server sees it
+    uri: str
+
+    def parameters(self, key: str) -> dict[str, Any]:
+        """StreamResource parameters of ``key``'s dataset (``dataset``, ``chunk_shape``)."""
+        ...
+
+    def append(self, rows: Mapping[str, np.ndarray]) -> int:
+        """Write one row per data key (each of its declared shape), flushed to the file
+        before returning; the index of the rows written."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ArraySink(Protocol):
+    """Where `ExternalArrays` writes the large arrays of derived runs."""
+
+    #: arrays of at least this many bytes per event go to files
+    min_bytes: int
+
+    def open(self, run_uid: str, stream: str, arrays: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> ArrayFile:
+        """A new file for ``stream`` of derived run ``run_uid``, with one dataset per key
+        of ``arrays`` (key -> (shape of one event's array, dtype))."""
+        ...
+
+
+def external_keys(descriptor: Document, min_bytes: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The data keys of ``descriptor`` that go to a file (key -> (shape, dtype)): numeric
+    arrays of a fixed shape of at least ``min_bytes`` bytes per event, not external yet."""
+    chosen = {}
+    for key, spec in descriptor["data_keys"].items():
+        shape, dtype_numpy = spec.get("shape") or [], spec.get("dtype_numpy")
+        if spec.get("dtype") != "array" or "external" in spec or not dtype_numpy or None in shape:
+            continue
+        dtype = np.dtype(dtype_numpy)
+        if dtype.kind in "iuf" and math.prod(shape) * dtype.itemsize >= min_bytes:
+            chosen[key] = (tuple(shape), dtype)
+    return chosen
+
+
+@dataclass
+class _Stream:
+    """A stream of a derived run with external keys: its file, opened at its first event."""
+
+    run_uid: str
+    descriptor: Document
+    arrays: dict[str, tuple[tuple[int, ...], np.dtype]]
+    file: ArrayFile | None = None
+    datums: dict[str, event_model.ComposeStreamDatum] = field(default_factory=dict)
+
+
+class ExternalArrays:
+    """Passes a derived run's documents to ``downstream`` with its large arrays written
+    through ``sink`` and referenced by StreamResource/StreamDatum (see the module)."""
+
+    def __init__(self, sink: ArraySink, downstream: Emitter):
+        self.sink = sink
+        self.downstream = downstream
+        self._composers: dict[str, event_model.ComposeStreamResource] = {}  # run uid -> composer
+        self._streams: dict[str, _Stream] = {}  # descriptor uid -> stream with external keys
+
+    def __call__(self, name: str, doc: Document) -> None:
+        handler = {"start": self._start, "descriptor": self._descriptor, "event": self._event,
+                   "event_page": self._event_page, "stop": self._stop}.get(name)
+        if handler is None:
+            self.downstream(name, doc)
+        else:
+            handler(doc)
+
+    def _start(self, doc: Document) -> None:
+        if doc.get("analysis") not in INLINE_ANALYSES:
+            self._composers[doc["uid"]] = event_model.ComposeStreamResource(start=doc)
+        self.downstream("start", doc)
+
+    def _descriptor(self, doc: Document) -> None:
+        arrays = external_keys(doc, self.sink.min_bytes) if doc["run_start"] in self._composers else {}
+        if arrays:
+            keys = {key: {**spec, "external": "STREAM:"} if key in arrays else spec
+                    for key, spec in doc["data_keys"].items()}
+            doc = {**doc, "data_keys": keys}
+            self._streams[doc["uid"]] = _Stream(doc["run_start"], doc, arrays)
+        self.downstream("descriptor", doc)
+
+    def _event(self, doc: Document) -> None:
+        stream = self._streams.get(doc["descriptor"])
+        if stream is None:
+            self.downstream("event", doc)
+            return
+        rows = {}
+        for key, (shape, dtype) in stream.arrays.items():
+            rows[key] = np.asarray(doc["data"][key], dtype=dtype)
+            if rows[key].shape != shape:
+                raise ValueError(f"derived run {stream.run_uid}, stream {stream.descriptor['name']!r}: "
+                                 f"{key!r} has shape {rows[key].shape}; its descriptor declared {shape}")
+        if stream.file is None:
+            self._open(stream)
+        index = stream.file.append(rows)
+        for datum in stream.datums.values():
+            self.downstream("stream_datum", datum(
+                indices={"start": index, "stop": index + 1},
+                seq_nums={"start": doc["seq_num"], "stop": doc["seq_num"] + 1},
+                descriptor=stream.descriptor,
+            ))
+        self.downstream("event", {
+            **doc,
+            **{part: {k: v for k, v in doc[part].items() if k not in rows}
+               for part in ("data", "timestamps", "filled") if part in doc},
+        })
+
+    def _open(self, stream: _Stream) -> None:
+        stream.file = self.sink.open(stream.run_uid, stream.descriptor["name"], stream.arrays)
+        compose = self._composers[stream.run_uid]
+        for key in stream.arrays:
+            bundle = compose(mimetype=HDF5_MIMETYPE, uri=stream.file.uri, data_key=key,
+                             parameters=stream.file.parameters(key))
+            stream.datums[key] = bundle.compose_stream_datum
+            self.downstream("stream_resource", bundle.stream_resource_doc)
+
+    def _event_page(self, doc: Document) -> None:
+        if doc["descriptor"] not in self._streams:
+            self.downstream("event_page", doc)
+            return
+        for event in event_model.unpack_event_page(doc):
+            self._event(event)
+
+    def _stop(self, doc: Document) -> None:
+        uid = doc["run_start"]
+        self._composers.pop(uid, None)
+        try:
+            for descriptor in [d for d, stream in self._streams.items() if stream.run_uid == uid]:
+                stream = self._streams.pop(descriptor)
+                if stream.file is not None:
+                    stream.file.close()
+        finally:
+            self.downstream("stop", doc)

@@ -1,0 +1,150 @@
+"""Large arrays of derived runs as chunked HDF5 files: `ExternalArrays` (documents) with
+`HDF5ArraySink` (files): documents valid, files equal to the arrays, small values inline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import h5py
+import hdf5plugin  # noqa: F401 - the bitshuffle filter of the files
+import numpy as np
+import pytest
+from event_model import DocumentNames, schema_validators
+
+from nanostrain.callbacks.derived import DerivedRun
+from nanostrain.callbacks.external_arrays import DEFAULT_MIN_BYTES, ExternalArrays, external_keys
+from nanostrain.callbacks.frames import resource_path
+from nanostrain.derived_files import HDF5ArraySink
+
+RAW_START = {"uid": "raw-0001", "time": 0.0, "sample": "SC-NM91"}
+NPT = 1000  # an I(Q) pattern of 1000 float64: 8000 bytes, above the 1 KiB threshold
+
+
+def patterns(n: int) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    return rng.random((n, NPT))
+
+
+def derived_documents(sink, n: int = 6) -> tuple[list[tuple[str, dict]], str]:
+    """A derived run of ``n`` XRD-like events (``raw_seq_num``, a small ``q_range`` vector,
+    an ``intensity`` pattern) and one map, through `ExternalArrays` if ``sink``."""
+    out: list[tuple[str, dict]] = []
+    emit = (lambda name, doc: out.append((name, doc)))
+    run = DerivedRun(ExternalArrays(sink, emit) if sink else emit, RAW_START, "test", {})
+    for seq, intensity in enumerate(patterns(n), start=1):
+        run.event("patterns", {"raw_seq_num": seq, "q_range": np.array([0.5, 4.0]), "intensity": intensity})
+    run.event("maps", {"strain": np.arange(40 * 30, dtype=float).reshape(40, 30), "mask": np.ones((4, 4), np.uint8)})
+    run.stop()
+    return out, run.uid
+
+
+def stream_of(out, stream: str) -> str:
+    return next(doc["uid"] for name, doc in out if name == "descriptor" and doc["name"] == stream)
+
+
+def test_large_arrays_go_to_files_and_every_document_is_valid(tmp_path):
+    out, uid = derived_documents(HDF5ArraySink(tmp_path / "derived"))
+    for name, doc in out:
+        schema_validators[DocumentNames(name)].validate(doc)
+    resources = {doc["data_key"]: doc for name, doc in out if name == "stream_resource"}
+    assert set(resources) == {"intensity", "strain"}  # q_range (16 B) and mask (16 B) stay inline
+    (descriptor,) = [doc for name, doc in out if name == "descriptor" and doc["name"] == "patterns"]
+    assert descriptor["data_keys"]["intensity"]["external"] == "STREAM:"
+    assert "external" not in descriptor["data_keys"]["q_range"]
+    intensity = resources["intensity"]
+    assert intensity["mimetype"] == "application/x-hdf5" and intensity["run_start"] == uid
+    assert resource_path(intensity) == tmp_path / "derived" / uid / "patterns.h5"
+    assert intensity["parameters"]["dataset"] == "/entry/data/intensity"
+    assert intensity["parameters"]["chunk_shape"] == [1, NPT]  # one event per chunk, as detectors write
+    with h5py.File(resource_path(intensity), "r") as handle:
+        np.testing.assert_array_equal(handle[intensity["parameters"]["dataset"]][()], patterns(6))
+    with h5py.File(resource_path(resources["strain"]), "r") as handle:
+        np.testing.assert_array_equal(handle["/entry/data/strain"][0], np.arange(1200.0).reshape(40, 30))
+
+
+def test_each_event_keeps_its_small_values_and_is_preceded_by_its_datum(tmp_path):
+    out, _ = derived_documents(HDF5ArraySink(tmp_path))
+    patterns_uid = stream_of(out, "patterns")
+    names = [name for name, doc in out if doc.get("descriptor") == patterns_uid]
+    assert names == ["stream_datum", "event"] * 6
+    events = [doc for name, doc in out if name == "event" and doc["descriptor"] == patterns_uid]
+    datums = [doc for name, doc in out if name == "stream_datum"][:6]
+    assert [set(e["data"]) for e in events] == [{"raw_seq_num", "q_range"}] * 6
+    assert set(events[0]["timestamps"]) == {"raw_seq_num", "q_range"}
+    assert [(d["indices"]["start"], d["seq_nums"]["start"]) for d in datums] == [(i, i + 1) for i in range(6)]
+    assert [e["seq_num"] for e in events] == [1, 2, 3, 4, 5, 6]
+
+
+def test_without_a_sink_the_documents_are_as_before(tmp_path):
+    out, _ = derived_documents(None)
+    assert not any(name.startswith("stream_") for name, _ in out)
+    events = [doc for name, doc in out if name == "event" and doc["descriptor"] == stream_of(out, "patterns")]
+    np.testing.assert_array_equal([e["data"]["intensity"] for e in events], patterns(6))
+
+
+def test_the_threshold_is_per_event_bytes_of_numeric_fixed_shape_arrays():
+    keys = {
+        "big": {"dtype": "array", "shape": [128], "dtype_numpy": "<f8", "source": "s"},  # 1024 B
+        "small": {"dtype": "array", "shape": [127], "dtype_numpy": "<f8", "source": "s"},
+        "image": {"dtype": "array", "shape": [32, 32], "dtype_numpy": "|u1", "source": "s"},  # 1024 B
+        "ragged": {"dtype": "array", "shape": [None], "dtype_numpy": "<f8", "source": "s"},
+        "text": {"dtype": "array", "shape": [4096], "dtype_numpy": "<U8", "source": "s"},
+        "scalar": {"dtype": "number", "shape": [], "dtype_numpy": "<f8", "source": "s"},
+    }
+    assert set(external_keys({"data_keys": keys}, DEFAULT_MIN_BYTES)) == {"big", "image"}
+
+
+def test_an_array_of_another_shape_than_declared_is_refused(tmp_path):
+    run = DerivedRun(ExternalArrays(HDF5ArraySink(tmp_path), lambda name, doc: None), RAW_START, "test", {})
+    run.event("patterns", {"intensity": np.zeros(NPT)})
+    with pytest.raises(ValueError, match=r"'intensity' has shape \(999,\); its descriptor declared \(1000,\)"):
+        run.event("patterns", {"intensity": np.zeros(NPT - 1)})
+
+
+def test_a_stream_name_that_is_no_file_name_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="stream '../x'"):
+        HDF5ArraySink(tmp_path).open("uid", "../x", {"a": ((NPT,), np.dtype("<f8"))})
+
+
+KILLED_WRITER = """
+import json, os, sys
+import numpy as np
+from nanostrain.callbacks.derived import DerivedRun
+from nanostrain.callbacks.external_arrays import ExternalArrays
+from nanostrain.derived_files import HDF5ArraySink
+
+def emit(name, doc):
+    print(json.dumps([name, doc]), flush=True)
+
+run = DerivedRun(ExternalArrays(HDF5ArraySink(sys.argv[1]), emit), {"uid": "raw-0001", "time": 0.0}, "test", {})
+for seq in range(1, 4):
+    run.event("patterns", {"raw_seq_num": seq, "intensity": np.full(1000, float(seq))})
+os._exit(0)  # killed mid-run: no stop, the file never closed
+"""
+
+
+def test_a_writer_killed_mid_run_leaves_every_row_its_datums_name(tmp_path):
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120, check=True)
+    documents = [json.loads(line) for line in result.stdout.splitlines()]
+    (resource,) = [doc for name, doc in documents if name == "stream_resource"]
+    datums = [doc for name, doc in documents if name == "stream_datum"]
+    assert len(datums) == 3 and not any(name == "stop" for name, _ in documents)
+    with h5py.File(resource_path(resource), "r", swmr=True) as handle:
+        stored = handle[resource["parameters"]["dataset"]]
+        for datum in datums:
+            row = datum["indices"]["start"]
+            np.testing.assert_array_equal(stored[row], np.full(1000, float(datum["seq_nums"]["start"])))
+
+
+def test_an_xas_derived_run_stays_inline(tmp_path):
+    """TiledWriter keeps external key names run-wide; XAS reuses names across streams."""
+    out: list[tuple[str, dict]] = []
+    run = DerivedRun(ExternalArrays(HDF5ArraySink(tmp_path), lambda name, doc: out.append((name, doc))),
+                     RAW_START, "xas", {})
+    run.event("exafs", {"r_A": np.linspace(0, 10, 400)})
+    run.event("fit", {"r_A": 2.9})
+    run.stop()
+    assert not any(name.startswith("stream_") for name, _ in out) and not any(tmp_path.iterdir())
