@@ -15,6 +15,18 @@ an area detector's do:
   would cost about what the array costs inline, as JSON ~8x its binary size); the
   decision is made once per stream, on its descriptor. Such a key is declared
   ``external: "STREAM:"``.
+* one place per name: a data-key name is external in every stream of a run or in none.
+  The first stream that declares a name decides, by the size rule above; a later stream's
+  key of that name follows it whatever its size: inline if the name is inline (a large
+  array then stays in the events: a name already published inline cannot move), written
+  to the stream's file if the name is external (a scalar too, as a dataset of shape
+  ``(n_events,)``). A key that must follow an external name but no file can hold (not
+  numeric, or no fixed shape), or that comes external from upstream under a name already
+  inline, is refused with ValueError at its descriptor. Why: TiledWriter
+  (bluesky-tiled-plugins 2.0.12, ``RunNormalizer.descriptor``) keeps a run's external and
+  internal data-key *names* across its streams and marks a later descriptor's inline key
+  of an external name ``external: ""``, which then fails validation (XAS: ``r_A`` is the
+  R grid, an array, in ``exafs`` and the fitted distance, a scalar, in ``fit``).
 * at the stream's first event, the sink opens one file for the stream (all its external
   keys, each a dataset of shape ``(n_events, *shape)``) and one ``stream_resource`` per
   key is published (mimetype ``application/x-hdf5``, parameters ``dataset`` and
@@ -24,7 +36,8 @@ an area detector's do:
   event without those keys are published: a reader that sees a datum finds its data.
 
 Without a sink nothing changes (a session or worker that writes no files passes the
-documents on as they are). Scalars, strings and small vectors stay in the events.
+documents on as they are). Scalars, strings and small vectors stay in the events unless
+their name is external in an earlier stream of the run.
 
 An array whose shape differs from the one its descriptor declared cannot be appended:
 `ExternalArrays` raises ValueError (the analysis then fails its derived run saying so).
@@ -43,15 +56,10 @@ import numpy as np
 
 Document = dict[str, Any]
 Emitter = Callable[[str, Document], None]
+Layout = tuple[tuple[int, ...], np.dtype]  # (shape of one event's value, dtype) of a data key in a file
 
 #: smallest array (bytes per event) `ExternalArrays` writes to a file by default
 DEFAULT_MIN_BYTES = 1024
-
-#: analyses whose derived runs stay inline: TiledWriter (bluesky-tiled-plugins 2.0.12)
-#: keeps a run's external data-key *names* across streams and marks a later stream's
-#: inline key of such a name ``external: ""``, which fails validation; XAS has ``r_A`` as
-#: an array in ``exafs`` and as a scalar in ``fit`` (and ``energy_eV``, ``mu`` in two streams)
-INLINE_ANALYSES = frozenset({"xas"})
 
 #: mimetype of the files a sink writes (Tiled's HDF5 adapter reads them)
 HDF5_MIMETYPE = "application/x-hdf5"
@@ -81,24 +89,60 @@ class ArraySink(Protocol):
     #: arrays of at least this many bytes per event go to files
     min_bytes: int
 
-    def open(self, run_uid: str, stream: str, arrays: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> ArrayFile:
+    def open(self, run_uid: str, stream: str, arrays: Mapping[str, Layout]) -> ArrayFile:
         """A new file for ``stream`` of derived run ``run_uid``, with one dataset per key
-        of ``arrays`` (key -> (shape of one event's array, dtype))."""
+        of ``arrays`` (key -> (shape of one event's value, dtype))."""
         ...
 
 
-def external_keys(descriptor: Document, min_bytes: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """The data keys of ``descriptor`` that go to a file (key -> (shape, dtype)): numeric
-    arrays of a fixed shape of at least ``min_bytes`` bytes per event, not external yet."""
+def _file_layout(spec: Mapping[str, Any]) -> Layout | None:
+    """The layout of data key ``spec`` if a file can hold it (numeric: integer, unsigned
+    or float, of a fixed shape, scalars included, not external already); else None."""
+    shape, dtype_numpy = spec.get("shape") or [], spec.get("dtype_numpy")
+    if "external" in spec or not dtype_numpy or None in shape:
+        return None
+    dtype = np.dtype(dtype_numpy)
+    return (tuple(shape), dtype) if dtype.kind in "iuf" else None
+
+
+def external_keys(descriptor: Document, min_bytes: int, earlier: Mapping[str, bool] | None = None) -> dict[str, Layout]:
+    """The data keys of ``descriptor`` that go to a file (key -> (shape, dtype)).
+
+    ``earlier``: the names the run's earlier streams declared (name -> external?). A new
+    name goes to a file if it is a numeric array of a fixed shape of at least ``min_bytes``
+    bytes per event, not external yet; a name ``earlier`` holds keeps its place whatever
+    the size (one place per name, see the module). Raises ValueError for a key that
+    cannot keep its name's place."""
+    earlier = earlier or {}
     chosen = {}
     for key, spec in descriptor["data_keys"].items():
-        shape, dtype_numpy = spec.get("shape") or [], spec.get("dtype_numpy")
-        if spec.get("dtype") != "array" or "external" in spec or not dtype_numpy or None in shape:
-            continue
-        dtype = np.dtype(dtype_numpy)
-        if dtype.kind in "iuf" and math.prod(shape) * dtype.itemsize >= min_bytes:
-            chosen[key] = (tuple(shape), dtype)
+        layout = _file_layout(spec)
+        if key not in earlier:
+            if spec.get("dtype") == "array" and layout and math.prod(layout[0]) * layout[1].itemsize >= min_bytes:
+                chosen[key] = layout
+        elif earlier[key] and "external" not in spec:
+            if layout is None:
+                raise ValueError(f"stream {descriptor['name']!r}: data key {key!r} is external in an earlier stream "
+                                 f"of the run, and a file cannot hold it (dtype {spec.get('dtype')!r}, "
+                                 f"shape {spec.get('shape')}); a name has one place per run")
+            chosen[key] = layout
+        elif not earlier[key] and "external" in spec:
+            raise ValueError(f"stream {descriptor['name']!r}: data key {key!r} comes external, and it is inline in "
+                             f"an earlier stream of the run; a name has one place per run")
     return chosen
+
+
+@dataclass
+class _Run:
+    """A derived run on its way: its StreamResource composer and where its names are."""
+
+    compose: event_model.ComposeStreamResource
+    external: dict[str, bool] = field(default_factory=dict)  # data-key name -> external? (first stream decided)
+
+    def place(self, descriptor: Document, arrays: Mapping[str, Layout]) -> None:
+        """Remember where ``descriptor`` put the names no earlier stream declared."""
+        for key, spec in descriptor["data_keys"].items():
+            self.external.setdefault(key, key in arrays or "external" in spec)
 
 
 @dataclass
@@ -107,7 +151,7 @@ class _Stream:
 
     run_uid: str
     descriptor: Document
-    arrays: dict[str, tuple[tuple[int, ...], np.dtype]]
+    arrays: dict[str, Layout]
     file: ArrayFile | None = None
     datums: dict[str, event_model.ComposeStreamDatum] = field(default_factory=dict)
 
@@ -119,7 +163,7 @@ class ExternalArrays:
     def __init__(self, sink: ArraySink, downstream: Emitter):
         self.sink = sink
         self.downstream = downstream
-        self._composers: dict[str, event_model.ComposeStreamResource] = {}  # run uid -> composer
+        self._runs: dict[str, _Run] = {}  # run uid -> run
         self._streams: dict[str, _Stream] = {}  # descriptor uid -> stream with external keys
 
     def __call__(self, name: str, doc: Document) -> None:
@@ -131,12 +175,14 @@ class ExternalArrays:
             handler(doc)
 
     def _start(self, doc: Document) -> None:
-        if doc.get("analysis") not in INLINE_ANALYSES:
-            self._composers[doc["uid"]] = event_model.ComposeStreamResource(start=doc)
+        self._runs[doc["uid"]] = _Run(event_model.ComposeStreamResource(start=doc))
         self.downstream("start", doc)
 
     def _descriptor(self, doc: Document) -> None:
-        arrays = external_keys(doc, self.sink.min_bytes) if doc["run_start"] in self._composers else {}
+        run = self._runs.get(doc["run_start"])
+        arrays = {} if run is None else external_keys(doc, self.sink.min_bytes, run.external)
+        if run is not None:
+            run.place(doc, arrays)
         if arrays:
             keys = {key: {**spec, "external": "STREAM:"} if key in arrays else spec
                     for key, spec in doc["data_keys"].items()}
@@ -172,7 +218,7 @@ class ExternalArrays:
 
     def _open(self, stream: _Stream) -> None:
         stream.file = self.sink.open(stream.run_uid, stream.descriptor["name"], stream.arrays)
-        compose = self._composers[stream.run_uid]
+        compose = self._runs[stream.run_uid].compose
         for key in stream.arrays:
             bundle = compose(mimetype=HDF5_MIMETYPE, uri=stream.file.uri, data_key=key,
                              parameters=stream.file.parameters(key))
@@ -188,7 +234,7 @@ class ExternalArrays:
 
     def _stop(self, doc: Document) -> None:
         uid = doc["run_start"]
-        self._composers.pop(uid, None)
+        self._runs.pop(uid, None)
         try:
             for descriptor in [d for d, stream in self._streams.items() if stream.run_uid == uid]:
                 stream = self._streams.pop(descriptor)

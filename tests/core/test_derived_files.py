@@ -18,6 +18,8 @@ from nanostrain.callbacks.external_arrays import DEFAULT_MIN_BYTES, ExternalArra
 from nanostrain.callbacks.frames import resource_path
 from nanostrain.derived_files import HDF5ArraySink
 
+from ..conftest import in_process_client
+
 RAW_START = {"uid": "raw-0001", "time": 0.0, "sample": "SC-NM91"}
 NPT = 1000  # an I(Q) pattern of 1000 float64: 8000 bytes, above the 1 KiB threshold
 
@@ -139,12 +141,64 @@ def test_a_writer_killed_mid_run_leaves_every_row_its_datums_name(tmp_path):
             np.testing.assert_array_equal(stored[row], np.full(1000, float(datum["seq_nums"]["start"])))
 
 
-def test_an_xas_derived_run_stays_inline(tmp_path):
-    """TiledWriter keeps external key names run-wide; XAS reuses names across streams."""
-    out: list[tuple[str, dict]] = []
-    run = DerivedRun(ExternalArrays(HDF5ArraySink(tmp_path), lambda name, doc: out.append((name, doc))),
-                     RAW_START, "xas", {})
-    run.event("exafs", {"r_A": np.linspace(0, 10, 400)})
-    run.event("fit", {"r_A": 2.9})
+def xas_like_run(emit) -> tuple[str, dict[str, dict[str, np.ndarray]]]:
+    """An XAS-like derived run through ``emit``: names reused across streams, each first
+    declared as a scalar (``energy_eV`` in ``points``) or as a large array (``r_A`` in
+    ``exafs``, a scalar in ``fit``). Its uid and the values (stream -> key -> events)."""
+    energies = np.linspace(8300.0, 8500.0, 300)
+    streams = {
+        "points": {"energy_eV": energies[:3], "mu": np.array([0.1, 0.2, 0.3])},
+        "spectrum": {"energy_eV": energies[None], "mu": np.linspace(0, 1, 300)[None]},
+        "exafs": {"r_A": np.linspace(0, 10, 400)[None], "chir_mag": np.linspace(1, 0, 400)[None]},
+        "fit": {"r_A": np.array([1.95]), "sigma2_A2": np.array([0.005])},
+    }
+    run = DerivedRun(emit, RAW_START, "xas_like", {})
+    for stream, values in streams.items():
+        for row in range(len(next(iter(values.values())))):
+            run.event(stream, {key: value[row] for key, value in values.items()})
     run.stop()
-    assert not any(name.startswith("stream_") for name, _ in out) and not any(tmp_path.iterdir())
+    return run.uid, streams
+
+
+def test_a_name_keeps_the_place_its_first_stream_gave_it(tmp_path):
+    out: list[tuple[str, dict]] = []
+    xas_like_run(ExternalArrays(HDF5ArraySink(tmp_path), lambda name, doc: out.append((name, doc))))
+    external = {doc["name"]: {k for k, spec in doc["data_keys"].items() if "external" in spec}
+                for name, doc in out if name == "descriptor"}
+    # energy_eV and mu: scalars first, so inline everywhere; r_A: an array first, so a file holds the fit's too
+    assert external == {"points": set(), "spectrum": set(), "exafs": {"r_A", "chir_mag"}, "fit": {"r_A"}}
+
+
+def test_a_name_reused_across_streams_reads_back_from_the_catalog_as_written(sqlite_settings):
+    """TiledWriter keeps a run's external names across streams: a later inline key of an
+    external name would fail validation (an XAS derived run: ``r_A`` in exafs and fit)."""
+    from bluesky_tiled_plugins import TiledWriter
+
+    from nanostrain.catalog import catalog_nodes
+
+    client = in_process_client(sqlite_settings)
+    try:
+        _, derived = catalog_nodes(client)
+        uid, streams = xas_like_run(ExternalArrays(HDF5ArraySink(sqlite_settings.derived_dir), TiledWriter(derived)))
+        run = derived[uid]
+        for stream, values in streams.items():
+            for key, value in values.items():
+                np.testing.assert_array_equal(run[stream][key].read(), value)
+        assert (sqlite_settings.derived_dir / uid / "fit.h5").is_file()
+    finally:
+        client.context.close()
+
+
+def test_a_key_no_file_can_hold_under_an_external_name_is_refused(tmp_path):
+    run = DerivedRun(ExternalArrays(HDF5ArraySink(tmp_path), lambda name, doc: None), RAW_START, "test", {})
+    run.event("exafs", {"r_A": np.zeros(NPT)})
+    with pytest.raises(ValueError, match="stream 'fit': data key 'r_A' is external in an earlier stream"):
+        run.event("fit", {"r_A": "first shell"})
+
+
+def test_the_place_of_a_name_declared_earlier_wins_over_its_size():
+    big = {"dtype": "array", "shape": [NPT], "dtype_numpy": "<f8", "source": "s"}
+    scalar = {"dtype": "number", "shape": [], "dtype_numpy": "<f8", "source": "s"}
+    descriptor = {"name": "later", "data_keys": {"was_inline": big, "was_external": scalar, "new": big}}
+    chosen = external_keys(descriptor, DEFAULT_MIN_BYTES, {"was_inline": False, "was_external": True})
+    assert chosen == {"was_external": ((), np.dtype("<f8")), "new": ((NPT,), np.dtype("<f8"))}
