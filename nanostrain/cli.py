@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -147,30 +148,41 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .replaying import replay
 
     with _stored_run(args) as (run, derived, _):
-        writer = _superseding_writer(derived) if args.write else None  # replaces, never duplicates
+        writer = _superseding_writer(derived, args) if args.write else None  # replaces, never duplicates
         published = replay(run, derived=derived, writer=_recording(writer, args),
                            progress=None if args.progress else False)
         return _report(published, writer)
 
 
-def _superseding_writer(derived):
-    """Writes derived runs into ``derived``, replacing earlier ones of the same computation."""
+def _derived_dir(args: argparse.Namespace) -> Path | None:
+    """``<data-dir>/derived`` if that folder exists (the catalog server made it: it reads
+    the derived runs' array files there), else None."""
+    folder = Path(args.data_dir) / "derived"
+    return folder if folder.is_dir() else None
+
+
+def _superseding_writer(derived, args: argparse.Namespace):
+    """Writes derived runs into ``derived``, replacing earlier ones of the same computation
+    (and removing their array files from `_derived_dir`)."""
     from bluesky_tiled_plugins import TiledWriter
 
+    from .derived_files import remove_run_folder
     from .schema.catalog import SupersedingWriter
 
-    return SupersedingWriter(TiledWriter(derived), derived)
+    folder = _derived_dir(args)
+    return SupersedingWriter(TiledWriter(derived), derived,
+                             on_deleted=None if folder is None else functools.partial(remove_run_folder, folder))
 
 
 def _recording(writer, args: argparse.Namespace):
     """``writer`` with the derived runs' large arrays written to files under
-    ``<data-dir>/derived`` if that folder exists (the catalog server made it: it reads
-    there), as live derived runs are (`nanostrain.derived_files`); None if ``writer`` is."""
+    `_derived_dir`, if there is one, as live derived runs are (`nanostrain.derived_files`);
+    None if ``writer`` is."""
     from .callbacks.external_arrays import ExternalArrays
     from .derived_files import HDF5ArraySink
 
-    folder = Path(args.data_dir) / "derived"
-    if writer is None or not folder.is_dir():
+    folder = _derived_dir(args)
+    if writer is None or folder is None:
         return writer
     return ExternalArrays(HDF5ArraySink(folder), writer)
 
@@ -214,7 +226,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         except DetectorFileError as error:  # a task could not read its frames: nothing is written
             print(f"FAILED: {error}", file=sys.stderr)
             return 1
-        writer = _superseding_writer(derived) if args.write else None
+        writer = _superseding_writer(derived, args) if args.write else None
         return _report(publish(job, partial, _recording(writer, args)), writer)
 
 
@@ -260,7 +272,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
         profile, source, _ = instrument_profile(derived, start)
         print(f"instrument profile from {source}", flush=True)
         refinement = XrdRefinementCallback(instrument=profile._asdict(), q_window=tuple(args.q_window))
-        writer = _superseding_writer(derived) if args.write else None
+        writer = _superseding_writer(derived, args) if args.write else None
         published = replay(run, [refinement], derived=derived, writer=writer,
                            progress=None if args.progress else False)
         return _report(published, writer)
@@ -293,10 +305,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         signal.signal(number, lambda *_: stop.set())
     analyses = args.analyses.split(",") if args.analyses else None
     # large arrays to files only where the catalog server reads them (`_recording`)
-    derived_dir = Path(args.data_dir) / "derived"
     serve_worker(args.catalog, _api_key(args, "analysis"), args.bus, analyses, args.lookback, stop,
                  say=lambda text: print(text, flush=True), pv_prefix=None if args.no_pvs else args.pv_prefix,
-                 derived_dir=derived_dir if derived_dir.is_dir() else None)
+                 derived_dir=_derived_dir(args))
     return 0
 
 

@@ -19,13 +19,16 @@ shape ``(n_events, *shape)`` per external data key, as the detectors write their
   every row its published datums name.
 
 `nanostrain.callbacks.external_arrays` decides which arrays go there and publishes the
-documents; this module only writes files.
+documents; this module only writes files, and `remove_run_folder` deletes a derived run's
+files once the catalog no longer holds the run (`nanostrain.schema.catalog.SupersedingWriter`
+calls it with each run it deleted).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -101,3 +104,18 @@ class HDF5ArraySink:
         folder = self.folder / _checked_name("derived run uid", run_uid)
         folder.mkdir(parents=True, exist_ok=True)
         return HDF5ArrayFile(folder / f"{_checked_name('stream', stream)}.h5", arrays, self.compression)
+
+
+def remove_run_folder(folder: Path, run_uid: str) -> bool:
+    """Delete ``<folder>/<run_uid>``, the files of a derived run the catalog deleted; True
+    if there was one.
+
+    Only a real folder that is a direct child of ``folder`` goes, so nothing outside
+    ``folder`` is ever touched: a uid that is no plain name (a path separator, ``..``)
+    raises ValueError, a symbolic link of that name is left as it is (and what it points
+    at), and `shutil.rmtree` does not follow the links inside the folder."""
+    run_folder = Path(folder).resolve() / _checked_name("derived run uid", run_uid)
+    if run_folder.is_symlink() or not run_folder.is_dir():
+        return False
+    shutil.rmtree(run_folder)
+    return True

@@ -47,7 +47,7 @@ from .callbacks.derived import AnalysisCallback, GuardedCallback
 from .callbacks.external_arrays import ExternalArrays
 from .callbacks.registry import default_analyses, live_signals
 from .catalog import CatalogSettings, EmbeddedCatalog, connect
-from .derived_files import HDF5ArraySink
+from .derived_files import HDF5ArraySink, remove_run_folder
 from .journal import Journal, pending_journals
 from .live_pvs import DEFAULT_PREFIX, live_signal_types, remote_live_signals
 from .plans import registry as plan_registry
@@ -296,7 +296,9 @@ def make_recording(
     # a derived run's events (one per analysed frame or angle) reach the catalog as they
     # come, so its readers (the web view) follow a run in progress; raw events go in batches
     derived_recorder = _recorder("derived", DERIVED_NODE, derived_client, settings.journal_dir, url, batch_size=1)
-    derived_writer = SupersedingWriter(derived_recorder, lambda: derived_client()[DERIVED_NODE])
+    # a superseded run's array files go with it (the session writes them: see below)
+    derived_writer = SupersedingWriter(derived_recorder, lambda: derived_client()[DERIVED_NODE],
+                                       on_deleted=functools.partial(remove_run_folder, settings.derived_dir))
     # large arrays to files the catalog registers, as the detectors' frames (the session
     # writes where the catalog server reads, as it does for its detectors)
     record_derived = ExternalArrays(HDF5ArraySink(settings.derived_dir), derived_writer)

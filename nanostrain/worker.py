@@ -29,6 +29,7 @@ Large arrays (I(Q) patterns, maps, volumes) go to HDF5 files under the catalog's
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -41,7 +42,7 @@ from .callbacks.derived import ANALYSIS_VERSION, AnalysisCallback, GuardedCallba
 from .callbacks.registry import ANALYSES, live_signals
 from .callbacks.external_arrays import ExternalArrays
 from .catalog import catalog_nodes, connect
-from .derived_files import HDF5ArraySink
+from .derived_files import HDF5ArraySink, remove_run_folder
 from .live_pvs import DEFAULT_PREFIX, LiveValueServer
 from .replaying import replay
 from .schema.catalog import SupersedingWriter, derived_identity, derived_runs
@@ -249,7 +250,9 @@ def serve_worker(
     raw, derived = catalog_nodes(connect(catalog_uri, api_key=api_key))
     # straight to the catalog: a derived run it could not take is recomputed from the raw
     # run (the durable record) when the worker next reconciles
-    writer = SupersedingWriter(TiledWriter(derived, batch_size=1), derived)  # rows visible as they come
+    # a superseded run's array files go with it; rows visible as they come (batch_size=1)
+    remove_files = None if derived_dir is None else functools.partial(remove_run_folder, derived_dir)
+    writer = SupersedingWriter(TiledWriter(derived, batch_size=1), derived, on_deleted=remove_files)
     subscriber = Subscriber(bus)  # subscribe first: what comes during the reconciliation waits
     sink = None if derived_dir is None else HDF5ArraySink(derived_dir)
     worker = Worker(subscriber, raw, derived, [ANALYSES[name]() for name in names], writer, sink=sink)

@@ -12,6 +12,8 @@ The root of the catalog holds two nodes with the spec ``CatalogOfBlueskyRuns`` (
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 RAW_NODE = "raw"
 DERIVED_NODE = "derived"
 RUNS_SPEC = ("CatalogOfBlueskyRuns", "3.0")
@@ -48,11 +50,17 @@ class SupersedingWriter:
     failed recomputation never takes a good result away. The deletion runs on a thread of
     its own, so a catalog that is slow or down never holds the caller (the RunEngine);
     `flush` waits for it. If the catalog cannot be asked, the older runs stay and a
-    warning says so. ``superseded`` lists the deleted uids."""
+    warning says so. ``superseded`` lists the deleted uids.
 
-    def __init__(self, writer, derived) -> None:
+    ``on_deleted`` is called with each uid once the catalog has deleted that run, e.g. to
+    remove its array files (`nanostrain.derived_files.remove_run_folder`; this layer does
+    no file I/O). Files go after the catalog entry, so the catalog never names a missing
+    file; if ``on_deleted`` fails, a warning says so and the other runs still go."""
+
+    def __init__(self, writer, derived, on_deleted: Callable[[str], object] | None = None) -> None:
         self.writer = writer
         self._derived = derived if callable(derived) else (lambda: derived)
+        self._on_deleted = on_deleted
         self._starts: dict[str, dict] = {}
         self._threads: list = []
         self.superseded: list[str] = []
@@ -92,4 +100,15 @@ class SupersedingWriter:
                  if run.metadata["start"]["uid"] != start["uid"] and derived_identity(run.metadata["start"]) == same]
         for uid in older:
             derived.delete_contents(uid, recursive=True, external_only=False)
-        self.superseded += older
+            self.superseded.append(uid)
+            if self._on_deleted is not None:
+                self._notify_deleted(uid)
+
+    def _notify_deleted(self, uid: str) -> None:
+        """Call ``on_deleted`` with ``uid``; a failure is logged, never raised."""
+        try:
+            self._on_deleted(uid)
+        except Exception as error:  # noqa: BLE001 - the run is gone from the catalog; only its clean-up failed
+            import logging
+
+            logging.getLogger(__name__).warning("Superseded derived run %s: clean-up failed (%s).", uid, error)

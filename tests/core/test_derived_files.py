@@ -1,8 +1,10 @@
 """Large arrays of derived runs as chunked HDF5 files: `ExternalArrays` (documents) with
-`HDF5ArraySink` (files): documents valid, files equal to the arrays, small values inline."""
+`HDF5ArraySink` (files): documents valid, files equal to the arrays, small values inline;
+`remove_run_folder` deletes a superseded run's files and nothing else."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from event_model import DocumentNames, schema_validators
 from nanostrain.callbacks.derived import DerivedRun
 from nanostrain.callbacks.external_arrays import DEFAULT_MIN_BYTES, ExternalArrays, external_keys
 from nanostrain.callbacks.frames import resource_path
-from nanostrain.derived_files import HDF5ArraySink
+from nanostrain.derived_files import HDF5ArraySink, remove_run_folder
 
 from ..conftest import in_process_client
 
@@ -202,3 +204,96 @@ def test_the_place_of_a_name_declared_earlier_wins_over_its_size():
     descriptor = {"name": "later", "data_keys": {"was_inline": big, "was_external": scalar, "new": big}}
     chosen = external_keys(descriptor, DEFAULT_MIN_BYTES, {"was_inline": False, "was_external": True})
     assert chosen == {"was_external": ((), np.dtype("<f8")), "new": ((NPT,), np.dtype("<f8"))}
+
+
+def test_removing_a_run_folder_takes_that_folder_only(tmp_path):
+    for uid in ("old", "new"):
+        (tmp_path / uid).mkdir()
+        (tmp_path / uid / "patterns.h5").write_bytes(b"x")
+    assert remove_run_folder(tmp_path, "old") is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
+    assert remove_run_folder(tmp_path, "old") is False  # nothing left to remove
+
+
+@pytest.mark.parametrize("uid", ["a/b", "..", "../outside", "a/../b", "/abs", "."])
+def test_a_uid_that_is_no_plain_name_removes_nothing(tmp_path, uid):
+    derived, outside = tmp_path / "derived", tmp_path / "outside"
+    for folder in (derived / "a" / "b", derived / "b", outside, tmp_path / "abs"):
+        folder.mkdir(parents=True)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match="derived run uid"):
+        remove_run_folder(derived, uid)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_symbolic_link_named_like_the_run_is_not_followed(tmp_path):
+    derived, outside = tmp_path / "derived", tmp_path / "outside"
+    derived.mkdir()
+    outside.mkdir()
+    (outside / "keep.h5").write_bytes(b"x")
+    (derived / "uid-1").symlink_to(outside, target_is_directory=True)
+    assert remove_run_folder(derived, "uid-1") is False
+    assert (derived / "uid-1").is_symlink() and (outside / "keep.h5").is_file()
+
+
+def test_a_superseded_derived_run_takes_its_files_with_it(sqlite_settings):
+    """Through the catalog: a failed recomputation deletes nothing; a successful one
+    deletes the older runs of its computation and their folders, and keeps its own."""
+    from bluesky_tiled_plugins import TiledWriter
+
+    from nanostrain.catalog import catalog_nodes
+    from nanostrain.schema.catalog import SupersedingWriter
+
+    folder = sqlite_settings.derived_dir
+    client = in_process_client(sqlite_settings)
+    try:
+        _, derived = catalog_nodes(client)
+        writer = SupersedingWriter(TiledWriter(derived), derived,
+                                   on_deleted=functools.partial(remove_run_folder, folder))
+        record = ExternalArrays(HDF5ArraySink(folder), writer)
+
+        def derived_run(exit_status: str) -> str:
+            run = DerivedRun(record, RAW_START, "test", {})
+            run.event("patterns", {"intensity": patterns(1)[0]})
+            run.stop(exit_status)
+            writer.flush()
+            return run.uid
+
+        first, failed = derived_run("success"), derived_run("fail")
+        assert (folder / first).is_dir() and (folder / failed).is_dir() and not writer.superseded
+        again = derived_run("success")
+        assert sorted(writer.superseded) == sorted([first, failed])
+        assert sorted(p.name for p in folder.iterdir()) == [again]
+        np.testing.assert_array_equal(derived[again]["patterns"]["intensity"].read()[0], patterns(1)[0])
+    finally:
+        client.context.close()
+
+
+def test_a_failing_clean_up_is_logged_and_the_other_superseded_runs_still_go(sqlite_settings, caplog):
+    from bluesky_tiled_plugins import TiledWriter
+
+    from nanostrain.catalog import catalog_nodes
+    from nanostrain.schema.catalog import SupersedingWriter
+
+    called: list[str] = []
+
+    def clean_up(uid: str) -> None:
+        called.append(uid)
+        raise OSError("disk gone")
+
+    client = in_process_client(sqlite_settings)
+    try:
+        _, derived = catalog_nodes(client)
+        writer = SupersedingWriter(TiledWriter(derived), derived, on_deleted=clean_up)
+        uids = []
+        for exit_status in ("fail", "fail", "success"):  # the successful run supersedes both failed ones
+            run = DerivedRun(writer, RAW_START, "test", {})
+            run.event("stats", {"total": 1.0})
+            run.stop(exit_status)
+            writer.flush()
+            uids.append(run.uid)
+        assert sorted(called) == sorted(writer.superseded) == sorted(uids[:2])
+        assert list(derived) == [uids[2]]
+        assert caplog.text.count("clean-up failed (disk gone)") == 2
+    finally:
+        client.context.close()
