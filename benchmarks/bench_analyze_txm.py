@@ -12,7 +12,9 @@ shifts, register, reconstruct, edge jump, histogram, mask, sample, white line), 
 total and the ratio 1 worker / 2 workers, the peak resident memory of each worker
 (VmHWM) and of this process, the store's size on disk; the white-line energy
 against the specimen's truth (mean over the particle, RMS per voxel); and whether the
-two runs' arrays are equal.
+two runs' arrays are equal; and, after the last cluster size, the time and this
+process's memory to publish the result (`analyze --write`: the derived run into the
+catalog, the volumes copied into HDF5).
 
 The default is 1/8 of an FXI scan (21 x 721 x 1024^2): 21 x 181 x 512^2.
 
@@ -35,7 +37,7 @@ import zarr
 from bench_analyze import peak_rss_mib
 
 from nanostrain.analyze import dask_client
-from nanostrain.analyze_txm import plan, reduce
+from nanostrain.analyze_txm import plan, publish, reduce
 from nanostrain.beamline import connect_devices, detector_path_provider
 from nanostrain.devices.txm import SimTxm
 from nanostrain.session import make_session
@@ -59,6 +61,29 @@ class Prerendered:
         if abs(self.energies_eV[nearest] - energy_eV) < 1e-3 and np.array_equal(angles_deg, self.grid_deg):
             return self.stacks[nearest]
         return self.specimen.projections(energy_eV, angles_deg)
+
+
+def publish_to_catalog(session, job, result) -> None:
+    """`analyze --write`'s last step, timed: the derived run into the catalog, its volumes
+    copied from the store into HDF5; prints the time, this process's peak memory during
+    the copy (VmHWM reset first) and the file's size."""
+    from bluesky_tiled_plugins import TiledWriter
+
+    from nanostrain.callbacks.external_arrays import ExternalArrays
+    from nanostrain.derived_files import HDF5ArraySink
+    from nanostrain.schema.catalog import SupersedingWriter
+
+    writer = SupersedingWriter(TiledWriter(session.derived), session.derived)
+    before = peak_rss_mib()
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
+    began = time.perf_counter()
+    documents = publish(job, result, ExternalArrays(HDF5ArraySink(session.settings.derived_dir), writer))
+    writer.flush()
+    wall = time.perf_counter() - began
+    uid = documents[0][1]["uid"]
+    size = sum(f.stat().st_size for f in (session.settings.derived_dir / uid).glob("*.h5"))
+    print(f"  published (analyze --write): {wall:.1f} s; this process peaked at {peak_rss_mib():.0f} MiB during the "
+          f"copy ({before:.0f} MiB before); derived files {size / 2**20:.0f} MiB", flush=True)
 
 
 def main() -> None:
@@ -108,6 +133,8 @@ def main() -> None:
         print("    " + ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.phase_seconds.items()),
               flush=True)
         wl = zarr.open_group(store, mode="r")["wl_eV"][:]
+        if workers == args.workers[-1]:
+            publish_to_catalog(session, job, result)
         shutil.rmtree(store)  # the next store needs the disk
         results[workers] = (wall, result, wl)
         both = np.isfinite(wl) & np.isfinite(truth)

@@ -39,6 +39,7 @@ from bluesky.callbacks.core import make_callback_safe
 from ophyd_async.core import SignalR, soft_signal_r_and_setter
 
 from ..schema.start import TECHNIQUES, require_start
+from .external_arrays import is_lazy_array
 from .frames import FrameSource, HDF5FrameSource
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,9 @@ ANALYSIS_VERSION = "1"
 
 
 def data_key_for(value: Any, source: str) -> dict[str, Any]:
-    """An event-model data key describing ``value`` (number, integer, string or array)."""
-    array = np.asarray(value)
+    """An event-model data key describing ``value`` (number, integer, string or array,
+    in memory or lazy: the latter's shape and dtype are read, its data not)."""
+    array = value if is_lazy_array(value) else np.asarray(value)
     if array.ndim > 0:
         dtype = "array"
     elif np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_):
@@ -60,14 +62,15 @@ def data_key_for(value: Any, source: str) -> dict[str, Any]:
         dtype = "number"
     else:
         dtype = "string"
-    key = {"dtype": dtype, "shape": list(array.shape), "source": source}
-    if array.dtype.kind in "biuf":
-        key["dtype_numpy"] = array.dtype.str
+    key = {"dtype": dtype, "shape": [int(n) for n in array.shape], "source": source}
+    if np.dtype(array.dtype).kind in "biuf":
+        key["dtype_numpy"] = np.dtype(array.dtype).str
     return key
 
 
 def to_builtin(value: Any) -> Any:
-    """Plain Python (JSON-able) form of a number or array, as documents must carry."""
+    """Plain Python (JSON-able) form of a number or array, as documents must carry (a lazy
+    array, `is_lazy_array`, is left for `ExternalArrays` to write)."""
     return value.tolist() if isinstance(value, np.ndarray | np.generic) else value
 
 

@@ -65,6 +65,15 @@ DEFAULT_MIN_BYTES = 1024
 HDF5_MIMETYPE = "application/x-hdf5"
 
 
+def is_lazy_array(value: Any) -> bool:
+    """True for an array that is not in memory (a dask or zarr array: ``shape``, ``dtype``
+    and slicing that reads a block), as an offline analysis publishes volumes too large to
+    hold (`nanostrain.analyze_txm`). Such a value stays as it is in the event; the
+    derived run must pass through `ExternalArrays`, which copies it to a file block by
+    block (`ArrayFile.append`), before anything records it."""
+    return not isinstance(value, np.ndarray | np.generic) and hasattr(value, "shape") and hasattr(value, "dtype")
+
+
 class ArrayFile(Protocol):
     """One stream's file of a derived run: a growing dataset per external data key."""
 
@@ -75,9 +84,10 @@ class ArrayFile(Protocol):
         """StreamResource parameters of ``key``'s dataset (``dataset``, ``chunk_shape``)."""
         ...
 
-    def append(self, rows: Mapping[str, np.ndarray]) -> int:
-        """Write one row per data key (each of its declared shape), flushed to the file
-        before returning; the index of the rows written."""
+    def append(self, rows: Mapping[str, Any]) -> int:
+        """Write one row per data key (each of its declared shape; a numpy array, or a
+        lazy one, `is_lazy_array`, read block by block), flushed to the file before
+        returning; the index of the rows written."""
         ...
 
     def close(self) -> None: ...
@@ -197,8 +207,9 @@ class ExternalArrays:
             return
         rows = {}
         for key, (shape, dtype) in stream.arrays.items():
-            rows[key] = np.asarray(doc["data"][key], dtype=dtype)
-            if rows[key].shape != shape:
+            value = doc["data"][key]
+            rows[key] = value if is_lazy_array(value) else np.asarray(value, dtype=dtype)
+            if tuple(rows[key].shape) != shape:
                 raise ValueError(f"derived run {stream.run_uid}, stream {stream.descriptor['name']!r}: "
                                  f"{key!r} has shape {rows[key].shape}; its descriptor declared {shape}")
         if stream.file is None:

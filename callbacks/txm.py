@@ -25,13 +25,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..analysis.txm_reduction import TxmXanesAccumulator, XanesOptions
+from ..analysis.frame_quality import FrameQuality
+from ..analysis.txm_reduction import EnergyPreview, TxmXanesAccumulator, XanesOptions, XanesReduction
 from ..schema.start import TXM
 from .derived import AnalysisCallback
+
+
+def quality_row(seq_num: int, kind: str, quality: FrameQuality, used: bool, reason: str) -> dict[str, Any] | None:
+    """The ``frame_quality`` row of raw frame ``seq_num`` of ``kind``: one for a frame
+    skipped or with pixels masked (non-finite or saturated), None for a clean frame."""
+    if used and not quality.n_nonfinite and not quality.n_saturated:
+        return None
+    return {"raw_seq_num": seq_num, "frame_type": kind, **quality.record(), "used": used, "reason": reason}
 
 
 class TxmXanesCallback(AnalysisCallback):
@@ -60,6 +70,7 @@ class TxmXanesCallback(AnalysisCallback):
         super().__init__(**kwargs)
         self.options = XanesOptions(smooth_voxels, mask_erosion, denoise, registration_angles, bins)
         self.reducer: TxmXanesAccumulator | None = None
+        self._adopted: tuple | None = None
         self.live_signal("wl_sigma_eV", float, math.nan)
         self.live_signal("wl_mean_eV", float, math.nan)
         self.live_signal("energies_done", int, 0)
@@ -73,6 +84,7 @@ class TxmXanesCallback(AnalysisCallback):
         self.scan = (start["energies_eV"], start["angles_deg"], start["txm_mode"])
         TxmXanesAccumulator(*self.scan, self.options)  # refuses a scan it cannot reduce, at the start
         self.reducer = None  # built at the first frame: the camera's shape comes with the descriptor
+        self._adopted = None
 
     def process_row(self, seq_num: int, data: dict[str, Any], frame: np.ndarray | None) -> None:
         if self.reducer is None:
@@ -84,24 +96,47 @@ class TxmXanesCallback(AnalysisCallback):
             energy_eV=float(data[self.keys["energy"]]),
             angle_deg=float(data[self.keys["angle"]]),
         )
-        if not outcome.used or outcome.quality.n_nonfinite or outcome.quality.n_saturated:
-            self.derived.event("frame_quality", {"raw_seq_num": seq_num, "frame_type": kind,
-                                                 **outcome.quality.record(), "used": outcome.used,
-                                                 "reason": outcome.reason})
-        preview = outcome.preview
-        if preview is not None:
-            self.derived.event(
-                "preview",
-                {"energy_eV": preview.energy_eV, "energy_index": preview.energy_index,
-                 "center_px": preview.center_px, "image": preview.image},
-            )
+        row = quality_row(seq_num, kind, outcome.quality, outcome.used, outcome.reason)
+        if row is not None:
+            self.derived.event("frame_quality", row)
+        if outcome.preview is not None:
+            self._publish_preview(outcome.preview)
             self.set_live("energies_done", self.reducer.n_complete)
 
+    def _publish_preview(self, preview: EnergyPreview) -> None:
+        self.derived.event(
+            "preview",
+            {"energy_eV": preview.energy_eV, "energy_index": preview.energy_index,
+             "center_px": preview.center_px, "image": preview.image},
+        )
+
+    def adopt(self, reduction: XanesReduction, previews: Sequence[EnergyPreview],
+              quality_rows: Sequence[dict[str, Any]], n_incomplete: int) -> None:
+        """Take, for the raw run in progress, the result of the block-wise reduction that
+        `nanostrain.analyze_txm` ran on a cluster instead of the frames (the run is then
+        replayed without them): at the raw stop, `finish` publishes ``quality_rows`` (as
+        `quality_row` makes them), ``previews`` and ``reduction`` as it publishes the live
+        reducer's. The reduction's volumes may be lazy (read from the store as they are
+        written out, `callbacks.external_arrays.is_lazy_array`)."""
+        self._adopted = (reduction, tuple(previews), tuple(quality_rows), n_incomplete)
+
     def finish(self) -> None:
-        if self.reducer is None:
+        adopted, self._adopted = self._adopted, None
+        if adopted is not None:
+            result, previews, quality_rows, n_incomplete = adopted
+            for row in quality_rows:
+                self.derived.event("frame_quality", row)
+            for preview in previews:
+                self._publish_preview(preview)
+            self.set_live("energies_done", len(previews))
+        elif self.reducer is None:
             raise ValueError("the txm run recorded no frames")
-        n_incomplete = self.reducer.n_incomplete
-        result, self.reducer = self.reducer.result(), None
+        else:
+            n_incomplete = self.reducer.n_incomplete
+            result, self.reducer = self.reducer.result(), None
+        self._publish_result(result, n_incomplete)
+
+    def _publish_result(self, result: XanesReduction, n_incomplete: int) -> None:
         for energy, (rows, cols) in zip(result.energies_eV, result.shifts_px, strict=True):
             self.derived.event(
                 "registration", {"energy_eV": float(energy), "shift_rows_px": float(rows), "shift_cols_px": float(cols)}

@@ -36,14 +36,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from .callbacks.derived import GuardedCallback
+from .callbacks.derived import AnalysisCallback, GuardedCallback
 from .callbacks.frames import TiledFrameSource, frames_per_block
 from .callbacks.sxdm import SxdmCallback, SxdmRaster, screen_frame
 from .analysis.sxdm import SxdmAccumulator
@@ -276,12 +276,13 @@ def _tree_reduce(job: SxdmJob, client, bar: tqdm) -> Partial:
     return pending.result()
 
 
-def publish(job: SxdmJob, partial: Partial, writer=None) -> list[tuple[str, Document]]:
-    """The derived runs of the job's analyses, made by each from the merged ``partial``
-    (`SxdmCallback.adopt`) and the raw run's documents without the frames; ``writer``
-    (e.g. a `SupersedingWriter`) gets each document too. Returns the documents published."""
-    accumulator, rows = partial
-    seq_nums = [seq for task in job.tasks for seq in task.seq_nums]
+def publish_adopted(documents: list[tuple[str, Document]], analyses: list[AnalysisCallback],
+                    adopt: Callable[[AnalysisCallback], None], writer=None) -> list[tuple[str, Document]]:
+    """The derived runs of ``analyses``, each made by the live code from the raw run's
+    ``documents`` without the frames (they were reduced on the cluster) and the cluster's
+    result, which ``adopt(analysis)`` hands to it before the raw stop; a failing adoption
+    fails that derived run with the reason, as live. ``writer`` (e.g. a
+    `SupersedingWriter`) gets each document too. Returns the documents published."""
     published: list[tuple[str, Document]] = []
 
     def emit(name: str, doc: Document) -> None:
@@ -289,19 +290,28 @@ def publish(job: SxdmJob, partial: Partial, writer=None) -> list[tuple[str, Docu
         if writer is not None:
             writer(name, doc)
 
-    for analysis in job.analyses:
+    for analysis in analyses:
         analysis.subscribe(emit)
         guard = GuardedCallback(analysis)
-        for name, doc in job.documents:
+        for name, doc in documents:
             if name == "stop" and analysis.active:
                 try:
-                    analysis.adopt(accumulator, rows, seq_nums)
+                    adopt(analysis)
                 except Exception as error:  # noqa: BLE001 - the derived run fails with the reason, as live
-                    logger.exception("sxdm_strain of %s failed", job.uid)
+                    logger.exception("%s of %s failed", analysis.analysis, doc["run_start"])
                     analysis.abandon(f"{analysis.analysis} failed: {type(error).__name__}: {error}")
-            if name != "stream_datum":  # the frames were reduced on the cluster
+            if name != "stream_datum":
                 guard(name, doc)
     return published
+
+
+def publish(job: SxdmJob, partial: Partial, writer=None) -> list[tuple[str, Document]]:
+    """The derived runs of the job's analyses, made by each from the merged ``partial``
+    (`SxdmCallback.adopt`) by `publish_adopted`."""
+    accumulator, rows = partial
+    seq_nums = [seq for task in job.tasks for seq in task.seq_nums]
+    return publish_adopted(job.documents, job.analyses, lambda analysis: analysis.adopt(accumulator, rows, seq_nums),
+                           writer)
 
 
 def analyze(run, catalog_url: str, api_key: str | None = None, client=None, derived=None, writer=None,

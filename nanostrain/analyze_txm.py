@@ -27,7 +27,12 @@ chunks concurrently) and the result equal to `reduce_xanes` on the same frames:
 6. *sample* (per slab): the particle's spectra at the global stride of
    `analysis.xanes.whiteline_operator`'s population; the client builds the estimator;
 7. *white line* (per slab) -> ``wl_eV``; the particle's values come back for
-   `whiteline_statistics` (4 bytes per particle voxel on the client).
+   `whiteline_statistics` (4 bytes per particle voxel on the client);
+8. *publish* (`publish`, on the client): the ``txm_xanes`` derived run made by the live
+   callback from the result (`TxmXanesCallback.adopt`), the volumes as lazy arrays over
+   the store that `ExternalArrays` copies, slab by slab, into the derived run's HDF5
+   file. Besides, *preview* (a task per energy, after 1): the live reducer's preview, the
+   central row reconstructed before registration; and every frame's quality row.
 
 Memory per worker (float32): normalise/register ``GROUP_ANGLES`` frames x 3 plus the
 darks and flats; reconstruct the slab's sinograms (angles x (slab + 2 halo) x columns)
@@ -62,7 +67,9 @@ from tqdm import tqdm
 from .analysis.txm import SLICES_PER_BATCH, find_center, normalize, opposed_pair, reconstruct
 from .analysis.txm_reduction import (
     MIN_ENERGIES,
+    EnergyPreview,
     XanesOptions,
+    XanesReduction,
     edge_jump,
     edge_jump_energies,
     energy_shift,
@@ -82,9 +89,9 @@ from .analysis.xanes import (
     whiteline_operator,
     whiteline_statistics,
 )
-from .analyze import AnalyzeError, CatalogAccess, CatalogRun, plain_document
+from .analyze import AnalyzeError, CatalogAccess, CatalogRun, plain_document, publish_adopted
 from .callbacks.frames import TiledFrameSource
-from .callbacks.txm import TxmXanesCallback
+from .callbacks.txm import TxmXanesCallback, quality_row
 from .replaying import recorded_analyses, run_documents
 from .schema.start import TXM
 
@@ -132,6 +139,8 @@ class TxmJob:
     store: str
     task_bytes: int = TASK_BYTES
     documents: list[tuple[str, Document]] = field(default_factory=list, repr=False)
+    analysis: TxmXanesCallback | None = field(default=None, repr=False)
+    n_incomplete: int = 0
 
     @property
     def n_frames(self) -> int:
@@ -145,7 +154,9 @@ class TxmResult:
 
     energies_eV : the energies reduced (complete ones); shifts_px : (n, 2) per energy;
     reference_index, center_px, n_components, statistics : as `XanesReduction`;
-    phase_seconds : wall time of each phase (module notes), s.
+    phase_seconds : wall time of each phase (module notes), s; previews : per energy,
+    the live reducer's preview (central slice reconstructed before registration);
+    quality_rows : the ``frame_quality`` rows of the frames read, by raw seq_num.
     """
 
     energies_eV: np.ndarray
@@ -156,6 +167,19 @@ class TxmResult:
     statistics: WhitelineStatistics
     store: str
     phase_seconds: dict[str, float]
+    previews: tuple[EnergyPreview, ...] = ()
+    quality_rows: tuple[dict[str, Any], ...] = ()
+
+    def reduction(self) -> XanesReduction:
+        """The result as the live reducer's `XanesReduction`, its volumes (``wl_eV``,
+        ``mask``, ``edge_jump``) lazy dask arrays over the store (read as they are used)."""
+        import dask.array
+
+        def volume(name: str):
+            return dask.array.from_zarr(self.store, component=name)
+
+        return XanesReduction(self.energies_eV, volume("wl_eV"), volume("mask"), volume("edge_jump"), self.shifts_px,
+                              self.reference_index, self.center_px, self.n_components, self.statistics)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -251,7 +275,7 @@ def plan(run, catalog_url: str, api_key: str | None, store: str | Path, derived=
         raise AnalyzeError(f"the store {store} exists and is not empty; give a new folder")
     return TxmJob(start["uid"], energies, angles, frame_shape, analysis.options, tuple(energy_frames),
                   analysis.stream, CatalogAccess(catalog_url, api_key, start["uid"]), str(store), task_bytes,
-                  documents)
+                  documents, analysis, energies.size - len(energy_frames))
 
 
 # ----------------------------------------------------------------------------- the store
@@ -300,37 +324,56 @@ def _read(source: TiledFrameSource, stream: str, refs: Iterable[FrameRef]) -> li
     return [item for ref in refs for item in source.iter_frames(stream, ref.resource, ref.datum)]
 
 
-def normalize_energy(task: EnergyTask) -> tuple[int, float, str]:
-    """Task 1 (on a worker): (slot, mean absorbance, "" or why the energy is incomplete)."""
+def normalize_energy(task: EnergyTask) -> tuple[int, float, str, list[dict[str, Any]]]:
+    """Task 1 (on a worker): (slot, mean absorbance, "" or why the energy is incomplete,
+    the ``frame_quality`` rows of the frames it read, `callbacks.txm.quality_row`)."""
     run = CatalogRun(task.catalog)
     source = TiledFrameSource(run)
     absorbance = _array(task.store, "absorbance")
+    rows: list[dict[str, Any]] = []
+
+    def screened(kind: str, seq_num: int, frame: np.ndarray) -> np.ndarray | None:
+        quality, reason, usable = screen_frame(kind, frame, task.frame_shape)
+        row = quality_row(seq_num, kind, quality, usable is not None, reason)
+        if row is not None:
+            rows.append(row)
+        return usable
+
     try:
         references = {}
         for kind, refs in (("dark", task.frames.darks), ("flat", task.frames.flats)):
-            usable = [screen_frame(kind, frame, task.frame_shape)[2] for _, frame in _read(source, task.stream, refs)]
+            usable = [screened(kind, seq, frame) for seq, frame in _read(source, task.stream, refs)]
             usable = [frame for frame in usable if frame is not None]
             if not usable:
-                return task.slot, math.nan, f"no usable {kind} frame"
+                return task.slot, math.nan, f"no usable {kind} frame", rows
             references[kind] = np.stack(usable)
         total, count = 0.0, 0
         projections = task.frames.projections
         for first in range(0, len(projections), GROUP_ANGLES):
             group = projections[first: first + GROUP_ANGLES]
             frames = []
-            for (_, ref), (_, frame) in zip(group, _read(source, task.stream, [ref for _, ref in group]), strict=True):
-                quality, reason, usable = screen_frame("projection", frame, task.frame_shape)
+            for seq, frame in _read(source, task.stream, [ref for _, ref in group]):
+                usable = screened("projection", seq, frame)
                 if usable is None:
-                    return task.slot, math.nan, f"projection seq_num {ref.seq_num} skipped: {reason}"
+                    return task.slot, math.nan, f"projection seq_num {seq} skipped: {rows[-1]['reason']}", rows
                 frames.append(usable)
             block = normalize(np.stack(frames), references["flat"], references["dark"], minus_log=True)
             total += float(block.sum(dtype=np.float64))
             count += block.size
             absorbance[task.slot, first: first + len(group)] = block
-        return task.slot, total / count, ""
+        return task.slot, total / count, "", rows
     finally:
         source.close()
         run.close()
+
+
+def preview_energy(store: str, slot: int, angles_deg: np.ndarray) -> tuple[float, np.ndarray]:
+    """Task 1b: the live reducer's preview of energy ``slot`` (before registration): the
+    central row's sinogram, its rotation centre (px) and its reconstruction."""
+    absorbance = _array(store, "absorbance")
+    sinogram = absorbance[slot, :, absorbance.shape[2] // 2]
+    center = find_center(sinogram, angles_deg)
+    return float(center), reconstruct(sinogram, angles_deg, center)
 
 
 def shift_of(store: str, slot: int, reference: int, picks: np.ndarray) -> np.ndarray:
@@ -466,7 +509,7 @@ def reduce(job: TxmJob, client=None, progress: bool | None = None) -> TxmResult:
     volume_row = 4 * cols * cols
     recon_slabs = slabs(rows, job.angles_deg.size * cols * 4 + 3 * volume_row, job.task_bytes)
     energy_slabs = slabs(rows, n_slots * volume_row, job.task_bytes)
-    total = (3 * n_slots + n_slots * len(recon_slabs) + 5 * len(energy_slabs))
+    total = (4 * n_slots + n_slots * len(recon_slabs) + 5 * len(energy_slabs))
     bar = tqdm(total=total, unit="task", desc="analyze", file=sys.stderr, mininterval=0.5,
                disable=None if progress is None else not progress, dynamic_ncols=True)
     run = _Runner(client, bar)
@@ -475,7 +518,8 @@ def reduce(job: TxmJob, client=None, progress: bool | None = None) -> TxmResult:
         tasks = [EnergyTask(slot, frames, job.frame_shape, job.stream, job.catalog, store)
                  for slot, frames in enumerate(job.energy_frames)]
         normalised = run.map("normalise", normalize_energy, tasks)
-        skipped = [f"{job.energies_eV[job.energy_frames[slot].index]} eV: {why}" for slot, _, why in normalised if why]
+        skipped = [f"{job.energies_eV[job.energy_frames[slot].index]} eV: {why}" for slot, _, why, _ in normalised
+                   if why]
         if skipped:  # the live reducer would leave these energies out; `replay` does
             raise AnalyzeError(f"energies with frames skipped as bad ({'; '.join(skipped)}); "
                                "`nanostrain replay` reduces such runs")
@@ -483,7 +527,14 @@ def reduce(job: TxmJob, client=None, progress: bool | None = None) -> TxmResult:
         order = np.argsort(energies)
         if np.any(order != np.arange(n_slots)):
             raise AnalyzeError("the energies were taken out of increasing order")
-        reference = int(np.argmax([mean for _, mean, _ in normalised]))
+        quality_rows = tuple(sorted({row["raw_seq_num"]: row for *_, rows_read in normalised
+                                     for row in rows_read}.values(), key=lambda row: row["raw_seq_num"]))
+        previews = tuple(
+            EnergyPreview(energy_index=frames.index, energy_eV=float(job.energies_eV[frames.index]),
+                          center_px=center, image=image)
+            for frames, (center, image) in zip(job.energy_frames, run.map(
+                "preview", preview_energy, [store] * n_slots, range(n_slots), angles_deg=job.angles_deg), strict=True))
+        reference = int(np.argmax([mean for _, mean, _, _ in normalised]))
         picks = registration_picks(job.angles_deg.size, options.registration_angles)
         shifts = np.stack(run.map("shifts", shift_of, [store] * n_slots, range(n_slots), [reference] * n_slots,
                                   [picks] * n_slots))
@@ -517,7 +568,19 @@ def reduce(job: TxmJob, client=None, progress: bool | None = None) -> TxmResult:
         statistics = whiteline_statistics(np.concatenate(values), None, bins=options.bins)
     finally:
         bar.close()
-    return TxmResult(energies, shifts, reference, float(center), int(n_components), statistics, store, run.seconds)
+    return TxmResult(energies, shifts, reference, float(center), int(n_components), statistics, store, run.seconds,
+                     previews, quality_rows)
+
+
+def publish(job: TxmJob, result: TxmResult, writer=None) -> list[tuple[str, Document]]:
+    """The ``txm_xanes`` derived run of ``result``, made by the live callback
+    (`TxmXanesCallback.adopt`, `analyze.publish_adopted`): frame quality rows, previews,
+    registration, the ``whiteline`` volumes and statistics. The volumes are lazy arrays
+    over the store, so ``writer`` must write through `ExternalArrays` (which copies them
+    to the derived run's HDF5 file slab by slab, in bounded memory) before anything
+    records them; with no writer the documents are only returned."""
+    return publish_adopted(job.documents, [job.analysis], lambda analysis: analysis.adopt(
+        result.reduction(), result.previews, result.quality_rows, job.n_incomplete), writer)
 
 
 def analyze(run, catalog_url: str, api_key: str | None, store: str | Path, client=None, derived=None,

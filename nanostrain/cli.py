@@ -5,8 +5,9 @@
                                           its live web view at /view/
     nanostrain shell [--real CONFIG] [-c CODE]   IPython with the beamline session loaded
     nanostrain replay UID [--write]       re-run the live analyses on a stored run
-    nanostrain analyze UID [--scheduler ADDR] [--workers N] [--write]
-                                          the SXDM strain analysis of a stored run on dask.distributed
+    nanostrain analyze UID [--scheduler ADDR] [--workers N] [--write [--keep-store]]
+                                          the SXDM strain or TXM-XANES analysis of a stored run on
+                                          dask.distributed
     nanostrain refine UID [--q-window LO HI] [--write]
                                           sequential Pawley refinement of a stored operando XRD run
     nanostrain bus                        the document bus (0MQ proxy) on 127.0.0.1:5577/5578
@@ -32,6 +33,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from importlib import resources
@@ -238,8 +240,12 @@ def _analyze_txm(args: argparse.Namespace, run, derived, client) -> int:
 
     uid = run.metadata["start"]["uid"]
     store = Path(args.store) if args.store else Path(args.data_dir) / "derived" / f"txm_xanes-{uid}.zarr"
-    if args.write:
-        raise UsageError("--write is for SXDM runs; a TXM analysis writes its arrays to --store")
+    writer = _superseding_writer(derived) if args.write else None
+    recording = _recording(writer, args)
+    if writer is not None and recording is writer:  # the volumes must go to files, never inline
+        raise UsageError(f"--write of a TXM analysis writes its volumes under {Path(args.data_dir) / 'derived'}, "
+                         "the catalog's derived-array folder, which is not on this machine: give the catalog's "
+                         "--data-dir, or analyse without --write")
     try:
         job = analyze_txm.plan(run, str(client.context.api_uri), client.context.api_key, store, derived)
         with dask_client(args.scheduler, args.workers) as dask:
@@ -255,8 +261,14 @@ def _analyze_txm(args: argparse.Namespace, run, derived, client) -> int:
     print(f"white line over {stats.n_voxels} voxels: mean {stats.mean_eV:.3f} eV, median {stats.median_eV:.3f} eV, "
           f"sigma {stats.sigma_eV:.3f} eV; rotation centre {result.center_px:.2f} px; "
           f"{result.n_components} PCA components")
-    print(f"arrays (zarr: absorbance, volumes, edge_jump, mask, wl_eV) in {result.store}")
-    return 0
+    if writer is None:
+        print(f"arrays (zarr: absorbance, volumes, edge_jump, mask, wl_eV) in {result.store}")
+        return 0
+    code = _report(analyze_txm.publish(job, result, recording), writer)
+    if code == 0 and not args.keep_store:  # the results are in the derived run's file: the rest is scratch
+        shutil.rmtree(result.store)
+        print(f"removed the intermediate store {result.store} (--keep-store keeps it)")
+    return code
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
@@ -442,7 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_integer, default=2, metavar="N",
                    help="worker processes of the local cluster (default: %(default)s)")
     p.add_argument("--write", action="store_true",
-                   help="store the derived run in the catalog, replacing the earlier one of the same computation")
+                   help="store the derived run in the catalog, replacing the earlier one of the same computation "
+                        "(TXM: its volumes as HDF5 files under <data-dir>/derived)")
+    p.add_argument("--keep-store", action="store_true",
+                   help="TXM with --write: keep the intermediate zarr store (absorbance, volumes) afterwards")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar (default: one on a terminal)")
     p.set_defaults(func=cmd_analyze)

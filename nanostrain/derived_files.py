@@ -11,7 +11,13 @@ shape ``(n_events, *shape)`` per external data key, as the detectors write their
   event's arrays are written once, never rewritten (a chunk of several events would be
   compressed and written again at every event, and HDF5 does not reuse the space the
   older copies held: 11 I(Q) patterns of 3.5 KiB took 239 kB in chunks of 293 events),
-  and slicing a few patterns reads only their chunks;
+  and slicing a few patterns reads only their chunks. An array larger than `CHUNK_BYTES`
+  (a tomographic volume) is cut along its first axis into chunks of whole rows (slices)
+  of at most that size: HDF5 refuses chunks of 4 GiB, and a reader slicing a few slices
+  should not decompress the whole volume;
+* an event's array may be lazy (`callbacks.external_arrays.is_lazy_array`: a dask or
+  zarr array of an offline analysis): it is read and written `COPY_BYTES` at a time, so
+  a volume larger than memory is copied in bounded memory;
 * SWMR (``libver="latest"``): the catalog server reads a file while its run goes on, and
   each `HDF5ArrayFile.append` flushes and fsyncs before it returns (as the journal
   fsyncs each StreamDatum), so a StreamDatum published after it never points at data not
@@ -26,6 +32,7 @@ calls it with each run it deleted).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -36,13 +43,42 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .callbacks.external_arrays import DEFAULT_MIN_BYTES
+from .callbacks.external_arrays import DEFAULT_MIN_BYTES, is_lazy_array
 from .devices.hdf5_compression import DEFAULT_COMPRESSION, dataset_options
 
 #: where the datasets sit in a file
 DATA_GROUP = "/entry/data"
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+CHUNK_BYTES = 8 * 2**20
+"""Largest chunk of a dataset (bytes, before compression) when an event's array is cut."""
+
+COPY_BYTES = 256 * 2**20
+"""Largest block of a lazy array read into memory at once while it is written."""
+
+
+def chunk_shape(shape: tuple[int, ...], itemsize: int, chunk_bytes: int = CHUNK_BYTES) -> tuple[int, ...]:
+    """The chunk of a dataset of events of ``shape``: one event, cut along the array's
+    first axis into whole rows so that a chunk holds at most ``chunk_bytes`` (at least
+    one row)."""
+    if not shape:
+        return (1,)
+    row_bytes = itemsize * math.prod(shape[1:])
+    rows = max(1, min(shape[0], chunk_bytes // max(1, row_bytes)))
+    return (1, rows, *shape[1:])
+
+
+def _write_row(dataset: h5py.Dataset, index: int, value: Any) -> None:
+    """``dataset[index] = value``; a lazy ``value`` block by block (`COPY_BYTES`, whole chunks)."""
+    if not is_lazy_array(value) or value.ndim == 0:
+        dataset[index] = np.asarray(value)
+        return
+    rows_per_chunk = dataset.chunks[1]
+    row_bytes = dataset.dtype.itemsize * math.prod(value.shape[1:])
+    step = max(1, COPY_BYTES // max(1, row_bytes * rows_per_chunk)) * rows_per_chunk
+    for first in range(0, value.shape[0], step):
+        dataset[index, first: first + step] = np.asarray(value[first: first + step], dtype=dataset.dtype)
 
 
 def _checked_name(what: str, name: str) -> str:
@@ -65,7 +101,7 @@ class HDF5ArrayFile:
         for key, (shape, dtype) in arrays.items():
             self._datasets[key] = self._file.create_dataset(
                 f"{DATA_GROUP}/{_checked_name('data key', key)}", shape=(0, *shape), maxshape=(None, *shape),
-                dtype=dtype, **dataset_options(compression, shape))
+                dtype=dtype, **{**dataset_options(compression, shape), "chunks": chunk_shape(shape, np.dtype(dtype).itemsize)})
         self._file.swmr_mode = True
         self.count = 0
 
@@ -73,14 +109,15 @@ class HDF5ArrayFile:
         dataset = self._datasets[key]
         return {"dataset": dataset.name, "chunk_shape": list(dataset.chunks), "swmr": True}
 
-    def append(self, rows: Mapping[str, np.ndarray]) -> int:
-        """Write ``rows`` (key -> one event's array) as row `count`, flush and fsync; its index."""
+    def append(self, rows: Mapping[str, Any]) -> int:
+        """Write ``rows`` (key -> one event's array, in memory or lazy) as row `count`,
+        flush and fsync; its index."""
         if set(rows) != set(self._datasets):
             raise ValueError(f"{self.path}: rows for {sorted(rows)}, the file holds {sorted(self._datasets)}")
         index = self.count
         for key, dataset in self._datasets.items():
             dataset.resize(index + 1, axis=0)
-            dataset[index] = rows[key]
+            _write_row(dataset, index, rows[key])
         self._file.flush()
         os.fsync(self._file.id.get_vfd_handle())
         self.count += 1
