@@ -240,12 +240,11 @@ def _analyze_txm(args: argparse.Namespace, run, derived, client) -> int:
 
     uid = run.metadata["start"]["uid"]
     store = Path(args.store) if args.store else Path(args.data_dir) / "derived" / f"txm_xanes-{uid}.zarr"
-    writer = _superseding_writer(derived) if args.write else None
-    recording = _recording(writer, args)
-    if writer is not None and recording is writer:  # the volumes must go to files, never inline
+    if args.write and _derived_dir(args) is None:  # the volumes must go to files, never inline
         raise UsageError(f"--write of a TXM analysis writes its volumes under {Path(args.data_dir) / 'derived'}, "
                          "the catalog's derived-array folder, which is not on this machine: give the catalog's "
                          "--data-dir, or analyse without --write")
+    writer = _superseding_writer(derived, args) if args.write else None
     try:
         job = analyze_txm.plan(run, str(client.context.api_uri), client.context.api_key, store, derived)
         with dask_client(args.scheduler, args.workers) as dask:
@@ -264,7 +263,7 @@ def _analyze_txm(args: argparse.Namespace, run, derived, client) -> int:
     if writer is None:
         print(f"arrays (zarr: absorbance, volumes, edge_jump, mask, wl_eV) in {result.store}")
         return 0
-    code = _report(analyze_txm.publish(job, result, recording), writer)
+    code = _report(analyze_txm.publish(job, result, _recording(writer, args)), writer)
     if code == 0 and not args.keep_store:  # the results are in the derived run's file: the rest is scratch
         shutil.rmtree(result.store)
         print(f"removed the intermediate store {result.store} (--keep-store keeps it)")
