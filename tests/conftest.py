@@ -250,11 +250,12 @@ def stored_derived_run(session, uid: str, analysis: str, timeout: float = 120.0)
     """Raw run ``uid``'s derived run of ``analysis`` once the catalog holds its stop: the
     session's background writer may still be sending it when the plan returns (under
     load, or after the catalog deferred a run and resyncs it)."""
-    def finished():
+    def finished():  # a 1-tuple: a run client without streams (a failed run) is falsy itself
         runs = [r for r in session.derived_runs(uid) if r.metadata["start"]["analysis"] == analysis]
-        return next((r for r in runs if r.metadata.get("stop")), None)
+        return next(((r,) for r in runs if r.metadata.get("stop")), None)
 
-    return wait_for(finished, timeout=timeout, interval=0.5)
+    (run,) = wait_for(finished, timeout=timeout, interval=0.5)
+    return run
 
 
 @pytest.fixture
