@@ -110,7 +110,9 @@ class SimIonChambers(StandardReadable):
     over the energies swept during the count (E_a at its start to E_b at its end, at
     constant speed: `SWEEP_NODES` Gauss-Legendre nodes; one energy at rest). A count
     lasts ``count_time`` of wall time while the Bragg motor moves (a fly scan) or always
-    with ``realtime``; otherwise it is instant.
+    with ``realtime``; otherwise it is instant. Its gate is ``count_time`` long, as a
+    preset-time scaler's: a late wake-up of the event loop delays the next count, it
+    does not widen this one.
     ``mounted_sample`` (a `SampleRecord` JSON) mounts the electrode it names.
     """
 
@@ -187,8 +189,12 @@ class SimIonChambers(StandardReadable):
         if self.realtime or bragg != target:  # counting while the DCM sweeps takes real time
             began = time.monotonic()
             await asyncio.sleep(count_time)
-            bragg_end = await self._bragg_deg()
-            count_time = time.monotonic() - began
+            bragg_now = await self._bragg_deg()
+            # a preset-time scaler gates in hardware: the count spans count_time from its
+            # start however late the software reads it (an event-loop stall delays the next
+            # count, it does not widen this one); the gate's end on the sweep, which turns
+            # at constant angular speed
+            bragg_end = bragg + (bragg_now - bragg) * min(1.0, count_time / (time.monotonic() - began))
         sample, both = self.transmissions(self.photon_energy_eV(bragg), self.photon_energy_eV(bragg_end))
         scale = await self._dcm_offset_eV()
         self._gate_eV = (energy_from_bragg_eV(bragg) + scale, energy_from_bragg_eV(bragg_end) + scale)
