@@ -36,6 +36,8 @@ types; importing this module (and using `EpicsCycler`) loads nothing of
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 import weakref
 from abc import abstractmethod
 from collections import deque
@@ -81,6 +83,11 @@ from .sample import mounted_sample_signal, particle_record
 if TYPE_CHECKING:  # the simulator is imported only where a twin runs (`SimCycler.connect`)
     from nanostrain.sim.cathode import CathodeParticle
     from nanostrain.sim.cycler_engine import CyclerEngine, WallClock
+
+PROGRESS_INTERVAL_S = 0.2
+"""Least time between two progress updates of a running step (the last one always goes):
+blueapi publishes each update on its message bus, and a simulated channel or a fast
+potential PV would otherwise send hundreds a second."""
 
 __all__ = [
     "Cycler",
@@ -188,9 +195,16 @@ class Cycler(StandardReadable, Movable[CyclerStep], Checkable[CyclerStep], Stopp
             charging = value.mode == CyclerMode.CC_CHARGE
             progress, initial, target, unit = self.potential, None, value.v_max if charging else value.v_min, "V"
         running = AsyncStatus(self._run_step())
+        update, sent = None, -math.inf
         async for current in observe_value(progress, done_status=running):
             initial = current if initial is None else initial
-            yield WatcherUpdate(current=current, initial=initial, target=target, name=self.name, unit=unit)
+            update = WatcherUpdate(current=current, initial=initial, target=target, name=self.name, unit=unit)
+            if time.monotonic() - sent >= PROGRESS_INTERVAL_S:
+                sent = time.monotonic()
+                yield update
+                update = None
+        if update is not None:  # the last value always goes out
+            yield update
         await wait_for_value(self.state, lambda state: state != CyclerState.RUNNING, timeout=DEFAULT_TIMEOUT)
         state = await self.state.get_value()
         if state == CyclerState.FAULT:

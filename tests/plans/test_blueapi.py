@@ -27,7 +27,7 @@ from nanostrain.catalog import catalog_nodes
 from nanostrain.plans import registry
 from nanostrain.schema.catalog import derived_runs
 
-from ..conftest import ServerProcess, free_port, require
+from ..conftest import ServerProcess, free_port, require, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "profile" / "blueapi.yaml"
@@ -183,13 +183,26 @@ def test_blueapi_lists_every_plan_and_device_and_runs_tasks_over_the_bus(blueapi
     }
     uids = {}
     for name, params in tasks.items():
-        ran = service.controller_run(name, params)
-        assert ran.returncode == 0, (name, ran.stdout[-2000:], ran.stderr[-2000:])
-        documents = [(m["name"], m["doc"]) for m in bus_messages if set(m) >= {"name", "doc"}]
-        starts = [doc for kind, doc in documents if kind == "start" and doc.get("plan_name") == name]
+        if name == "alignment_scan":  # blueapi's own client follows the task on the bus to its end
+            ran = service.controller_run(name, params)
+            assert ran.returncode == 0, (name, ran.stdout[-2000:], ran.stderr[-2000:])
+        else:
+            # over REST: after an operando_xrd task `blueapi controller run` (blueapi 1.20's
+            # client) spins at 100 % CPU for ~290 s before it returns, past its timeout on a
+            # loaded machine (seen in CI); the documents are still read off the bus below
+            status = service.run_over_rest(name, params)
+            assert not status["errors"], status
+
+        def on_the_bus():
+            documents = [(m["name"], m["doc"]) for m in bus_messages if set(m) >= {"name", "doc"}]
+            starts = [doc for kind, doc in documents if kind == "start" and doc.get("plan_name") == name]
+            stops = [doc for kind, doc in documents if kind == "stop" and starts
+                     and doc["run_start"] == starts[0]["uid"]]
+            return (starts, stops) if stops else None
+
+        starts, stops = wait_for(on_the_bus, timeout=60)
         assert len(starts) == 1, f"{name}: the bus carried {len(starts)} start documents"
-        stops = [doc for kind, doc in documents if kind == "stop" and doc["run_start"] == starts[0]["uid"]]
-        assert stops and stops[0]["exit_status"] == "success"
+        assert stops[0]["exit_status"] == "success"
         uids[name] = starts[0]["uid"]
 
     raw, derived = catalog_nodes(catalog.client())
