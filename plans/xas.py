@@ -134,6 +134,24 @@ class XasPoints:
     dwell_s: np.ndarray
 
 
+def _edges_in_range(dcm, e0_eV: float, reference_edge_eV: float) -> float:
+    """``e0_eV`` (returned) and ``reference_edge_eV`` checked, in that order, to lie in the
+    DCM's energy range (eV): the checks `xas_scan` and `xas_fly_scan` share."""
+    low, high = dcm.limits_eV
+    e0_eV = require_range("e0_eV", e0_eV, low, high, "eV")
+    require_range("reference_edge_eV", reference_edge_eV, low, high, "eV")
+    return e0_eV
+
+
+def _dict_list(name: str, value: Any) -> Sequence[Mapping[str, Any]]:
+    """``value`` if it is a list of 1 to MAX_REGIONS items (regions or segments, each
+    checked by its own function), else PlanArgumentError naming ``name``."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        raise PlanArgumentError(f"{name} must be a list of {name.removesuffix('s')} dicts, got {value!r}.")
+    require_count(f"len({name})", len(value), 1, MAX_REGIONS)
+    return value
+
+
 def _grid(name: str, start: float, stop: float, step: float) -> np.ndarray:
     """start, start + step, ... up to stop (included within step/1000)."""
     if stop < start:
@@ -185,13 +203,8 @@ def validate_xas_scan(dcm, chambers, regions: Sequence[Mapping[str, Any]], e0_eV
     the DCM range. Returns the points."""
     require_device("dcm", dcm, DCM_DEVICE)
     require_device("chambers", chambers, ION_CHAMBERS)
-    low, high = dcm.limits_eV
-    e0_eV = require_range("e0_eV", e0_eV, low, high, "eV")
-    require_range("reference_edge_eV", reference_edge_eV, low, high, "eV")
-    if isinstance(regions, str | bytes | Mapping) or not isinstance(regions, Sequence):
-        raise PlanArgumentError(f"regions must be a list of region dicts, got {regions!r}.")
-    require_count("len(regions)", len(regions), 1, MAX_REGIONS)
-    parts = [region_points(index, region, e0_eV) for index, region in enumerate(regions)]
+    e0_eV = _edges_in_range(dcm, e0_eV, reference_edge_eV)
+    parts = [region_points(index, region, e0_eV) for index, region in enumerate(_dict_list("regions", regions))]
     for index in range(1, len(parts)):
         if parts[index].energies_eV[0] <= parts[index - 1].energies_eV[-1]:
             raise PlanArgumentError(
@@ -202,7 +215,7 @@ def validate_xas_scan(dcm, chambers, regions: Sequence[Mapping[str, Any]], e0_eV
     if energies.size > MAX_POINTS:
         raise PlanArgumentError(f"regions hold {energies.size} points, more than {MAX_POINTS}.")
     for value in (energies[0], energies[-1]):
-        require_range("regions", float(value), low, high, "eV (the DCM range)")
+        require_range("regions", float(value), *dcm.limits_eV, "eV (the DCM range)")
     return XasPoints(energies, np.concatenate([part.dwell_s for part in parts]))
 
 
@@ -331,20 +344,16 @@ def validate_xas_fly_scan(dcm, sampler, segments: Sequence[Mapping[str, Any]], i
     if sampler.dcm is not dcm:
         raise PlanArgumentError(f"sampler {sampler.name!r} samples DCM {sampler.dcm.name!r}, not {dcm.name!r}.")
     interval_s = require_range("interval_s", interval_s, MIN_INTERVAL_S, MAX_INTERVAL_S, "s")
-    low, high = dcm.limits_eV
-    e0_eV = require_range("e0_eV", e0_eV, low, high, "eV")
-    require_range("reference_edge_eV", reference_edge_eV, low, high, "eV")
-    if isinstance(segments, str | bytes | Mapping) or not isinstance(segments, Sequence):
-        raise PlanArgumentError(f"segments must be a list of segment dicts, got {segments!r}.")
-    require_count("len(segments)", len(segments), 1, MAX_REGIONS)
-    parts = [fly_segment(index, segment, e0_eV, interval_s) for index, segment in enumerate(segments)]
+    e0_eV = _edges_in_range(dcm, e0_eV, reference_edge_eV)
+    parts = [fly_segment(index, segment, e0_eV, interval_s)
+             for index, segment in enumerate(_dict_list("segments", segments))]
     for index in range(1, len(parts)):
         if parts[index].start_eV < parts[index - 1].stop_eV:
             raise PlanArgumentError(
                 f"segments[{index}] starts at {parts[index].start_eV:.2f} eV, below the end of segments[{index - 1}] "
                 f"({parts[index - 1].stop_eV:.2f} eV): segments must follow in energy.")
     for value in (parts[0].start_eV, parts[-1].stop_eV):
-        require_range("segments", value, low, high, "eV (the DCM range)")
+        require_range("segments", value, *dcm.limits_eV, "eV (the DCM range)")
     duration = sum((part.stop_eV - part.start_eV) / part.velocity_eV_s for part in parts)
     if duration > MAX_FLY_DURATION_S:
         raise PlanArgumentError(f"segments would sweep for {duration:.0f} s, more than {MAX_FLY_DURATION_S:g} s.")
